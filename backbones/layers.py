@@ -1,0 +1,127 @@
+"""Building blocks of MobileNetV2: conv-BN-ReLU6 and the inverted residual.
+
+Module layout (and so state-dict keys) follows torchvision's ``mobilenet_v2`` so that its
+weight files load without renaming.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+# BatchNorm defaults of PyTorch. TF trains with eps 1e-3 and decay 0.9997; the detection
+# and segmentation builders pass those through ``bn_eps`` / ``bn_momentum``.
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never going more than 10% down.
+
+    This is the rounding of the TF-slim reference (and torchvision) for width multipliers.
+    """
+    min_value = divisor if min_value is None else min_value
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+class ConvBNReLU6(nn.Sequential):
+    """``Conv2d -> BatchNorm2d -> ReLU6`` (indices 0, 1, 2), "same" padding for odd kernels.
+
+    Args:
+        in_channels: input channels C_in.
+        out_channels: output channels C_out.
+        kernel_size: square kernel size (odd).
+        stride: convolution stride.
+        groups: ``in_channels`` for a depthwise convolution.
+        dilation: dilation rate; padding grows with it so the spatial size only depends on stride.
+        activation: append ReLU6 when True.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        dilation: int = 1,
+        activation: bool = True,
+        bn_eps: float = BN_EPS,
+        bn_momentum: float = BN_MOMENTUM,
+    ) -> None:
+        padding = (kernel_size - 1) // 2 * dilation
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation=dilation,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
+        ]
+        if activation:
+            layers.append(nn.ReLU6(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = out_channels
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 bottleneck: 1x1 expand -> 3x3 depthwise -> 1x1 linear projection.
+
+    The expansion (``conv[0]``) is skipped when ``expand_ratio == 1``. The residual is added
+    only when ``stride == 1`` and ``in_channels == out_channels``.
+
+    Shapes: ``[B, in_channels, H, W] -> [B, out_channels, H / stride, W / stride]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        expand_ratio: int,
+        dilation: int = 1,
+        bn_eps: float = BN_EPS,
+        bn_momentum: float = BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        hidden = round(in_channels * expand_ratio)
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(ConvBNReLU6(in_channels, hidden, kernel_size=1, **bn))
+        layers += [
+            ConvBNReLU6(hidden, hidden, 3, stride, groups=hidden, dilation=dilation, **bn),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.stride = stride
+        self.expand_ratio = expand_ratio
+        self.hidden_channels = hidden
+        self.out_channels = out_channels
+        self.use_residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv(x)
+        return x + out if self.use_residual else out
+
+    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Like ``forward`` but also returns the expansion output ``[B, hidden, H, W]``.
+
+        This is the SSDLite tap on layer_15: taken after the 1x1 expansion, before the
+        strided depthwise convolution.
+        """
+        if self.expand_ratio == 1:
+            raise ValueError("a block without expansion has no expansion output")
+        expansion = self.conv[0](x)
+        out = self.conv[1:](expansion)
+        return (x + out if self.use_residual else out), expansion

@@ -1,0 +1,280 @@
+"""MobileNetV2 (arXiv 1801.04381, Table 2) as a multi-scale feature extractor.
+
+Layers are numbered as in the TF reference code: ``layer_1`` is the first 3x3 conv,
+``layer_2`` .. ``layer_18`` are the 17 inverted residual blocks and ``layer_19`` is the 1x1
+conv to 1280 channels. ``layer_N`` is ``self.features[N - 1]``, exactly torchvision's
+``mobilenet_v2().features``, so torchvision state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from backbones.layers import BN_EPS, BN_MOMENTUM, ConvBNReLU6, InvertedResidual, make_divisible
+from backbones.weights import load_torchvision_state_dict
+
+# Paper Table 2: expansion t, output channels c, repeats n, stride of the first repeat s.
+INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+STEM_CHANNELS = 32
+LAST_CHANNELS = 1280
+EXPANSION_SUFFIX = "_expansion"
+# The last layer of each resolution: the "stage ends" at strides 2, 4, 8, 16 and 32.
+STAGE_ENDS = ("layer_2", "layer_4", "layer_7", "layer_14", "layer_19")
+VALID_OUTPUT_STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map the backbone can return.
+
+    Attributes:
+        name: key in the forward output, e.g. ``"layer_15_expansion"``.
+        channels: number of channels C.
+        stride: input size divided by the map size (at the configured output stride).
+        index: 1-based TF layer number it comes from.
+    """
+
+    name: str
+    channels: int
+    stride: int
+    index: int
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 feature extractor returning a dict of named maps.
+
+    Args:
+        width_mult: width multiplier (> 0); channels are rounded with ``make_divisible``.
+            The last 1280-channel conv is only scaled for ``width_mult > 1``.
+        output_stride: 8, 16 or 32. Below 32, strided layers past the target stride run
+            with stride 1 and their depthwise convs are dilated (TF ``mobilenet_base``
+            rule: the layer whose stride is removed keeps the current rate, later layers
+            use the rate multiplied by every removed stride).
+        out_features: names to return (see ``feature_info``); default ``STAGE_ENDS``.
+            Layers after the deepest requested one are not built.
+        frozen_stages: freeze the first N stages (parameters and BN statistics). Stage 1 is
+            ``layer_1`` (the stem), stages 2-8 are the seven rows of Table 2, stage 9 is
+            ``layer_19``. 0 freezes nothing.
+        freeze_bn: keep every BatchNorm in eval mode (running statistics frozen) during
+            training, as is usual when fine-tuning with small batches.
+        weights: ``None``; ``"imagenet"`` / ``"imagenet_v2"`` (torchvision's IMAGENET1K_V1 /
+            V2, width 1.0 only); or a path to a state dict saved from torchvision's
+            ``mobilenet_v2`` (``features.*`` keys, extra keys ignored).
+        bn_eps: BatchNorm epsilon (TF uses 1e-3).
+        bn_momentum: BatchNorm momentum (PyTorch convention; TF decay 0.9997 = 0.0003).
+
+    Forward:
+        ``x``: ``[B, 3, H, W]`` normalized image. Returns ``{name: [B, C, H / s, W / s]}``
+        (sizes rounded up for odd inputs) for every name in ``out_features``.
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        output_stride: int = 32,
+        out_features: Sequence[str] | None = None,
+        frozen_stages: int = 0,
+        freeze_bn: bool = False,
+        weights: str | Path | None = None,
+        bn_eps: float = BN_EPS,
+        bn_momentum: float = BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        if not width_mult > 0:
+            raise ValueError(f"width_mult must be a positive number, got {width_mult}")
+        if output_stride not in VALID_OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.width_mult = width_mult
+        self.output_stride = output_stride
+        self.freeze_bn = freeze_bn
+
+        layers, self.feature_info = _build_layers(width_mult, output_stride, bn_eps, bn_momentum)
+        names = [info.name for info in self.feature_info]
+        self.out_features = tuple(STAGE_ENDS if out_features is None else out_features)
+        unknown = [n for n in self.out_features if n not in names]
+        if unknown or not self.out_features:
+            raise ValueError(f"out_features must be a non-empty subset of {names}, got {unknown}")
+        self._info = {info.name: info for info in self.feature_info}
+        depth = max(self._info[n].index for n in self.out_features)
+        self.features = nn.Sequential(*layers[:depth])
+        _init_weights(self)
+
+        num_stages = len(INVERTED_RESIDUAL_SETTING) + 2
+        if not 0 <= frozen_stages <= num_stages:
+            raise ValueError(f"frozen_stages must be in 0..{num_stages}, got {frozen_stages}")
+        self.frozen_stages = frozen_stages
+        if weights is not None:
+            self.load_torchvision_weights(weights)
+        self._freeze()
+
+    # -- introspection -------------------------------------------------------------------
+    def channels(self, names: Sequence[str] | None = None) -> list[int]:
+        """Channels of ``names`` (default: ``out_features``), in order."""
+        return [self._info[n].channels for n in (names or self.out_features)]
+
+    def strides(self, names: Sequence[str] | None = None) -> list[int]:
+        """Strides of ``names`` (default: ``out_features``), in order."""
+        return [self._info[n].stride for n in (names or self.out_features)]
+
+    # -- weights and freezing ------------------------------------------------------------
+    def load_torchvision_weights(self, weights: str | Path) -> None:
+        """Load torchvision ``mobilenet_v2`` weights (name or file) into ``features``."""
+        if str(weights).startswith("imagenet") and self.width_mult != 1.0:
+            raise ValueError(
+                f"ImageNet weights exist for width_mult=1.0 only, got {self.width_mult}"
+            )
+        self.load_features_state(load_torchvision_state_dict(weights), source=str(weights))
+
+    def load_features_state(self, state: dict[str, Tensor], source: str = "state dict") -> None:
+        """Load the ``features.*`` tensors of a torchvision-style state dict (others ignored)."""
+        own = self.state_dict()
+        selected = {k: v for k, v in state.items() if k in own}
+        missing = [k for k in own if k not in selected]
+        if missing:
+            raise ValueError(
+                f"{source} lacks {len(missing)} backbone tensors, e.g. {missing[:3]};"
+                " expected a state dict of torchvision's mobilenet_v2 (keys 'features.N...')"
+            )
+        self.load_state_dict(selected)
+
+    def _stage_of_layer(self, index: int) -> int:
+        """1-based stage number of TF layer ``index`` (see ``frozen_stages``)."""
+        if index == 1:
+            return 1
+        first = 2
+        for stage, (_, _, repeats, _) in enumerate(INVERTED_RESIDUAL_SETTING, start=2):
+            if index < first + repeats:
+                return stage
+            first += repeats
+        return len(INVERTED_RESIDUAL_SETTING) + 2
+
+    def _frozen_layers(self) -> list[nn.Module]:
+        return [
+            layer
+            for i, layer in enumerate(self.features, start=1)
+            if self._stage_of_layer(i) <= self.frozen_stages
+        ]
+
+    def _freeze(self) -> None:
+        for layer in self._frozen_layers():
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MobileNetV2:
+        """Switch mode, keeping frozen stages (and all BN if ``freeze_bn``) in eval mode."""
+        super().train(mode)
+        if mode:
+            for layer in self._frozen_layers():
+                layer.eval()
+            if self.freeze_bn:
+                for m in self.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.eval()
+        return self
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        wanted = set(self.out_features)
+        out: dict[str, Tensor] = {}
+        for i, layer in enumerate(self.features, start=1):
+            name = f"layer_{i}"
+            if name + EXPANSION_SUFFIX in wanted:
+                x, expansion = layer.forward_with_expansion(x)
+                out[name + EXPANSION_SUFFIX] = expansion
+            else:
+                x = layer(x)
+            if name in wanted:
+                out[name] = x
+        return {n: out[n] for n in self.out_features}
+
+
+def _init_weights(module: nn.Module) -> None:
+    """torchvision's MobileNetV2 initialisation of convolutions and BatchNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _build_layers(
+    width_mult: float, output_stride: int, bn_eps: float, bn_momentum: float
+) -> tuple[list[nn.Module], list[FeatureInfo]]:
+    """All 19 layers and the info of every returnable feature at this width and stride."""
+    bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+    channels = make_divisible(STEM_CHANNELS * width_mult)
+    layers: list[nn.Module] = [ConvBNReLU6(3, channels, 3, stride=2, **bn)]
+    stride, rate = 2, 1
+    infos = [FeatureInfo("layer_1", channels, stride, 1)]
+    for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+        out_channels = make_divisible(c * width_mult)
+        for i in range(n):
+            layer_stride = s if i == 0 else 1
+            layer_rate = 1
+            if layer_stride > 1 and stride == output_stride:
+                # Past the target stride: trade the stride for dilation (TF rule).
+                layer_stride, layer_rate, rate = 1, rate, rate * s
+            elif layer_stride > 1:
+                stride *= layer_stride
+            else:
+                layer_rate = rate
+            block = InvertedResidual(
+                channels, out_channels, layer_stride, t, dilation=layer_rate, **bn
+            )
+            index = len(layers) + 1
+            if t != 1:
+                # The expansion runs before the depthwise conv, at the input's stride.
+                input_stride = stride // layer_stride
+                infos.append(
+                    FeatureInfo(
+                        f"layer_{index}{EXPANSION_SUFFIX}",
+                        block.hidden_channels,
+                        input_stride,
+                        index,
+                    )
+                )
+            layers.append(block)
+            infos.append(FeatureInfo(f"layer_{index}", out_channels, stride, index))
+            channels = out_channels
+    last = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
+    layers.append(ConvBNReLU6(channels, last, 1, **bn))
+    infos.append(FeatureInfo(f"layer_{len(layers)}", last, stride, len(layers)))
+    return layers, infos
+
+
+def mobilenet_v2(
+    width_mult: float = 1.0,
+    output_stride: int = 32,
+    out_features: Sequence[str] | None = None,
+    frozen_stages: int = 0,
+    freeze_bn: bool = False,
+    weights: str | Path | None = None,
+    bn_eps: float = BN_EPS,
+    bn_momentum: float = BN_MOMENTUM,
+) -> MobileNetV2:
+    """Build a MobileNetV2 feature extractor; see ``MobileNetV2`` for the arguments."""
+    return MobileNetV2(
+        width_mult=width_mult,
+        output_stride=output_stride,
+        out_features=out_features,
+        frozen_stages=frozen_stages,
+        freeze_bn=freeze_bn,
+        weights=weights,
+        bn_eps=bn_eps,
+        bn_momentum=bn_momentum,
+    )

@@ -1,0 +1,21 @@
+"""The Lightning layer: tasks, data modules and the ``mobilezoo`` command."""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from tasks.base import BaseTask
+from tasks.classification import ClassificationTask
+from tasks.data.demo_classification import DemoClassificationDataModule
+from tasks.data.imagefolder import ImageFolderDataModule
+from tasks.schedulers import WarmupCosineLR, WarmupExponentialLR, WarmupPolyLR
+
+__all__ = [
+    "BaseTask",
+    "ClassificationTask",
+    "DemoClassificationDataModule",
+    "ImageFolderDataModule",
+    "WarmupCosineLR",
+    "WarmupExponentialLR",
+    "WarmupPolyLR",
+]

@@ -1,0 +1,88 @@
+"""What every task shares: optimizer and LR schedule from the config, parameter groups,
+checkpoint hyper-parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=4e-5)
+
+
+class BaseTask(LightningModule):
+    """Base LightningModule of the zoo.
+
+    Args:
+        optimizer: optimizer class and its arguments from the YAML (``class_path`` /
+            ``init_args``), called with the parameter groups. Default: SGD, lr 0.01,
+            momentum 0.9, weight decay 4e-5.
+        lr_scheduler: LR scheduler class and arguments, called with the optimizer. The
+            schedules of ``tasks.schedulers`` fill ``total_steps=None`` with the run's
+            number of optimizer steps. ``None``: constant learning rate.
+        lr_scheduler_interval: step the scheduler every optimizer ``"step"`` or every
+            ``"epoch"``.
+        decay_norm_and_bias: apply weight decay to BatchNorm parameters and biases too
+            (TF-slim decays conv and linear weights only, the default here).
+    """
+
+    #: names of ``__init__`` arguments that are not saved as hyper-parameters
+    _hparams_ignore: tuple[str, ...] = ("optimizer", "lr_scheduler")
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        decay_norm_and_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        # Only plain values go into checkpoints, so they load with weights_only=True.
+        self.save_hyperparameters(ignore=list(self._hparams_ignore))
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        self.decay_norm_and_bias = decay_norm_and_bias
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters, split into decayed and not-decayed groups."""
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                plain = isinstance(module, _NORM_TYPES) or name == "bias"
+                (no_decay if plain and not self.decay_norm_and_bias else decay).append(p)
+        groups = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameter_groups())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        if isinstance(scheduler, _WarmupSchedule):
+            # estimated_stepping_batches sets up the train loader, so it comes first.
+            total = int(self.trainer.estimated_stepping_batches)
+            if scheduler.total_steps is None:
+                scheduler.total_steps = total
+            if isinstance(scheduler, WarmupExponentialLR) and scheduler.steps_per_decay is None:
+                per_epoch = (
+                    self.trainer.num_training_batches // self.trainer.accumulate_grad_batches
+                )
+                scheduler.steps_per_decay = max(1, int(per_epoch))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval},
+        }

@@ -1,0 +1,105 @@
+"""Image classification task: cross-entropy, top-1 / top-5 accuracy."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from heads.classifier import mobilenet_v2_classifier
+from tasks.base import BaseTask, _default_optimizer
+
+
+class ClassificationTask(BaseTask):
+    """Train and evaluate ``mobilenet_v2_classifier``.
+
+    Args:
+        num_classes: number of classes (must match the data).
+        width_mult: backbone width multiplier.
+        weights: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision state dict file.
+        dropout: dropout before the last layer (paper: 0.2).
+        frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
+        label_smoothing: cross-entropy label smoothing (0 = off).
+        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
+
+    Batches are ``(images [B, 3, H, W], labels [B])``. Logged: ``train/loss``,
+    ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        width_mult: float = 1.0,
+        weights: str | None = None,
+        dropout: float = 0.2,
+        frozen_stages: int = 0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        decay_norm_and_bias: bool = False,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        self.model = mobilenet_v2_classifier(
+            num_classes=num_classes,
+            width_mult=width_mult,
+            weights=weights,
+            dropout=dropout,
+            frozen_stages=frozen_stages,
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        top_k = min(5, num_classes)
+        metrics = MetricCollection(
+            {
+                "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                f"top{top_k}": MulticlassAccuracy(num_classes, top_k=top_k, average="micro"),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.num_classes = num_classes
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` -> logits ``[B, num_classes]``."""
+        return self.model(images)
+
+    def setup(self, stage: str) -> None:
+        data_classes = (
+            getattr(self.trainer.datamodule, "num_classes", None) if self._trainer else None
+        )
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
+            )
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        loss = self.criterion(self(images), labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _eval_step(
+        self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, prefix: str
+    ) -> None:
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        metrics.update(logits, labels)
+        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        self.log_dict(metrics, prog_bar=prefix == "val", batch_size=images.shape[0])
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        probs = torch.softmax(self(images), dim=1)
+        scores, labels = probs.topk(min(5, self.num_classes), dim=1)
+        return {"labels": labels, "scores": scores}

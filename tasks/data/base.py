@@ -1,0 +1,74 @@
+"""Loader settings shared by every data module, and evaluation without duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch.distributed as dist
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset
+
+
+class BaseDataModule(LightningDataModule):
+    """Batch size and loader options common to the zoo's data modules.
+
+    Args:
+        batch_size: images per batch, per process.
+        num_workers: loader worker processes (0 loads in the main process).
+        pin_memory: page-locked host memory for faster copies to a GPU.
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        eval_batch_size: batch size of validation/test/predict loaders (default: ``batch_size``).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+
+    def _loader(
+        self,
+        dataset: Dataset,
+        train: bool,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> DataLoader:
+        """A DataLoader; evaluation loaders never repeat a sample across processes.
+
+        Lightning's default DistributedSampler pads the data set so every process gets the
+        same number of batches, which would count the padded samples twice in a metric.
+        Evaluation loaders therefore shard with ``UnrepeatedDistributedSampler``.
+        """
+        sampler = None
+        if (
+            not train
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            sampler=sampler,
+            drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=collate_fn,
+        )

@@ -1,0 +1,149 @@
+"""ImageNet-style classification data: ``{root}/{split}/{class}/*.jpg``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tasks.data.base import BaseDataModule
+from tasks.data.io import read_image
+from tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw_tensor
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class ImageFolderDataset(Dataset):
+    """Images in one folder per class; class index = position in the sorted class names.
+
+    Returns ``(image [3, H, W] float32, label int)``.
+    """
+
+    def __init__(self, root: str | os.PathLike, transform: A.BasicTransform | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"expected an image folder at {self.root} with one sub-folder per class"
+            )
+        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise FileNotFoundError(
+                f"{self.root} has no class sub-folders ({self.root}/<class>/*.jpg)"
+            )
+        self.samples = [
+            (path, label)
+            for label, name in enumerate(self.classes)
+            for path in sorted((self.root / name).iterdir())
+            if path.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+        if not self.samples:
+            raise FileNotFoundError(
+                f"no images with extensions {IMAGE_EXTENSIONS} under {self.root}"
+            )
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        image = read_image(path)
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return to_chw_tensor(np.asarray(image, dtype=np.float32)), label
+
+
+def classification_transforms(
+    train: bool,
+    image_size: int,
+    resize_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    min_scale: float = 0.08,
+) -> A.Compose:
+    """Train: random resized crop + flip. Eval: resize shorter side, centre crop."""
+    if train:
+        ops = [
+            A.RandomResizedCrop(size=(image_size, image_size), scale=(min_scale, 1.0)),
+            A.HorizontalFlip(p=0.5),
+        ]
+    else:
+        ops = [A.SmallestMaxSize(max_size=resize_size), A.CenterCrop(image_size, image_size)]
+    return A.Compose([*ops, normalize(mean, std)])
+
+
+class ImageFolderDataModule(BaseDataModule):
+    """Classification data in the ImageNet layout: ``{root}/train/<class>/*`` and
+    ``{root}/val/<class>/*``.
+
+    Args:
+        root: data set folder.
+        image_size: crop size fed to the model.
+        resize_size: evaluation resizes the shorter side to this, then centre-crops.
+        min_scale: smallest area fraction of the random resized crop.
+        mean: per-channel mean for normalization (torchvision's ImageNet mean by default,
+            matching its ImageNet weights).
+        std: per-channel standard deviation.
+        train_split: sub-folder of the training images.
+        val_split: sub-folder of the validation images (also used by ``test``).
+        **loader: see ``BaseDataModule``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        resize_size: int = 256,
+        min_scale: float = 0.08,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        train_split: str = "train",
+        val_split: str = "val",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size)
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        self.resize_size = resize_size
+        self.min_scale = min_scale
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.train_split, self.val_split = train_split, val_split
+
+    def _dataset(self, split: str, train: bool) -> ImageFolderDataset:
+        tf = classification_transforms(
+            train, self.image_size, self.resize_size, self.mean, self.std, self.min_scale
+        )
+        return ImageFolderDataset(self.root / split, tf)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.train_set = self._dataset(self.train_split, train=True)
+        if stage in ("fit", "validate", "test"):
+            self.val_set = self._dataset(self.val_split, train=False)
+            train_classes = getattr(self, "train_set", self.val_set).classes
+            if self.val_set.classes != train_classes:
+                raise ValueError(
+                    f"class folders differ between {self.root / self.train_split} and "
+                    f"{self.root / self.val_split}"
+                )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.val_set.classes)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self):
+        return self._loader(self.val_set, train=False)
