@@ -1,0 +1,18 @@
+"""Shared fixtures: a private cache folder and seeded randomness for every test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generated data and hub downloads never touch the user's folders."""
+    monkeypatch.setenv("MOBILEZOO_CACHE", str(tmp_path_factory.getbasetemp() / "mobilezoo_cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+    torch.manual_seed(0)
