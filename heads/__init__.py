@@ -1,5 +1,23 @@
 """Task heads and the pure-torch models built from backbone + head."""
 
 from heads.classifier import ClassificationHead, MobileNetV2Classifier, mobilenet_v2_classifier
+from heads.deeplabv3 import (
+    DeepLabV3Head,
+    MobileDeepLabV3,
+    deeplabv3_mobilenet_v2,
+    multiscale_flip_predict,
+)
+from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 
-__all__ = ["ClassificationHead", "MobileNetV2Classifier", "mobilenet_v2_classifier"]
+__all__ = [
+    "ClassificationHead",
+    "DeepLabV3Head",
+    "MobileDeepLabV3",
+    "MobileNetV2Classifier",
+    "SSDLite",
+    "SSDLiteHead",
+    "deeplabv3_mobilenet_v2",
+    "mobilenet_v2_classifier",
+    "multiscale_flip_predict",
+    "ssdlite_mobilenet_v2",
+]

@@ -1,0 +1,274 @@
+"""Mobile DeepLabv3 (MobileNetV2 paper, section 6.3 and Table 7) on the shared backbone.
+
+The head sits on ``layer_18``, the 320-channel output of the last inverted residual (the
+paper's "MNet V2*" rows), at output stride 16 or 8 through the backbone's dilation. Without
+ASPP (the paper's efficient default) it is an image-pooling branch and a 1x1 branch; with
+ASPP three 3x3 atrous branches are added. Logits are upsampled bilinearly to the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from backbones.mobilenetv2 import MobileNetV2
+
+#: the 320-channel map the paper's "MNet V2*" heads read
+DEEPLAB_FEATURE = "layer_18"
+#: ASPP atrous rates of the DeepLabv3 paper at output stride 16 (doubled at 8)
+ASPP_RATES_OS16 = (6, 12, 18)
+# TF DeepLab trains its head with BatchNorm epsilon 1e-5; it is also PyTorch's default and
+# the epsilon torchvision's ImageNet weights were trained with, so one value serves both.
+HEAD_BN_EPS = 1e-5
+HEAD_BN_MOMENTUM = 0.1
+
+
+class ConvBNReLU(nn.Sequential):
+    """``Conv2d (no bias) -> BatchNorm2d -> ReLU`` at indices 0, 1, 2.
+
+    DeepLab's head uses ReLU, not the backbone's ReLU6. Conv and BN are consecutive entries
+    so a generic conv-BN folding pass finds them.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        dilation: int = 1,
+        bn_eps: float = HEAD_BN_EPS,
+        bn_momentum: float = HEAD_BN_MOMENTUM,
+    ) -> None:
+        padding = (kernel_size - 1) // 2 * dilation
+        super().__init__(
+            nn.Conv2d(
+                in_channels, out_channels, kernel_size, padding=padding, dilation=dilation,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
+            nn.ReLU(inplace=True),
+        )  # fmt: skip
+
+
+class ImagePooling(nn.Module):
+    """Image-level features: global average pool -> 1x1 conv (BN, ReLU) -> broadcast.
+
+    ``[B, C_in, h, w] -> [B, out_channels, h, w]``. Upsampling a 1x1 map bilinearly is a
+    broadcast, so the map is expanded instead (exact, and cheap to export).
+
+    In training the BatchNorm sees one value per image and channel, so it needs a batch of
+    at least 2 per process (DeepLab trains with 16; use ``sync_batchnorm`` on GPUs).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = 256,
+        bn_eps: float = HEAD_BN_EPS,
+        bn_momentum: float = HEAD_BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = ConvBNReLU(in_channels, out_channels, 1, bn_eps=bn_eps, bn_momentum=bn_momentum)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.conv(self.pool(x))
+        return pooled.expand(-1, -1, x.shape[-2], x.shape[-1])
+
+
+class DeepLabV3Head(nn.Module):
+    """The Mobile DeepLabv3 head: parallel branches, concatenation, projection, classifier.
+
+    Branches: image pooling, a 1x1 conv and, when ``atrous_rates`` is non-empty, one 3x3
+    atrous conv per rate (ASPP, regular convolutions as in the paper's ASPP rows). Each
+    branch gives ``channels`` maps (BN, ReLU); they are concatenated and projected by a 1x1
+    conv (BN, ReLU), then dropout and a 1x1 classifier with bias.
+
+    Args:
+        in_channels: channels of the feature map (320 for ``layer_18`` at width 1.0).
+        num_classes: number of output classes.
+        channels: width of every branch and of the projection (DeepLab: 256).
+        atrous_rates: ASPP rates; ``()`` for the head without ASPP.
+        dropout: dropout probability before the classifier (DeepLab: keep 0.9 -> 0.1).
+
+    Shapes: ``[B, in_channels, h, w] -> [B, num_classes, h, w]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: int = 256,
+        atrous_rates: Sequence[int] = (),
+        dropout: float = 0.1,
+        bn_eps: float = HEAD_BN_EPS,
+        bn_momentum: float = HEAD_BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        self.image_pooling = ImagePooling(in_channels, channels, **bn)
+        self.branches = nn.ModuleList(
+            [ConvBNReLU(in_channels, channels, 1, **bn)]
+            + [ConvBNReLU(in_channels, channels, 3, dilation=r, **bn) for r in atrous_rates]
+        )
+        self.project = ConvBNReLU((len(self.branches) + 1) * channels, channels, 1, **bn)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.atrous_rates = tuple(atrous_rates)
+        self.num_classes = num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Image pooling first, as in TF DeepLab's concatenation order.
+        features = [self.image_pooling(x)] + [branch(x) for branch in self.branches]
+        return self.classifier(self.dropout(self.project(torch.cat(features, dim=1))))
+
+
+class MobileDeepLabV3(nn.Module):
+    """Backbone + ``DeepLabV3Head`` + bilinear upsampling to the input size.
+
+    Args:
+        backbone: a ``MobileNetV2`` returning exactly one map (``layer_18`` for the paper's
+            model).
+        num_classes: number of classes (21 for PASCAL VOC, 19 for Cityscapes).
+        atrous_rates: ASPP rates, ``()`` without ASPP.
+        dropout, bn_eps, bn_momentum: see ``DeepLabV3Head``.
+
+    Forward:
+        ``images``: ``[B, 3, H, W]`` normalized to [-1, 1] (any H, W, odd included).
+        Returns logits ``[B, num_classes, H, W]``.
+    """
+
+    def __init__(
+        self,
+        backbone: MobileNetV2,
+        num_classes: int,
+        atrous_rates: Sequence[int] = (),
+        dropout: float = 0.1,
+        bn_eps: float = HEAD_BN_EPS,
+        bn_momentum: float = HEAD_BN_MOMENTUM,
+    ) -> None:
+        super().__init__()
+        if len(backbone.out_features) != 1:
+            raise ValueError(
+                f"DeepLabv3 reads one feature map, got out_features={backbone.out_features}"
+            )
+        self.backbone = backbone
+        self.feature = backbone.out_features[0]
+        self.head = DeepLabV3Head(
+            backbone.channels()[0], num_classes, 256, atrous_rates, dropout, bn_eps, bn_momentum
+        )
+        self.num_classes = num_classes
+        self.output_stride = backbone.strides()[0]
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.head(self.backbone(images)[self.feature])
+        # align_corners=False: pixel centres line up with the input's (ONNX-exportable).
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def deeplabv3_mobilenet_v2(
+    num_classes: int = 21,
+    output_stride: int = 16,
+    aspp: bool = False,
+    width_mult: float = 1.0,
+    weights_backbone: str | Path | None = None,
+    dropout: float = 0.1,
+    frozen_stages: int = 0,
+    freeze_bn: bool = False,
+    bn_eps: float = HEAD_BN_EPS,
+    bn_momentum: float = HEAD_BN_MOMENTUM,
+) -> MobileDeepLabV3:
+    """Mobile DeepLabv3 on MobileNetV2 ``layer_18`` (paper Table 7, "MNet V2*").
+
+    With 21 classes the model has exactly 2,113,557 parameters without ASPP and 4,523,541
+    with it (the paper's 2.11M and 4.52M); the backbone stops at ``layer_18``, the
+    1280-channel ``layer_19`` is not built.
+
+    Args:
+        num_classes: number of classes.
+        output_stride: 16 or 8 (8 costs about 4x the multiply-adds; the paper uses it with
+            multi-scale evaluation). 32 is accepted for experiments.
+        aspp: add the three 3x3 atrous branches (rates 6, 12, 18 at OS16; 12, 24, 36 at OS8).
+        width_mult: backbone width multiplier.
+        weights_backbone: ``None``, ``"imagenet"`` / ``"imagenet_v2"`` (torchvision
+            ImageNet weights) or a torchvision ``mobilenet_v2`` state dict file.
+        dropout: dropout before the classifier (DeepLab keep probability 0.9 -> 0.1).
+        frozen_stages, freeze_bn: see ``backbones.MobileNetV2``.
+        bn_eps: BatchNorm epsilon of backbone and head (1e-5: TF DeepLab's head value and
+            the value torchvision's ImageNet weights were trained with).
+        bn_momentum: BatchNorm momentum (PyTorch convention). TF DeepLab's decay 0.9997
+            would be 0.0003; 0.1 adapts the running statistics within short runs too.
+
+    Returns:
+        ``MobileDeepLabV3``: ``[B, 3, H, W]`` -> logits ``[B, num_classes, H, W]``.
+    """
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    backbone = MobileNetV2(
+        width_mult=width_mult,
+        output_stride=output_stride,
+        out_features=[DEEPLAB_FEATURE],
+        frozen_stages=frozen_stages,
+        freeze_bn=freeze_bn,
+        weights=weights_backbone,
+        bn_eps=bn_eps,
+        bn_momentum=bn_momentum,
+    )
+    rates: tuple[int, ...] = ()
+    if aspp:
+        rates = tuple(r * 16 // output_stride for r in ASPP_RATES_OS16)
+    return MobileDeepLabV3(backbone, num_classes, rates, dropout, bn_eps, bn_momentum)
+
+
+@torch.no_grad()
+def multiscale_flip_predict(
+    model: nn.Module,
+    images: Tensor,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+) -> Tensor:
+    """Class probabilities averaged over input scales and left-right flips (the paper's
+    "MF" evaluation, as TF DeepLab does it: softmax at the input size, then the mean).
+
+    Args:
+        model: returns logits ``[B, C, h, w]`` at its input size ``h, w``.
+        images: ``[B, 3, H, W]`` normalized images.
+        scales: input scale factors, e.g. ``(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)``.
+        flip: also run every scale on the left-right flipped image.
+
+    Returns:
+        probabilities ``[B, C, H, W]`` (softmax, averaged over ``len(scales) * (1 + flip)``
+        passes).
+    """
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
+    height, width = images.shape[-2:]
+    total: Tensor | None = None
+    passes = 0
+    for scale in scales:
+        if scale == 1.0:
+            scaled = images
+        else:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        for flipped in (False, True) if flip else (False,):
+            x = scaled.flip(-1) if flipped else scaled
+            logits = model(x)
+            if flipped:
+                logits = logits.flip(-1)
+            logits = F.interpolate(
+                logits, size=(height, width), mode="bilinear", align_corners=False
+            )
+            probs = logits.softmax(dim=1)
+            total = probs if total is None else total + probs
+            passes += 1
+    assert total is not None
+    return total / passes
