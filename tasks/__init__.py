@@ -9,12 +9,15 @@ from tasks.classification import ClassificationTask
 from tasks.data.demo_classification import DemoClassificationDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.schedulers import WarmupCosineLR, WarmupExponentialLR, WarmupPolyLR
+from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
 
 __all__ = [
     "BaseTask",
     "ClassificationTask",
     "DemoClassificationDataModule",
     "ImageFolderDataModule",
+    "SegmentationPredictionWriter",
+    "SegmentationTask",
     "WarmupCosineLR",
     "WarmupExponentialLR",
     "WarmupPolyLR",

@@ -1,0 +1,276 @@
+"""Semantic segmentation task (Mobile DeepLabv3) and a writer for predicted masks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from PIL import Image
+from torch import Tensor
+from torch.nn import functional as F
+
+from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict
+from tasks.base import BaseTask, _default_optimizer
+from tasks.data.io import read_image
+from tasks.data.seg_transforms import voc_palette
+from tasks.segmentation_metrics import SegmentationMetrics
+
+
+class SegmentationTask(BaseTask):
+    """Train and evaluate ``deeplabv3_mobilenet_v2``.
+
+    Args:
+        num_classes: number of classes (must match the data; 21 for VOC, 19 for Cityscapes).
+        output_stride: 16 or 8.
+        aspp: add the ASPP branches (paper's 4.52M-parameter model).
+        width_mult: backbone width multiplier.
+        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
+            ``mobilenet_v2`` state dict file.
+        dropout: dropout before the classifier.
+        frozen_stages, freeze_bn: see ``backbones.MobileNetV2``.
+        bn_momentum: BatchNorm momentum of backbone and head (PyTorch convention).
+        ignore_index: label value left out of loss and metrics (void).
+        eval_scales: input scales of validation/test/predict; several give multi-scale
+            evaluation, e.g. ``[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]`` (paper's "MF" rows).
+        eval_flip: also average over left-right flips at evaluation.
+        class_names: names for the per-class IoU logs (default: the data module's
+            ``class_names``, else the class index).
+        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see
+            ``BaseTask``; DeepLab's recipe is SGD (momentum 0.9, weight decay 4e-5) with
+            ``WarmupPolyLR`` (power 0.9) stepped every iteration.
+
+    Batches are dicts with ``image`` ``[B, 3, H, W]``, ``mask`` ``[B, H, W]`` int64 and
+    ``size`` ``[B, 2]`` (each image's own height and width; evaluation batches may be
+    padded, and every image is evaluated at its own size, unpadded).
+
+    Logged: ``train/loss``, ``val/loss``, ``val/miou``, ``val/pixel_acc``,
+    ``val/iou_<class>`` (and ``test/*``), from one confusion matrix over the whole set.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        output_stride: Literal[8, 16, 32] = 16,
+        aspp: bool = False,
+        width_mult: float = 1.0,
+        weights_backbone: str | None = None,
+        dropout: float = 0.1,
+        frozen_stages: int = 0,
+        freeze_bn: bool = False,
+        bn_momentum: float = 0.1,
+        ignore_index: int = 255,
+        eval_scales: tuple[float, ...] = (1.0,),
+        eval_flip: bool = False,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        decay_norm_and_bias: bool = False,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        if not eval_scales or any(s <= 0 for s in eval_scales):
+            raise ValueError(f"eval_scales must be positive numbers, got {eval_scales}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names but num_classes={num_classes}"
+            )
+        self.model = deeplabv3_mobilenet_v2(
+            num_classes=num_classes,
+            output_stride=output_stride,
+            aspp=aspp,
+            width_mult=width_mult,
+            weights_backbone=weights_backbone,
+            dropout=dropout,
+            frozen_stages=frozen_stages,
+            freeze_bn=freeze_bn,
+            bn_momentum=bn_momentum,
+        )
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.eval_scales = tuple(float(s) for s in eval_scales)
+        self.eval_flip = eval_flip
+        self.class_names = list(class_names) if class_names is not None else None
+        self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
+        self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
+        #: the summed confusion matrix of the last finished evaluation, per stage
+        self.last_confmat: dict[str, Tensor] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` -> logits ``[B, num_classes, H, W]``."""
+        return self.model(images)
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
+            )
+        if self.class_names is None:
+            names = getattr(datamodule, "class_names", None)
+            if names is not None and len(names) == self.num_classes:
+                self.class_names = list(names)
+
+    # -- loss ------------------------------------------------------------------------------
+    def _loss_terms(self, log_probs: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """Summed pixel NLL and the number of labelled pixels."""
+        loss_sum = F.nll_loss(log_probs, masks, ignore_index=self.ignore_index, reduction="sum")
+        return loss_sum, (masks != self.ignore_index).sum()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        images, masks = batch["image"], batch["mask"]
+        logits = self(images)
+        loss_sum, valid = self._loss_terms(F.log_softmax(logits, dim=1), masks)
+        # A crop with only void pixels gives loss 0 (not NaN) and no gradient.
+        loss = loss_sum / valid.clamp(min=1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _log_probs(self, images: Tensor) -> Tensor:
+        """Log class probabilities ``[B, C, H, W]`` at the configured scales and flips."""
+        if self.eval_scales == (1.0,) and not self.eval_flip:
+            return F.log_softmax(self(images), dim=1)
+        probs = multiscale_flip_predict(self.model, images, self.eval_scales, self.eval_flip)
+        return probs.clamp(min=1e-12).log()
+
+    def _per_image(self, batch: dict[str, Any]) -> list[tuple[Tensor, slice, slice]]:
+        """Log-probabilities of every image at its own size: ``[(log_probs [1, C, h, w],
+        rows, cols)]``. Equal-sized batches run as one batch."""
+        images = batch["image"]
+        sizes = batch.get("size")
+        height, width = images.shape[-2:]
+        if sizes is None or bool((sizes == sizes.new_tensor([height, width])).all()):
+            log_probs = self._log_probs(images)
+            full = (slice(0, height), slice(0, width))
+            return [(log_probs[i : i + 1], *full) for i in range(images.shape[0])]
+        out = []
+        for i, (h, w) in enumerate(sizes.tolist()):
+            rows, cols = slice(0, h), slice(0, w)
+            out.append((self._log_probs(images[i : i + 1, :, rows, cols]), rows, cols))
+        return out
+
+    def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, prefix: str) -> None:
+        masks = batch["mask"]
+        loss_sum = masks.new_zeros((), dtype=torch.float32)
+        valid = masks.new_zeros(())
+        for i, (log_probs, rows, cols) in enumerate(self._per_image(batch)):
+            mask = masks[i : i + 1, rows, cols]
+            s, v = self._loss_terms(log_probs, mask)
+            loss_sum, valid = loss_sum + s, valid + v
+            metrics.update(log_probs.argmax(dim=1), mask)
+        loss = loss_sum / valid.clamp(min=1)
+        # Reduced across processes once, at the end of the epoch.
+        self.log(f"{prefix}/loss", loss, batch_size=masks.shape[0], sync_dist=True)
+
+    def _log_epoch_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
+        result = metrics.compute()  # sums the confusion matrices of all processes
+        self.last_confmat[prefix] = result["confmat"].cpu()
+        # Identical on every process after the sync, so no further reduction is needed.
+        self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=prefix == "val")
+        self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
+        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        for name, iou in zip(names, result["iou"].tolist(), strict=True):
+            if not math.isnan(iou):  # class absent from targets and predictions
+                self.log(f"{prefix}/iou_{name.replace(' ', '_')}", float(iou))
+        metrics.reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.test_metrics, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Label maps at each image's original size.
+
+        Returns one dict per image: ``mask`` ``uint8 [H, W]`` (CPU) and ``path``.
+        """
+        out = []
+        orig_sizes = batch.get("orig_size")
+        for i, (log_probs, _, _) in enumerate(self._per_image(batch)):
+            if orig_sizes is not None and tuple(orig_sizes[i].tolist()) != log_probs.shape[-2:]:
+                log_probs = F.interpolate(
+                    log_probs, size=tuple(orig_sizes[i].tolist()), mode="bilinear"
+                )
+            label = log_probs.argmax(dim=1)[0].to(torch.uint8).cpu()
+            out.append({"mask": label, "path": batch["path"][i]})
+        return out
+
+
+class SegmentationPredictionWriter(BasePredictionWriter):
+    """Writes each predicted mask as a palette PNG and, optionally, a colour overlay.
+
+    For an input ``<predict_dir>/a/b.jpg`` it writes ``<output_dir>/a/b.png`` (pixel value =
+    class index, palette colours for viewing) and ``<output_dir>/a/b_overlay.jpg``.
+
+    Args:
+        output_dir: folder for the outputs (created).
+        overlay: also write the image blended with the coloured mask.
+        alpha: weight of the mask colours in the overlay.
+
+    The palette is the data module's ``palette`` (flat ``[r, g, b, ...]``) when it has one
+    (Cityscapes), else the PASCAL VOC colour map.
+    """
+
+    def __init__(self, output_dir: str = "predictions", overlay: bool = True, alpha: float = 0.5):
+        super().__init__(write_interval="batch")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.output_dir = Path(output_dir)
+        self.overlay = overlay
+        self.alpha = alpha
+
+    def _palette(self, trainer: Trainer) -> list[int]:
+        palette = list(getattr(trainer.datamodule, "palette", None) or voc_palette())
+        return palette + [0] * (768 - len(palette))
+
+    def _relative(self, trainer: Trainer, path: Path) -> Path:
+        folder = getattr(trainer.datamodule, "predict_dir", None)
+        if folder is not None:
+            try:
+                return path.relative_to(Path(folder).expanduser())
+            except ValueError:
+                pass
+        return Path(path.name)
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Sequence[dict[str, Any]],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        palette = self._palette(trainer)
+        colours = np.asarray(palette, dtype=np.float32).reshape(256, 3)
+        for item in prediction:
+            source = Path(item["path"])
+            target = self.output_dir / self._relative(trainer, source).with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mask = item["mask"].numpy()
+            png = Image.fromarray(mask)
+            png.putpalette(palette)  # turns the "L" image into a "P" one
+            png.save(target)
+            if self.overlay:
+                image = read_image(source).astype(np.float32)
+                blended = (1 - self.alpha) * image + self.alpha * colours[mask]
+                overlay_path = target.with_name(target.stem + "_overlay.jpg")
+                Image.fromarray(blended.round().clip(0, 255).astype(np.uint8)).save(
+                    overlay_path, quality=90
+                )
