@@ -53,6 +53,15 @@ class BaseTask(LightningModule):
         self.lr_scheduler_interval = lr_scheduler_interval
         self.decay_norm_and_bias = decay_norm_and_bias
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # With the data order kept by the data module, the RNG state is all a resumed run
+        # needs to replay dropout exactly.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters, split into decayed and not-decayed groups."""
         decay, no_decay = [], []

@@ -32,15 +32,19 @@ class MetricsSummary(Callback):
 
 
 class FiniteLossCheck(Callback):
-    """Stop training with a clear message when the training loss is NaN or infinite."""
+    """Stop with a clear message when the training loss is NaN or infinite.
 
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx
+    The check runs before the backward pass, so the weights (and any checkpoint saved on
+    the way out) are still those of the last good step.
+    """
+
+    def on_before_backward(
+        self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not math.isfinite(float(loss.detach())):
+        value = float(loss.detach())
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"training loss became {float(loss)} at global step {trainer.global_step} "
-                f"(epoch {trainer.current_epoch}, batch {batch_idx}); lower the learning rate "
-                "or check the data. The last saved checkpoint is from before this step."
+                f"training loss became {value} at global step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}); stopped before the update, so the weights and "
+                "checkpoints hold the last finite step. Lower the learning rate or check the data."
             )

@@ -8,6 +8,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import tasks  # noqa: F401  (registers the zoo's tasks and data modules by short name)
 from tasks.base import BaseTask
@@ -24,6 +25,15 @@ class MobileZooCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
+    try:
+        _run(args)
+    except SIGTERMException:
+        # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
+        # save first) but exits 0; job schedulers expect 128 + SIGTERM.
+        raise SystemExit(143) from None
+
+
+def _run(args: list[str] | None) -> None:
     MobileZooCLI(
         BaseTask,
         LightningDataModule,

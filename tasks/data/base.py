@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
+
+from tasks.data.resumable import ResumableSampler, SeededDataset
 
 
 class BaseDataModule(LightningDataModule):
@@ -40,6 +44,28 @@ class BaseDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self._resume: dict[str, int] | None = None
+
+    # -- exact resume (see tasks.data.resumable) ---------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the epoch; saved in every checkpoint."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop
+        return {
+            "epoch": int(loop.epoch_progress.current.processed),
+            "batches_done": int(loop.epoch_loop.batch_progress.current.processed),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._resume = {k: int(v) for k, v in state_dict.items()}
+            # The training loader below resumes mid-epoch exactly, so Lightning's
+            # "dataloader is not resumable" warning does not apply.
+            warnings.filterwarnings(
+                "ignore", message="You're resuming from a checkpoint that ended"
+            )
 
     def _loader(
         self,
@@ -47,28 +73,35 @@ class BaseDataModule(LightningDataModule):
         train: bool,
         collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> DataLoader:
-        """A DataLoader; evaluation loaders never repeat a sample across processes.
+        """A DataLoader. Training loaders shuffle reproducibly and resume mid-epoch exactly;
+        evaluation loaders never repeat a sample across processes.
 
         Lightning's default DistributedSampler pads the data set so every process gets the
         same number of batches, which would count the padded samples twice in a metric.
         Evaluation loaders therefore shard with ``UnrepeatedDistributedSampler``.
         """
-        sampler = None
-        if (
-            not train
-            and dist.is_available()
-            and dist.is_initialized()
-            and dist.get_world_size() > 1
-        ):
+        sampler: Any = None
+        seed = torch.initial_seed() % 2**31
+        if train:
+            # Order and augmentation are functions of (seed, epoch, index): a run resumed
+            # mid-epoch replays exactly what an uninterrupted run would have seen.
+            sampler = ResumableSampler(dataset, self.batch_size, seed=seed)
+            if self._resume is not None:
+                sampler.resume(self._resume["epoch"], self._resume["batches_done"])
+                self._resume = None
+            dataset = SeededDataset(dataset, seed)
+        elif dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
             sampler=sampler,
             drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=collate_fn,
+            # Worker seeds come from the loader's own generator, not the global RNG, so
+            # starting an iterator (e.g. on resume) does not shift the model's dropout.
+            generator=torch.Generator().manual_seed(seed),
         )

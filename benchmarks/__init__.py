@@ -1,0 +1,1 @@
+"""Speed and fidelity measurements that print tables (not tests)."""
