@@ -1,0 +1,174 @@
+"""ONNX export: every model kind, parity with PyTorch in onnxruntime, int8, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("onnxruntime")
+
+from heads.classifier import mobilenet_v2_classifier
+from tasks.export import (
+    DetectorEnd2End,
+    export,
+    load_model,
+    model_kind,
+    ort_session,
+)
+
+
+def _calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> None:
+    """Set BatchNorm statistics from one batch, as after training: a freshly initialised
+    network collapses to near-constant outputs, which would make every score tie."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        (model.forward_raw if hasattr(model, "forward_raw") else model)(images)
+    model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOBILEZOO_CACHE", str(tmp_path / "cache"))
+
+
+def test_classifier_export_parity_dynamic_batch_and_int8(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = mobilenet_v2_classifier(num_classes=4, width_mult=0.35)
+    _calibrate_batchnorm(model, torch.randn(8, 3, 64, 64))
+    result = export(
+        model, str(tmp_path), name="cls", image_size=64, int8=True,
+        num_calibration_images=4, printer=None,
+    )  # fmt: skip
+    assert result.kind == "classifier" and result.passed
+    assert [p.name for p in result.files] == ["cls.onnx", "cls_int8.onnx"]
+    assert result.parity[0].max_abs_diff["logits"] <= 1e-4
+    # A batch size that was not traced runs and matches PyTorch.
+    x = torch.randn(5, 3, 64, 64)
+    (logits,) = ort_session(result.files[0]).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4, rtol=1e-4)
+    # int8: smaller file, runs, same output shape.
+    assert result.files[1].stat().st_size < 0.6 * result.files[0].stat().st_size
+    (q,) = ort_session(result.files[1]).run(None, {"images": x.numpy()})
+    assert q.shape == (5, 4) and np.isfinite(q).all()
+    assert "[PASS] cls.onnx" in str(result)
+
+
+def test_segmenter_export_parity() -> None:
+    pytest.importorskip("heads.deeplabv3")
+    from heads.deeplabv3 import deeplabv3_mobilenet_v2
+
+    torch.manual_seed(0)
+    model = deeplabv3_mobilenet_v2(num_classes=3, aspp=True)
+    _calibrate_batchnorm(model, torch.randn(4, 3, 65, 65))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = export(model, tmp, name="seg", image_size=65, printer=None)
+        assert result.kind == "segmenter" and result.passed
+        x = torch.randn(3, 3, 65, 65)
+        (logits,) = ort_session(result.files[0]).run(None, {"images": x.numpy()})
+    assert logits.shape == (3, 3, 65, 65)
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def detector() -> nn.Module:
+    ssdlite = pytest.importorskip("heads.ssdlite")
+    torch.manual_seed(0)
+    model = ssdlite.ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35, image_size=128)
+    _calibrate_batchnorm(model, torch.randn(8, 3, 128, 128))
+    return model
+
+
+def test_detector_end2end_matches_model_postprocessing(detector: nn.Module) -> None:
+    """The batched in-graph post-processing equals the model's per-image one in PyTorch."""
+    graph = DetectorEnd2End(detector, (128, 128))
+    x = torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = detector(x)
+        boxes, scores, labels, index = graph(x)
+    for i, det in enumerate(expected):
+        sel = index == i
+        assert 0 < len(det["scores"]) == int(sel.sum()) <= detector.postprocessor.max_detections
+        torch.testing.assert_close(scores[sel], det["scores"])
+        torch.testing.assert_close(labels[sel], det["labels"])
+        torch.testing.assert_close(boxes[sel], det["boxes"])
+
+
+def test_detector_export_raw_and_end2end(detector: nn.Module, tmp_path: Path) -> None:
+    result = export(
+        detector, str(tmp_path), name="det", image_size=128, num_check_images=3, printer=None
+    )
+    assert result.kind == "detector" and result.passed
+    assert [p.name for p in result.files] == ["det.onnx", "det_end2end.onnx"]
+    raw, e2e = result.parity
+    assert raw.max_abs_diff["anchors"] == 0.0
+    assert e2e.detections is not None and e2e.detections[0] == e2e.detections[1] > 0
+    # Raw outputs at another batch size, with the anchors of the model.
+    x = torch.randn(2, 3, 128, 128)
+    logits, deltas, anchors = ort_session(result.files[0]).run(None, {"images": x.numpy()})
+    assert (
+        logits.shape[0] == 2 and logits.shape[2] == 4 and deltas.shape == (2, anchors.shape[0], 4)
+    )
+    with torch.no_grad():
+        ref = detector.forward_outputs(x)
+    np.testing.assert_allclose(anchors, ref["anchors"].numpy())
+
+
+def test_checkpoint_roundtrip_and_bad_sources(tmp_path: Path) -> None:
+    from tasks.classification import ClassificationTask
+
+    task = ClassificationTask(num_classes=3, width_mult=0.35)
+    ckpt = tmp_path / "model.ckpt"
+    hparams = dict(task.hparams)
+    hparams["_class_path"] = "tasks.classification.ClassificationTask"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": hparams}, ckpt)
+    model = load_model(str(ckpt))
+    assert model_kind(model) == "classifier"
+    torch.testing.assert_close(model.state_dict(), task.model.state_dict())
+    # Without a class path the task is recognised from the state dict.
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, ckpt)
+    assert model_kind(load_model(str(ckpt))) == "classifier"
+
+    with pytest.raises(ValueError, match="neither a builder name"):
+        load_model("resnet50")
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_model(str(tmp_path / "missing.ckpt"))
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*bad.ckpt"):
+        load_model(str(bad))
+    torch.save({"hyper_parameters": {}}, bad)
+    with pytest.raises(ValueError, match="no 'state_dict'"):
+        load_model(str(bad))
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "evil.Module"}}, bad)
+    with pytest.raises(ValueError, match="evil.Module"):
+        load_model(str(bad))
+    with pytest.raises(TypeError, match="cannot export a Linear"):
+        model_kind(nn.Linear(2, 2))
+
+
+def test_parity_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.export as export_module
+
+    model = mobilenet_v2_classifier(num_classes=2, width_mult=0.35)
+    real = export_module.export_onnx
+
+    def corrupt(graph, form, path, image_size, opset=17):  # the file gets other weights
+        other = mobilenet_v2_classifier(num_classes=2, width_mult=0.35)
+        _calibrate_batchnorm(other, torch.randn(4, 3, 32, 32))
+        return real(other, form, path, image_size, opset)
+
+    monkeypatch.setattr(export_module, "export_onnx", corrupt)
+    _calibrate_batchnorm(model, torch.randn(4, 3, 32, 32))
+    with pytest.raises(RuntimeError, match=r"\[FAIL\] m.onnx"):
+        export(model, str(tmp_path), name="m", image_size=32, printer=None)
