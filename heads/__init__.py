@@ -7,13 +7,17 @@ from heads.deeplabv3 import (
     deeplabv3_mobilenet_v2,
     multiscale_flip_predict,
 )
+from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 
 __all__ = [
     "ClassificationHead",
     "DeepLabV3Head",
     "MobileDeepLabV3",
     "MobileNetV2Classifier",
+    "SSDLite",
+    "SSDLiteHead",
     "deeplabv3_mobilenet_v2",
     "mobilenet_v2_classifier",
     "multiscale_flip_predict",
+    "ssdlite_mobilenet_v2",
 ]

@@ -8,6 +8,7 @@ from tasks.base import BaseTask
 from tasks.classification import ClassificationTask
 from tasks.data.demo_classification import DemoClassificationDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
+from tasks.detection import DetectionPredictionWriter, DetectionTask
 from tasks.schedulers import WarmupCosineLR, WarmupExponentialLR, WarmupPolyLR
 from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
 
@@ -15,6 +16,8 @@ __all__ = [
     "BaseTask",
     "ClassificationTask",
     "DemoClassificationDataModule",
+    "DetectionPredictionWriter",
+    "DetectionTask",
     "ImageFolderDataModule",
     "SegmentationPredictionWriter",
     "SegmentationTask",

@@ -1,0 +1,282 @@
+"""SSDLite on MobileNetV2 (MobileNetV2 paper, section 6.2; TF ``ssdlite_mobilenet_v2_coco``).
+
+Wiring: the expansion output of layer_15 (576 channels, stride 16) and layer_19 (1280
+channels, stride 32), four extra layers of depth 512, 256, 256, 128 (stride 64..512), and a
+depthwise-separable box predictor on all six maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from backbones.layers import ConvBNReLU6
+from backbones.mobilenetv2 import MobileNetV2
+from heads.anchors import AnchorLayout, SSDAnchorGenerator
+from heads.box_coder import BoxCoder
+from heads.detection_loss import MultiBoxLoss
+from heads.postprocess import SSDPostprocessor
+
+SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
+EXTRA_DEPTHS = (512, 256, 256, 128)
+# TF ssdlite config: BN epsilon 1e-3; torchvision's SSDLite: momentum 0.03.
+SSD_BN = {"bn_eps": 1e-3, "bn_momentum": 0.03}
+HEAD_INIT_STD = 0.03
+
+
+def _extra_layer(in_channels: int, depth: int) -> nn.Sequential:
+    """1x1 conv to depth/2 -> 3x3 depthwise stride 2 -> 1x1 conv to depth (BN + ReLU6 each)."""
+    mid = depth // 2
+    return nn.Sequential(
+        ConvBNReLU6(in_channels, mid, 1, **SSD_BN),
+        ConvBNReLU6(mid, mid, 3, stride=2, groups=mid, **SSD_BN),
+        ConvBNReLU6(mid, depth, 1, **SSD_BN),
+    )
+
+
+def _predictor(in_channels: int, out_channels: int) -> nn.Sequential:
+    """SSDLite predictor: 3x3 depthwise (BN, ReLU6) -> 1x1 conv with bias."""
+    return nn.Sequential(
+        ConvBNReLU6(in_channels, in_channels, 3, groups=in_channels, **SSD_BN),
+        nn.Conv2d(in_channels, out_channels, 1),
+    )
+
+
+class SSDLiteHead(nn.Module):
+    """Class and box predictors for every feature map.
+
+    Args:
+        in_channels: channels of each map.
+        num_anchors: anchors per location of each map.
+        num_classes: object classes ``C`` (background is added as index 0).
+
+    Forward: list of ``[B, C_k, h_k, w_k]`` -> ``cls_logits`` ``[B, A, C + 1]`` and
+    ``box_deltas`` ``[B, A, 4]``, anchors ordered map, row, column, anchor.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], num_anchors: Sequence[int], num_classes: int
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != len(num_anchors):
+            raise ValueError(
+                f"{len(in_channels)} feature maps but {len(num_anchors)} anchor counts"
+            )
+        self.num_classes = num_classes
+        self.cls_predictors = nn.ModuleList(
+            _predictor(c, n * (num_classes + 1))
+            for c, n in zip(in_channels, num_anchors, strict=True)
+        )
+        self.box_predictors = nn.ModuleList(
+            _predictor(c, n * 4) for c, n in zip(in_channels, num_anchors, strict=True)
+        )
+
+    @staticmethod
+    def _flatten(x: Tensor, k: int) -> Tensor:
+        # [B, n*k, h, w] -> [B, h, w, n*k] -> [B, h*w*n, k]
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, k)
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        logits = [
+            self._flatten(p(f), self.num_classes + 1)
+            for p, f in zip(self.cls_predictors, features, strict=True)
+        ]
+        deltas = [
+            self._flatten(p(f), 4) for p, f in zip(self.box_predictors, features, strict=True)
+        ]
+        return torch.cat(logits, dim=1), torch.cat(deltas, dim=1)
+
+
+class SSDLite(nn.Module):
+    """SSDLite detector: backbone taps + extra layers + head, anchors, loss, post-processing.
+
+    Args:
+        backbone: a backbone returning (at least) the two tap maps named in ``taps``.
+        num_classes: object classes ``C`` (without background).
+        taps: backbone feature names feeding the first two maps.
+        extra_depths: output channels of the extra layers.
+        anchor_layout: ``"tf"`` (2034 anchors at 320) or ``"torchvision"`` (3234).
+        min_scale, max_scale: anchor scales of the first and last map.
+        loss: the multibox loss (default ``MultiBoxLoss()``).
+        postprocessor: detection post-processing (default ``SSDPostprocessor()``).
+
+    Forward (``images`` ``[B, 3, H, W]``, normalized to [-1, 1]):
+        - eval: a list of ``B`` dicts with ``boxes`` ``[D, 4]`` (x1, y1, x2, y2 in input
+          pixels), ``scores`` ``[D]``, ``labels`` ``[D]`` (``0..C-1``).
+        - train: a dict with ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``
+          and ``anchors`` ``[A, 4]``; pass it with the targets to ``compute_loss``.
+
+    ``forward_raw`` returns only the two tensors (for export); ``anchors_for`` and
+    ``postprocess`` finish the job outside the exported graph.
+    """
+
+    def __init__(
+        self,
+        backbone: MobileNetV2,
+        num_classes: int,
+        taps: Sequence[str] = SSDLITE_FEATURES,
+        extra_depths: Sequence[int] = EXTRA_DEPTHS,
+        anchor_layout: AnchorLayout = "tf",
+        min_scale: float = 0.2,
+        max_scale: float = 0.95,
+        loss: MultiBoxLoss | None = None,
+        postprocessor: SSDPostprocessor | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.backbone = backbone
+        self.taps = tuple(taps)
+        channels = backbone.channels(self.taps)
+        extras, in_ch = [], channels[-1]
+        for depth in extra_depths:
+            extras.append(_extra_layer(in_ch, depth))
+            in_ch = depth
+        self.extras = nn.ModuleList(extras)
+        self.anchor_generator = SSDAnchorGenerator(
+            len(channels) + len(extras), min_scale, max_scale, layout=anchor_layout
+        )
+        self.head = SSDLiteHead(
+            [*channels, *extra_depths],
+            self.anchor_generator.num_anchors_per_location,
+            num_classes,
+        )
+        box_coder = BoxCoder()
+        self.loss = loss or MultiBoxLoss(box_coder)
+        self.postprocessor = postprocessor or SSDPostprocessor(box_coder)
+        self.num_classes = num_classes
+        for module in [*self.extras.modules(), *self.head.modules()]:
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, HEAD_INIT_STD)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The six maps fed to the head: ``[B, C_k, h_k, w_k]`` (20, 10, 5, 3, 2, 1 at 320)."""
+        taps = self.backbone(images)
+        maps = [taps[name] for name in self.taps]
+        for layer in self.extras:
+            maps.append(layer(maps[-1]))
+        return maps
+
+    def forward_raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, 3, H, W]`` -> ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``."""
+        return self.head(self.features(images))
+
+    def anchors_for(
+        self, image_size: Sequence[int], feature_sizes: Sequence[Sequence[int]]
+    ) -> Tensor:
+        """``[A, 4]`` anchors (input pixels) for ``image_size = (H, W)`` and the maps' sizes."""
+        return self.anchor_generator(image_size, feature_sizes, device=self._device())
+
+    def feature_sizes(self, image_size: Sequence[int]) -> list[tuple[int, int]]:
+        """Map sizes for an input size without running the network (every stride-2 layer
+        maps ``n`` to ``ceil(n / 2)``); equal to the sizes ``features`` returns."""
+        h, w = int(image_size[0]), int(image_size[1])
+        sizes = [(_halve(h, s), _halve(w, s)) for s in self.backbone.strides(self.taps)]
+        for _ in self.extras:
+            ph, pw = sizes[-1]
+            sizes.append((-(-ph // 2), -(-pw // 2)))
+        return sizes
+
+    def postprocess(
+        self, cls_logits: Tensor, box_deltas: Tensor, image_size: Sequence[int]
+    ) -> list[dict[str, Tensor]]:
+        """Decode + NMS the outputs of ``forward_raw`` for inputs of ``image_size = (H, W)``."""
+        anchors = self.anchors_for(image_size, self.feature_sizes(image_size))
+        return self.postprocessor(cls_logits, box_deltas, anchors, image_size)
+
+    def forward_outputs(self, images: Tensor) -> dict[str, Tensor]:
+        """Raw outputs and the matching anchors (anchors follow the actual map sizes).
+
+        Returns:
+            ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``, ``anchors``
+            ``[A, 4]`` (x1, y1, x2, y2, input pixels).
+        """
+        maps = self.features(images)
+        cls_logits, box_deltas = self.head(maps)
+        anchors = self.anchors_for(tuple(images.shape[-2:]), [m.shape[-2:] for m in maps])
+        return {"cls_logits": cls_logits, "box_deltas": box_deltas, "anchors": anchors}
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        outputs = self.forward_outputs(images)
+        if self.training:
+            return outputs
+        return self.postprocessor(
+            outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
+        )
+
+    def compute_loss(
+        self, outputs: dict[str, Tensor], targets: Sequence[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """The multibox loss of training-mode ``outputs`` against per-image targets
+        (``boxes`` ``[N, 4]`` in input pixels, ``labels`` ``[N]`` in ``0..C-1``)."""
+        return self.loss(outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], targets)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def _halve(n: int, stride: int) -> int:
+    while stride > 1:
+        n, stride = -(-n // 2), stride // 2
+    return n
+
+
+def ssdlite_mobilenet_v2(
+    num_classes: int = 80,
+    width_mult: float = 1.0,
+    image_size: int = 320,
+    weights_backbone: str | Path | None = None,
+    anchor_layout: AnchorLayout = "tf",
+    frozen_stages: int = 0,
+    score_threshold: float = 0.001,
+    nms_iou: float = 0.55,
+    max_detections: int = 100,
+    neg_pos_ratio: float = 3.0,
+    min_negatives: int = 0,
+) -> SSDLite:
+    """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
+
+    Args:
+        num_classes: object classes without background (COCO: 80).
+        width_mult: backbone width multiplier (the extra layers and head keep their depths).
+        image_size: the square training/inference size this model is meant for (320). It
+            does not fix the graph: anchors follow the input, so other sizes run too.
+        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
+            ``mobilenet_v2`` state-dict file for the backbone.
+        anchor_layout: ``"tf"`` (2034 anchors at 320) or ``"torchvision"`` (3234).
+        frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
+        score_threshold, nms_iou, max_detections: post-processing (see ``SSDPostprocessor``).
+        neg_pos_ratio, min_negatives: hard negative mining (see ``MultiBoxLoss``).
+
+    At 320x320 with 80 classes: 4,3xx,xxx parameters and 0.79 G multiply-adds (paper: 4.3M,
+    0.8B); the exact numbers are pinned in ``tests/heads/test_ssdlite.py``.
+    """
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {image_size}")
+    backbone = MobileNetV2(
+        width_mult=width_mult,
+        out_features=list(SSDLITE_FEATURES),
+        frozen_stages=frozen_stages,
+        weights=weights_backbone,
+        **SSD_BN,
+    )
+    box_coder = BoxCoder()
+    model = SSDLite(
+        backbone,
+        num_classes,
+        anchor_layout=anchor_layout,
+        loss=MultiBoxLoss(box_coder, neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives),
+        postprocessor=SSDPostprocessor(
+            box_coder,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
+        ),
+    )
+    model.image_size = image_size
+    return model

@@ -1,0 +1,369 @@
+"""COCO detection data: ``{root}/annotations/instances_{split}.json`` + ``{root}/{split}/``.
+
+The annotation file is checked once when the data set is built (not per step): missing
+keys, unknown image or category ids and malformed boxes are reported with the file name.
+Boxes without positive finite size are dropped, boxes reaching outside the image are
+clipped; both are counted and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from tasks.data.base import BaseDataModule
+from tasks.data.io import BadSampleError, read_image
+from tasks.data.predict import PredictImageDataset, collate_predict
+from tasks.data.ssd_transforms import Augmentation, ssd_eval_transforms, ssd_train_transforms
+from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, normalize
+
+log = logging.getLogger(__name__)
+
+Target = dict[str, Tensor]
+
+
+class COCOAnnotations:
+    """A validated COCO instances file.
+
+    Attributes:
+        path: the JSON file.
+        images: ``{image_id: image dict}`` (``file_name``, ``width``, ``height``).
+        category_ids: sorted COCO category ids; contiguous label ``i`` is ``category_ids[i]``.
+        class_names: category names in label order.
+        boxes: ``{image_id: [N, 4] float32}`` (x1, y1, x2, y2) of non-crowd objects.
+        labels: ``{image_id: [N] int64}`` contiguous labels.
+        ground_truth: the cleaned COCO dict (images, annotations incl. crowd, categories)
+            that the evaluator scores against.
+        num_dropped, num_clipped: boxes dropped (no positive finite size) and clipped.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"COCO annotation file not found: {self.path}")
+        try:
+            data = json.loads(self.path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{self.path}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.path}: expected a JSON object with 'images', got {type(data)}")
+        for key in ("images", "categories"):
+            if not isinstance(data.get(key), list):
+                raise ValueError(f"{self.path}: missing list '{key}' (COCO instances format)")
+        annotations = data.get("annotations", [])
+        self.images = {}
+        for i, image in enumerate(data["images"]):
+            self._require(image, ("id", "file_name", "width", "height"), f"images[{i}]")
+            self.images[int(image["id"])] = image
+        categories = {}
+        for i, cat in enumerate(data["categories"]):
+            self._require(cat, ("id", "name"), f"categories[{i}]")
+            categories[int(cat["id"])] = cat
+        if not categories:
+            raise ValueError(f"{self.path}: 'categories' is empty")
+        self.category_ids = sorted(categories)
+        self.class_names = [str(categories[c]["name"]) for c in self.category_ids]
+        self.categories = [categories[c] for c in self.category_ids]
+        label_of = {c: i for i, c in enumerate(self.category_ids)}
+
+        boxes: dict[int, list[list[float]]] = {i: [] for i in self.images}
+        labels: dict[int, list[int]] = {i: [] for i in self.images}
+        clean: list[dict[str, Any]] = []
+        self.num_dropped = self.num_clipped = 0
+        for i, ann in enumerate(annotations):
+            where = f"annotations[{i}] (id {ann.get('id', '?')})"
+            self._require(ann, ("image_id", "category_id", "bbox"), where)
+            image_id, cat = int(ann["image_id"]), int(ann["category_id"])
+            if image_id not in self.images:
+                raise ValueError(f"{self.path}: {where} refers to unknown image_id {image_id}")
+            if cat not in categories:
+                raise ValueError(
+                    f"{self.path}: {where} has category_id {cat}, not among the categories "
+                    f"{self.category_ids}"
+                )
+            bbox = ann["bbox"]
+            if not (isinstance(bbox, list | tuple) and len(bbox) == 4):
+                raise ValueError(f"{self.path}: {where} bbox must be [x, y, w, h], got {bbox!r}")
+            x, y, w, h = (float(v) for v in bbox)
+            if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+                self.num_dropped += 1
+                continue
+            image = self.images[image_id]
+            x1, y1 = max(0.0, x), max(0.0, y)
+            x2, y2 = min(float(image["width"]), x + w), min(float(image["height"]), y + h)
+            if (x1, y1, x2, y2) != (x, y, x + w, y + h):
+                self.num_clipped += 1
+                if x2 <= x1 or y2 <= y1:  # entirely outside the image
+                    self.num_dropped += 1
+                    continue
+            crowd = int(ann.get("iscrowd", 0))
+            clean.append(
+                {
+                    **ann,
+                    "id": int(ann.get("id", len(clean) + 1)),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": float(ann.get("area", (x2 - x1) * (y2 - y1))),
+                    "iscrowd": crowd,
+                }
+            )
+            if not crowd:  # crowd regions are "ignore" areas for the evaluator, not targets
+                boxes[image_id].append([x1, y1, x2, y2])
+                labels[image_id].append(label_of[cat])
+        if self.num_dropped or self.num_clipped:
+            log.warning(
+                "%s: dropped %d boxes without positive finite size or outside their image, "
+                "clipped %d boxes to the image",
+                self.path,
+                self.num_dropped,
+                self.num_clipped,
+            )
+        self.boxes = {k: np.asarray(v, dtype=np.float32).reshape(-1, 4) for k, v in boxes.items()}
+        self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in labels.items()}
+        self.ground_truth = {
+            "images": list(self.images.values()),
+            "annotations": clean,
+            "categories": self.categories,
+        }
+
+    def _require(self, item: Any, keys: Sequence[str], where: str) -> None:
+        if not isinstance(item, dict):
+            raise ValueError(f"{self.path}: {where} must be an object, got {item!r}")
+        missing = [k for k in keys if k not in item]
+        if missing:
+            raise ValueError(f"{self.path}: {where} lacks {missing}")
+
+
+class COCODetectionDataset(Dataset):
+    """Images and boxes of one COCO split.
+
+    Args:
+        image_dir: folder of the split's images (``file_name`` is relative to it).
+        annotations: the validated annotation file.
+        transform: albumentations pipeline with ``bboxes`` (pascal_voc) and ``labels``.
+        include_empty: keep images without (non-crowd) objects.
+
+    Returns ``(image [3, H, W] float32, target)`` with ``target``: ``boxes`` ``[N, 4]``
+    float32 (x1, y1, x2, y2, pixels of the transformed image), ``labels`` ``[N]`` int64,
+    ``image_id`` int64 scalar, ``orig_size`` ``[2]`` int64 (height, width on disk).
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        annotations: COCOAnnotations,
+        transform: A.Compose,
+        include_empty: bool = True,
+    ) -> None:
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"COCO image folder not found: {self.image_dir}")
+        self.annotations = annotations
+        self.transform = transform
+        self.image_ids = [
+            i for i in sorted(annotations.images) if include_empty or len(annotations.boxes[i])
+        ]
+        if not self.image_ids:
+            raise ValueError(
+                f"{annotations.path}: no images to use (include_empty={include_empty})"
+            )
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        image_id = self.image_ids[index]
+        info = self.annotations.images[image_id]
+        path = self.image_dir / info["file_name"]
+        image = read_image(path)
+        if image.shape[:2] != (int(info["height"]), int(info["width"])):
+            raise BadSampleError(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} but "
+                f"{self.annotations.path} says {info['width']}x{info['height']}"
+            )
+        out = self.transform(
+            image=image,
+            bboxes=self.annotations.boxes[image_id],
+            labels=self.annotations.labels[image_id],
+        )
+        target = {
+            "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+            # albumentations hands label fields back as floats
+            "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.float64).round()).long(),
+            "image_id": torch.tensor(image_id, dtype=torch.int64),
+            "orig_size": torch.tensor(image.shape[:2], dtype=torch.int64),
+        }
+        chw = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
+        return chw.float(), target
+
+
+def collate_detection(samples: list[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
+    """Stack images ``[B, 3, H, W]``; keep the targets (varying box counts) as a list."""
+    return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
+
+
+class COCODataModule(BaseDataModule):
+    """COCO-layout detection data for SSDLite.
+
+    Args:
+        root: data set folder holding ``annotations/`` and one image folder per split.
+        train_split: training split name (``train2017``).
+        val_split: validation split name (``val2017``).
+        test_split: split for ``test`` (default: ``val_split``).
+        annotation_pattern: annotation file of a split, relative to ``root``;
+            ``{split}`` is replaced by the split name.
+        image_dir_pattern: image folder of a split, relative to ``root``.
+        image_size: square model input size (320).
+        augmentation: ``"ssd"`` (photometric, zoom-out, min-IoU crop, flip), ``"flip"``
+            or ``"none"``.
+        zoom_out_ratio: largest zoom-out canvas ratio of the ``"ssd"`` augmentation (4).
+        train_include_empty: also train on images without objects (evaluation always
+            keeps them).
+        mean, std: normalization (default maps pixels to [-1, 1]).
+        predict_folder: folder of images for ``predict``.
+        batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size: see
+            ``BaseDataModule``.
+
+    Exposed to the task (duck-typed, no import): ``num_classes``, ``category_ids``,
+    ``class_names`` and ``ground_truth(stage)`` (the cleaned COCO dict of the split that
+    ``validate`` / ``test`` score against).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_split: str = "train2017",
+        val_split: str = "val2017",
+        test_split: str | None = None,
+        annotation_pattern: str = "annotations/instances_{split}.json",
+        image_dir_pattern: str = "{split}",
+        image_size: int = 320,
+        augmentation: Augmentation = "ssd",
+        zoom_out_ratio: float = 4.0,
+        train_include_empty: bool = False,
+        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
+        std: tuple[float, float, float] = SYMMETRIC_STD,
+        predict_folder: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size)
+        for name, pattern in (
+            ("annotation_pattern", annotation_pattern),
+            ("image_dir_pattern", image_dir_pattern),
+        ):
+            if "{split}" not in pattern:
+                raise ValueError(f"{name} must contain '{{split}}', got {pattern!r}")
+        if image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        self.root = Path(root).expanduser()
+        self.train_split, self.val_split = train_split, val_split
+        self.test_split = test_split or val_split
+        self.annotation_pattern, self.image_dir_pattern = annotation_pattern, image_dir_pattern
+        self.image_size = image_size
+        self.augmentation = augmentation
+        self.zoom_out_ratio = zoom_out_ratio
+        self.train_include_empty = train_include_empty
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.predict_folder = predict_folder
+        self._annotations: dict[str, COCOAnnotations] = {}
+        self._datasets: dict[str, COCODetectionDataset] = {}
+
+    def annotation_file(self, split: str) -> Path:
+        return self.root / self.annotation_pattern.format(split=split)
+
+    def image_dir(self, split: str) -> Path:
+        return self.root / self.image_dir_pattern.format(split=split)
+
+    def _load(self, split: str) -> COCOAnnotations:
+        if split not in self._annotations:
+            self._annotations[split] = COCOAnnotations(self.annotation_file(split))
+        return self._annotations[split]
+
+    def _split_of(self, stage: str) -> str:
+        return self.test_split if stage == "test" else self.val_split
+
+    def setup(self, stage: str) -> None:
+        splits = {"fit": [self.train_split, self.val_split], "validate": [self.val_split]}
+        splits["test"] = [self.test_split]
+        for split in splits.get(stage, []):
+            self._load(split)
+        loaded = list(self._annotations.values())
+        for ann in loaded[1:]:
+            if ann.category_ids != loaded[0].category_ids:
+                raise ValueError(
+                    f"categories differ between {loaded[0].path} ({loaded[0].category_ids}) and "
+                    f"{ann.path} ({ann.category_ids})"
+                )
+        if stage == "fit":
+            self._datasets["train"] = COCODetectionDataset(
+                self.image_dir(self.train_split),
+                self._annotations[self.train_split],
+                ssd_train_transforms(
+                    self.image_size, self.mean, self.std, self.augmentation, self.zoom_out_ratio
+                ),
+                include_empty=self.train_include_empty,
+            )
+        for name in ("validate", "test"):
+            if stage == name or (stage == "fit" and name == "validate"):
+                split = self._split_of(name)
+                self._datasets[name] = COCODetectionDataset(
+                    self.image_dir(split),
+                    self._annotations[split],
+                    ssd_eval_transforms(self.image_size, self.mean, self.std),
+                    include_empty=True,
+                )
+
+    # -- what the task reads ---------------------------------------------------------------
+    def _any_annotations(self) -> COCOAnnotations:
+        if not self._annotations:
+            self._load(self.val_split)
+        return next(iter(self._annotations.values()))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._any_annotations().category_ids)
+
+    @property
+    def category_ids(self) -> list[int]:
+        return list(self._any_annotations().category_ids)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._any_annotations().class_names)
+
+    def ground_truth(self, stage: str) -> dict[str, Any]:
+        """The cleaned COCO dict that ``stage`` (``"validate"`` or ``"test"``) is scored on."""
+        return self._load(self._split_of(stage)).ground_truth
+
+    # -- loaders ---------------------------------------------------------------------------
+    def train_dataloader(self):
+        return self._loader(self._datasets["train"], train=True, collate_fn=collate_detection)
+
+    def val_dataloader(self):
+        return self._loader(self._datasets["validate"], train=False, collate_fn=collate_detection)
+
+    def test_dataloader(self):
+        return self._loader(self._datasets["test"], train=False, collate_fn=collate_detection)
+
+    def predict_dataloader(self):
+        if self.predict_folder is None:
+            raise ValueError("set data.predict_folder (a folder of images) to run predict")
+        transform = A.Compose(
+            [A.Resize(self.image_size, self.image_size), normalize(self.mean, self.std)]
+        )
+        dataset = PredictImageDataset(self.predict_folder, transform)
+        return self._loader(dataset, train=False, collate_fn=collate_predict)

@@ -1,0 +1,300 @@
+"""Object detection task: SSDLite-MobileNetV2 trained with the multibox loss and scored
+with the official COCO metrics; a callback that writes drawn predictions and a results JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torchvision.io import write_jpeg
+from torchvision.utils import draw_bounding_boxes
+
+from heads.anchors import AnchorLayout
+from heads.ssdlite import ssdlite_mobilenet_v2
+from tasks.base import BaseTask, _default_optimizer
+from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
+from tasks.data.io import read_image
+
+Batch = tuple[Tensor, list[dict[str, Tensor]]]
+
+
+class DetectionTask(BaseTask):
+    """Train and evaluate ``ssdlite_mobilenet_v2``.
+
+    Args:
+        num_classes: object classes without background (must match the data).
+        width_mult: backbone width multiplier.
+        image_size: square input size; must equal the data module's ``image_size``.
+        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
+            ``mobilenet_v2`` state-dict file.
+        anchor_layout: ``"tf"`` (3 anchors on the first map) or ``"torchvision"`` (6).
+        frozen_stages: backbone stages to freeze.
+        neg_pos_ratio: hard negatives per positive anchor (3).
+        min_negatives: hard negatives per image at least (0; TF uses 3).
+        score_threshold: drop detections below this score (evaluation: keep it low).
+        nms_iou: class-wise NMS IoU threshold.
+        max_detections: detections per image.
+        eval_backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"``.
+        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
+
+    Batches are ``(images [B, 3, H, W], targets)``; each target has ``boxes`` ``[N, 4]``
+    (input pixels), ``labels`` ``[N]``, ``image_id`` and ``orig_size`` (H, W). Logged:
+    ``train/loss``, ``train/loss_box``, ``train/loss_cls``, ``val/loss`` and the 12 COCO
+    numbers ``val/map``, ``val/map_50``, ... ``val/mar_large`` (and ``test/*``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 80,
+        width_mult: float = 1.0,
+        image_size: int = 320,
+        weights_backbone: str | None = None,
+        anchor_layout: AnchorLayout = "tf",
+        frozen_stages: int = 0,
+        neg_pos_ratio: float = 3.0,
+        min_negatives: int = 0,
+        score_threshold: float = 0.001,
+        nms_iou: float = 0.55,
+        max_detections: int = 100,
+        eval_backend: EvalBackend = "pycocotools",
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        decay_norm_and_bias: bool = False,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        self.model = ssdlite_mobilenet_v2(
+            num_classes=num_classes,
+            width_mult=width_mult,
+            image_size=image_size,
+            weights_backbone=weights_backbone,
+            anchor_layout=anchor_layout,
+            frozen_stages=frozen_stages,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
+            neg_pos_ratio=neg_pos_ratio,
+            min_negatives=min_negatives,
+        )
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.eval_backend = eval_backend
+        # Contiguous label -> COCO category id and name; taken from the data and stored in
+        # checkpoints so that predict works without the training annotations.
+        self.category_ids: list[int] = list(range(1, num_classes + 1))
+        self.class_names: list[str] = [str(i) for i in range(num_classes)]
+        self._evaluators: dict[str, COCOEvaluator] = {}
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        """See ``heads.ssdlite.SSDLite.forward``."""
+        return self.model(images)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if dm is None or stage == "predict":
+            return
+        data_classes = getattr(dm, "num_classes", None)
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
+            )
+        data_size = getattr(dm, "image_size", None)
+        if data_size is not None and data_size != self.image_size:
+            raise ValueError(
+                f"model.image_size={self.image_size} but data.image_size={data_size}; "
+                "set both to the same value"
+            )
+        if hasattr(dm, "category_ids"):
+            self.category_ids = list(dm.category_ids)
+            self.class_names = list(getattr(dm, "class_names", self.class_names))
+        for name in ("validate", "test"):
+            if stage == name or (stage == "fit" and name == "validate"):
+                if not hasattr(dm, "ground_truth"):
+                    raise TypeError(
+                        f"{type(dm).__name__} has no ground_truth(stage); DetectionTask scores "
+                        "against COCO annotations (use COCODataModule or a subclass)"
+                    )
+                self._evaluators[name] = COCOEvaluator(dm.ground_truth(name), self.eval_backend)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["category_ids"] = self.category_ids
+        checkpoint["class_names"] = self.class_names
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.category_ids = list(checkpoint.get("category_ids", self.category_ids))
+        self.class_names = list(checkpoint.get("class_names", self.class_names))
+
+    # -- steps -----------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.model.compute_loss(self.model.forward_outputs(images), targets)
+        size = images.shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
+        self.log("train/loss_box", losses["loss_box"], batch_size=size)
+        self.log("train/loss_cls", losses["loss_cls"], batch_size=size)
+        return losses["loss"]
+
+    def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
+        images, targets = batch
+        outputs = self.model.forward_outputs(images)
+        loss = self.model.compute_loss(outputs, targets)["loss"]
+        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        detections = self.model.postprocessor(
+            outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
+        )
+        height, width = images.shape[-2:]
+        scales = [
+            (float(t["orig_size"][1]) / width, float(t["orig_size"][0]) / height) for t in targets
+        ]
+        image_ids = [int(t["image_id"]) for t in targets]
+        self._evaluator(stage).update(
+            detections_to_coco(detections, image_ids, scales, self.category_ids)
+        )
+
+    def _evaluator(self, stage: str) -> COCOEvaluator:
+        if stage not in self._evaluators:
+            raise RuntimeError(
+                f"no COCO ground truth for {stage}: run through a Trainer with a data module "
+                "that has ground_truth(stage) (e.g. COCODataModule)"
+            )
+        return self._evaluators[stage]
+
+    def _eval_epoch_end(self, stage: str, prefix: str) -> None:
+        evaluator = self._evaluator(stage)
+        stats = evaluator.compute()  # collective under DDP: every rank gets the same numbers
+        evaluator.reset()
+        for name in STAT_NAMES:
+            self.log(f"{prefix}/{name}", stats[name], prog_bar=name in ("map", "map_50"))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "validate", "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("validate", "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test", "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Detections per image in original pixels: ``boxes``, ``scores``, ``labels``,
+        plus ``path`` and ``orig_size`` from the batch."""
+        images = batch["image"]
+        detections = self.model(images)  # Lightning runs predict in eval mode
+        height, width = images.shape[-2:]
+        out = []
+        for det, path, orig in zip(detections, batch["path"], batch["orig_size"], strict=True):
+            scale = torch.tensor(
+                [orig[1] / width, orig[0] / height] * 2,
+                dtype=det["boxes"].dtype,
+                device=det["boxes"].device,
+            )
+            out.append({**det, "boxes": det["boxes"] * scale, "path": path, "orig_size": orig})
+        return out
+
+
+class DetectionPredictionWriter(BasePredictionWriter):
+    """Write each predicted image with its boxes drawn, and ``detections.json``.
+
+    Files: ``{output_dir}/<image path relative to the predict folder>`` (JPEG with boxes,
+    class names and scores above ``draw_threshold``) and ``{output_dir}/detections.json``:
+    COCO results ``[{image_id, file_name, category_id, bbox: [x, y, w, h], score}]`` with
+    ``image_id`` the 1-based position of the image in the sorted folder listing.
+
+    Args:
+        output_dir: folder to write to (created).
+        draw_threshold: smallest score drawn on the images (all go to the JSON).
+        line_width: box outline width in pixels.
+    """
+
+    def __init__(
+        self, output_dir: str = "predictions", draw_threshold: float = 0.3, line_width: int = 2
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.draw_threshold = draw_threshold
+        self.line_width = line_width
+        self._results: list[dict[str, Any]] = []
+        self._root = Path(".")
+        self._ids: dict[str, int] = {}
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._results = []
+        loaders = trainer.predict_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        dataset = getattr(loader, "dataset", None)
+        self._root = Path(getattr(dataset, "folder", "."))
+        self._ids = {str(p): i + 1 for i, p in enumerate(getattr(dataset, "paths", []))}
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: list[dict[str, Any]],
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        root = self._root
+        names = list(getattr(pl_module, "class_names", []))
+        cat_ids = list(getattr(pl_module, "category_ids", []))
+        for det in prediction:
+            path = Path(det["path"])
+            rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+            image_id = self._ids.get(str(path), len(self._ids) + 1)
+            boxes, scores = det["boxes"].float().cpu(), det["scores"].float().cpu()
+            labels = det["labels"].cpu().tolist()
+            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels, strict=True):
+                self._results.append(
+                    {
+                        "image_id": image_id,
+                        "file_name": str(rel),
+                        "category_id": cat_ids[label] if label < len(cat_ids) else label + 1,
+                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                        "score": score,
+                    }
+                )
+            keep = scores >= self.draw_threshold
+            image = torch.from_numpy(read_image(path).copy()).permute(2, 0, 1).contiguous()
+            text = [
+                f"{names[lb] if lb < len(names) else lb} {s:.2f}"
+                for lb, s in zip(
+                    [lb for lb, k in zip(labels, keep.tolist(), strict=True) if k],
+                    scores[keep].tolist(),
+                    strict=True,
+                )
+            ]
+            drawn = (
+                draw_bounding_boxes(image, boxes[keep], labels=text, width=self.line_width)
+                if keep.any()
+                else image
+            )
+            target = (self.output_dir / rel).with_suffix(".jpg")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_jpeg(drawn, str(target), quality=90)
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        results = self._results
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, results)
+            results = [r for part in parts for r in part]
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            results.sort(key=lambda r: (r["image_id"], -r["score"]))
+            (self.output_dir / "detections.json").write_text(json.dumps(results))
+            rank_zero_info(
+                f"wrote {len(results)} detections and the drawn images to {self.output_dir}"
+            )

@@ -1,0 +1,56 @@
+"""COCO evaluation under 2-process DDP (gloo, CPU) equals one process.
+
+The shards are uneven and one image is handed to both ranks, as a padded sampler would:
+every image must be counted once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tasks.coco_eval import COCOEvaluator, evaluate_coco
+from tests.tasks.test_coco_eval import make_ground_truth, make_results
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        gt = make_ground_truth(num_images=11)
+        per_image: dict[int, list[dict]] = {i["id"]: [] for i in gt["images"]}
+        for r in make_results(gt):
+            per_image[r["image_id"]].append(r)
+        ids = sorted(per_image)
+        # rank 0: images 1-6, rank 1: images 7-11 and image 1 again (padding duplicate)
+        mine = ids[:6] if rank == 0 else [*ids[6:], ids[0]]
+        evaluator = COCOEvaluator(gt)
+        for image_id in mine:  # one "batch" per image
+            evaluator.update({image_id: per_image[image_id]})
+        stats = evaluator.compute()
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(stats, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_equals_one_process(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    gt = make_ground_truth(num_images=11)
+    single = evaluate_coco(gt, make_results(gt))
+    for rank in (0, 1):
+        stats = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert stats == single, rank
+    assert single["map"] > 0.05

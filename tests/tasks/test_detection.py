@@ -1,0 +1,140 @@
+"""Detection task: configs through the real CLI, predict output, checkpoints, overfitting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from tasks import DetectionTask
+from tasks.cli import main as cli_main
+from tasks.data.demo_detection import DemoDetectionDataModule, make_detection_demo
+from tests.tasks.test_coco_data import write_coco
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+SMALL_MODEL = ["--model.init_args.width_mult=0.35"]
+
+
+def test_demo_set_is_deterministic(tmp_path):
+    for name in ("a", "b"):
+        make_detection_demo(tmp_path / name, 3, 3, 2, 64, 3, 0.2, 0.5, 0.3, seed=7)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert len(files) == 7  # 5 images + 2 annotation files
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+def test_demo_module_checks_its_arguments():
+    with pytest.raises(ValueError, match="num_classes must be in 1..6, got 9"):
+        DemoDetectionDataModule(num_classes=9)
+
+
+def test_demo_config_through_the_cli_fit_and_predict(tmp_path):
+    out = tmp_path / "run"
+    common = [
+        "-c", str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"),
+        f"--trainer.default_root_dir={out}",
+        "--data.init_args.num_train=6",
+        "--data.init_args.num_val=3",
+        "--data.init_args.batch_size=2",
+        *SMALL_MODEL,
+    ]  # fmt: skip
+    cli_main(["fit", *common, "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false"])
+    images = tmp_path / "images"
+    make_detection_demo(tmp_path / "gen", 3, 1, 2, 80, 3, 0.2, 0.5, 0.0, seed=1)
+    (tmp_path / "gen" / "val").rename(images)
+    preds = tmp_path / "preds"
+    cli_main(
+        [
+            "predict", *common,
+            f"--data.init_args.predict_folder={images}",
+            f"--trainer.callbacks.init_args.output_dir={preds}",
+            "--model.init_args.score_threshold=0.0",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )  # fmt: skip
+    drawn = sorted(p.name for p in preds.glob("*.jpg"))
+    assert drawn == ["000000.jpg", "000001.jpg"]
+    results = json.loads((preds / "detections.json").read_text())
+    assert results and {"image_id", "file_name", "category_id", "bbox", "score"} <= set(results[0])
+    assert {r["image_id"] for r in results} == {1, 2}
+    assert {r["category_id"] for r in results} <= {1, 2, 3}
+
+
+def test_coco_config_through_the_cli(tmp_path):
+    root = write_coco(tmp_path / "coco")
+    cli_main(
+        [
+            "fit",
+            "-c", str(CONFIGS / "detection_coco_ssdlite_mobilenetv2.yaml"),
+            f"--data.init_args.root={root}",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.strategy=auto",
+            "--trainer.sync_batchnorm=false",
+            "--trainer.fast_dev_run=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path / 'run'}",
+            "--model.init_args.num_classes=3",
+            "--model.init_args.weights_backbone=null",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.num_workers=0",
+            "--data.init_args.pin_memory=false",
+            *SMALL_MODEL,
+        ]
+    )  # fmt: skip
+
+
+def test_wrong_num_classes_is_reported(tmp_path):
+    dm = DemoDetectionDataModule(root=str(tmp_path / "demo"), num_train=2, num_val=2, image_size=64)
+    task = DetectionTask(num_classes=5, width_mult=0.35, image_size=64)
+    trainer = Trainer(accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="model.num_classes=5 but the data has 3 classes"):
+        trainer.fit(task, dm)
+
+
+def test_checkpoint_keeps_the_category_map(tmp_path):
+    root = write_coco(tmp_path / "coco")
+    from tasks.data.coco import COCODataModule
+
+    dm = COCODataModule(str(root), image_size=64, batch_size=2, augmentation="none")
+    task = DetectionTask(num_classes=3, width_mult=0.35, image_size=64)
+    trainer = Trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
+        enable_progress_bar=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(task, dm)
+    assert trainer.callback_metrics["val/map"].numel() == 1
+    assert {f"val/{n}" for n in ("map", "map_50", "mar_100", "mar_large")} <= set(
+        trainer.callback_metrics
+    )
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    restored = DetectionTask.load_from_checkpoint(ckpt, weights_only=True)
+    assert restored.category_ids == [5, 9, 11]
+    assert restored.class_names == ["circle", "square", "triangle"]
+
+
+@pytest.mark.slow
+def test_overfits_a_few_images(tmp_path):
+    """Trained on 4 images, the model finds their objects (AP50 on the same images)."""
+    torch.manual_seed(0)
+    dm = DemoDetectionDataModule(
+        root=str(tmp_path / "demo"), num_train=4, num_val=4, generated_size=96, image_size=96,
+        max_objects=2, min_object_size=0.3, max_object_size=0.6, empty_fraction=0.0,
+        augmentation="none", batch_size=4, seed=3,
+    )  # fmt: skip
+    dm.val_split = dm.train_split  # evaluate on the training images
+    task = DetectionTask(
+        num_classes=3, width_mult=0.35, image_size=96,
+        optimizer=lambda p: torch.optim.AdamW(p, lr=0.01),
+    )  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu", max_epochs=60, check_val_every_n_epoch=60, logger=False,
+        enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(task, dm)
+    assert float(trainer.callback_metrics["train/loss"]) < 1.0
+    assert float(trainer.callback_metrics["val/map_50"]) > 0.9
