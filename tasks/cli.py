@@ -1,8 +1,10 @@
-"""The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict."""
+"""The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
+``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``)."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -33,7 +35,39 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(143) from None
 
 
+def export_main(args: list[str]) -> None:
+    """``mobilezoo export SOURCE [--output_dir DIR] [--int8 true] [--data ...]``.
+
+    The options are the arguments of ``tasks.export.export`` (typed, so jsonargparse checks
+    them); ``--data`` takes a data module like the training config's ``data:`` section.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from tasks.export import export
+
+    parser = ArgumentParser(
+        prog="mobilezoo export",
+        description="Export a checkpoint or a builder to ONNX, check it in onnxruntime, "
+        "optionally quantize it to int8.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML with these options")
+    parser.add_function_arguments(export, as_group=False, skip={"printer"})
+    if args and not args[0].startswith("-"):
+        args = ["--source", *args]  # the source may be given positionally
+    config = parser.parse_args(args)
+    init = parser.instantiate_classes(config)
+    options = {k: v for k, v in init.items() if k != "config"}
+    try:
+        export(**options)
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as err:
+        parser.exit(2, f"mobilezoo export: error: {err}\n")
+
+
 def _run(args: list[str] | None) -> None:
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["export"]:
+        export_main(argv[1:])
+        return
     MobileZooCLI(
         BaseTask,
         LightningDataModule,

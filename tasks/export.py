@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 from torchvision.ops import nms
 
@@ -391,7 +392,7 @@ def quantize_int8(
     return int8_path
 
 
-def images_from_data(data: Any, count: int, image_size: tuple[int, int]) -> Tensor:
+def images_from_data(data: LightningDataModule, count: int, image_size: tuple[int, int]) -> Tensor:
     """Up to ``count`` validation images ``[N, 3, H, W]`` of a data module, resized to
     ``image_size`` (bilinear) when they are not that size already."""
     data.prepare_data()
@@ -448,7 +449,7 @@ def export(
     num_check_images: int = 4,
     int8: bool = False,
     num_calibration_images: int = 32,
-    data: Any = None,
+    data: LightningDataModule | None = None,
     opset: int = 17,
     seed: int = 0,
     printer: Callable[[str], None] | None = print,

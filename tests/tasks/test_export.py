@@ -172,3 +172,37 @@ def test_parity_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     _calibrate_batchnorm(model, torch.randn(4, 3, 32, 32))
     with pytest.raises(RuntimeError, match=r"\[FAIL\] m.onnx"):
         export(model, str(tmp_path), name="m", image_size=32, printer=None)
+
+
+def test_predict_uses_the_fast_path() -> None:
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    from heads.inference import InferenceModel
+    from tasks.classification import ClassificationTask
+
+    torch.manual_seed(0)
+    task = ClassificationTask(num_classes=3, width_mult=0.35)
+    _calibrate_batchnorm(task.model, torch.randn(8, 3, 32, 32))
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = torch.softmax(task.model(images), dim=1).topk(3, dim=1)
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    (out,) = trainer.predict(task, DataLoader(images, batch_size=4))
+    assert isinstance(task.model, InferenceModel) and task.model.folded > 0
+    torch.testing.assert_close(out["scores"], expected.values, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["labels"], expected.indices)
+
+
+def test_cli_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks.cli import main
+
+    args = ["--output_dir", str(tmp_path), "--image_size", "32", "--num_check_images", "2"]
+    args += ["--builder_args", "{num_classes: 2, width_mult: 0.35}"]
+    main(["export", "mobilenet_v2_classifier", *args])
+    assert (tmp_path / "mobilenet_v2_classifier.onnx").is_file()
+    assert "[PASS] mobilenet_v2_classifier.onnx" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tmp_path / "missing.ckpt")])
+    assert exit_info.value.code == 2
+    assert "missing.ckpt" in capsys.readouterr().err
