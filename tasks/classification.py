@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -98,8 +102,44 @@ class ClassificationTask(BaseTask):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        images = batch[0] if isinstance(batch, list | tuple) else batch
-        probs = torch.softmax(self(images), dim=1)
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Top-5 classes of each image of a ``collate_predict`` batch.
+
+        Returns ``labels`` and ``scores`` (softmax probabilities), both ``[B, k]``, and the
+        image ``paths``.
+        """
+        probs = torch.softmax(self(batch["image"]), dim=1)
         scores, labels = probs.topk(min(5, self.num_classes), dim=1)
-        return {"labels": labels, "scores": scores}
+        return {"labels": labels, "scores": scores, "paths": batch["path"]}
+
+
+class ClassificationPredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv``: one row per image with its top-5 classes and scores.
+
+    Class names come from the data module's ``classes`` when it has them.
+
+    Args:
+        output_dir: folder for ``predictions.csv`` (created).
+    """
+
+    def __init__(self, output_dir: str = "predictions") -> None:
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # type: ignore[no-untyped-def]
+        names = getattr(trainer.datamodule, "classes", None)
+        rows = []
+        for batch in predictions:
+            for path, labels, scores in zip(batch["paths"], batch["labels"].tolist(), batch["scores"].tolist(), strict=True):  # fmt: skip
+                top = [names[i] if names else str(i) for i in labels]
+                rows.append([path, *(f"{c}:{p:.4f}" for c, p in zip(top, scores, strict=True))])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        path = self.output_dir / f"predictions{suffix}.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(
+                ["path", *(f"top{k + 1}" for k in range(len(rows[0]) - 1 if rows else 0))]
+            )
+            writer.writerows(rows)
+        rank_zero_info(f"wrote {len(rows)} predictions to {path}")

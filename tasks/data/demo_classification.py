@@ -55,6 +55,7 @@ class DemoClassificationDataModule(ImageFolderDataModule):
         min_scale: float = 0.35,
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
+        predict_dir: str | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -74,7 +75,7 @@ class DemoClassificationDataModule(ImageFolderDataModule):
         root_path = resolve_root(root, f"demo_classification_{spec_hash(spec)}")
         super().__init__(
             str(root_path), image_size, resize_size, min_scale, mean, std,
-            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+            predict_dir=predict_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
             persistent_workers=persistent_workers, eval_batch_size=eval_batch_size,
         )  # fmt: skip
         self.spec = spec

@@ -12,9 +12,8 @@ from torch.utils.data import Dataset
 
 from tasks.data.base import BaseDataModule
 from tasks.data.io import read_image
+from tasks.data.predict import IMAGE_EXTENSIONS, PredictImageDataset, collate_predict
 from tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw_tensor
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class ImageFolderDataset(Dataset):
@@ -90,6 +89,7 @@ class ImageFolderDataModule(BaseDataModule):
         std: per-channel standard deviation.
         train_split: sub-folder of the training images.
         val_split: sub-folder of the validation images (also used by ``test``).
+        predict_dir: folder of images for ``predict`` (any layout; evaluation transform).
         **loader: see ``BaseDataModule``.
     """
 
@@ -103,6 +103,7 @@ class ImageFolderDataModule(BaseDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
         train_split: str = "train",
         val_split: str = "val",
+        predict_dir: str | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -116,6 +117,7 @@ class ImageFolderDataModule(BaseDataModule):
         self.min_scale = min_scale
         self.mean, self.std = tuple(mean), tuple(std)
         self.train_split, self.val_split = train_split, val_split
+        self.predict_dir = predict_dir
 
     def _dataset(self, split: str, train: bool) -> ImageFolderDataset:
         tf = classification_transforms(
@@ -135,9 +137,25 @@ class ImageFolderDataModule(BaseDataModule):
                     f"{self.root / self.val_split}"
                 )
 
+        if stage == "predict":
+            if self.predict_dir is None:
+                raise ValueError("predict needs data.init_args.predict_dir: a folder of images")
+            tf = classification_transforms(
+                False, self.image_size, self.resize_size, self.mean, self.std, self.min_scale
+            )
+            self.predict_set = PredictImageDataset(self.predict_dir, tf)
+
     @property
     def num_classes(self) -> int:
         return len(self.val_set.classes)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names (sorted sub-folders of the training split), if that folder exists."""
+        folder = self.root / self.train_split
+        if not folder.is_dir():
+            return None
+        return sorted(p.name for p in folder.iterdir() if p.is_dir())
 
     def train_dataloader(self):
         return self._loader(self.train_set, train=True)
@@ -147,3 +165,6 @@ class ImageFolderDataModule(BaseDataModule):
 
     def test_dataloader(self):
         return self._loader(self.val_set, train=False)
+
+    def predict_dataloader(self):
+        return self._loader(self.predict_set, train=False, collate_fn=collate_predict)

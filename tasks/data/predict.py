@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tasks.data.imagefolder import IMAGE_EXTENSIONS
 from tasks.data.io import read_image
 from tasks.data.transforms import to_chw_tensor
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class PredictImageDataset(Dataset):

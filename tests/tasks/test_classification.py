@@ -17,7 +17,9 @@ from tasks.data.demo_classification import make_classification_demo
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 
-def _write_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 3) -> None:
+def _write_folder(
+    root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 3
+) -> None:
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for name in classes:
@@ -57,7 +59,9 @@ def test_demo_set_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_demo_module_generates_once(tmp_path: Path) -> None:
-    dm = DemoClassificationDataModule(root=str(tmp_path / "demo"), train_per_class=2, val_per_class=1)
+    dm = DemoClassificationDataModule(
+        root=str(tmp_path / "demo"), train_per_class=2, val_per_class=1
+    )
     dm.prepare_data()
     stamp = (tmp_path / "demo" / "train" / "circle" / "0000.jpg").stat().st_mtime_ns
     dm.prepare_data()
@@ -79,7 +83,10 @@ def test_task_step_and_checkpoint_hparams(tmp_path: Path) -> None:
     trainer.save_checkpoint(tmp_path / "t.ckpt")
     ckpt = torch.load(tmp_path / "t.ckpt", weights_only=True)  # plain values only
     restored = ClassificationTask.load_from_checkpoint(tmp_path / "t.ckpt", weights_only=True)
-    assert restored.hparams["label_smoothing"] == 0.1 and ckpt["hyper_parameters"]["width_mult"] == 0.35
+    assert (
+        restored.hparams["label_smoothing"] == 0.1
+        and ckpt["hyper_parameters"]["width_mult"] == 0.35
+    )
 
 
 def test_num_classes_must_match_data(tmp_path: Path) -> None:
@@ -116,3 +123,19 @@ def test_cli_rejects_unknown_config_key(tmp_path: Path, capsys) -> None:
         cli_main(["fit", "-c", str(CONFIGS / "classification_demo_mobilenetv2.yaml"),
                   "--model.init_args.num_clases=4"])  # fmt: skip
     assert "num_clases" in capsys.readouterr().err
+
+
+def test_predict_writes_top5_csv(tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    cli_main(["predict", "-c", str(CONFIGS / "classification_demo_mobilenetv2.yaml"),
+              f"--data.init_args.root={tmp_path / 'demo'}", "--data.init_args.train_per_class=1",
+              "--data.init_args.val_per_class=1", f"--data.init_args.predict_dir={tmp_path / 'demo' / 'val'}",
+              "--trainer.logger=false", f"--trainer.callbacks.output_dir={out}"])  # fmt: skip
+    rows = (out / "predictions.csv").read_text().strip().splitlines()
+    assert rows[0] == "path,top1,top2,top3,top4"
+    assert len(rows) == 5
+    first = rows[1].split(",")
+    assert first[0].endswith("circle/0000.jpg")
+    scores = [float(c.split(":")[1]) for c in first[1:]]
+    assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-3
+    assert {c.split(":")[0] for c in first[1:]} == {"circle", "square", "triangle", "diamond"}
