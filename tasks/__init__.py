@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from tasks.base import BaseTask
-from tasks.classification import ClassificationTask
+from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.demo_classification import DemoClassificationDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.detection import DetectionPredictionWriter, DetectionTask
@@ -14,6 +14,7 @@ from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
 
 __all__ = [
     "BaseTask",
+    "ClassificationPredictionWriter",
     "ClassificationTask",
     "DemoClassificationDataModule",
     "DetectionPredictionWriter",
