@@ -76,6 +76,13 @@ class BaseTask(LightningModule):
 
             self.model = optimize_for_inference(model, inplace=True)
 
+    def on_train_epoch_end(self) -> None:
+        data = self.trainer.datamodule if self._trainer else None
+        # Every rank logs (a collective), whether or not it skipped anything itself.
+        if getattr(data, "on_bad_sample", "raise") == "skip":
+            skipped = float(data.skipped_samples)
+            self.log("train/skipped_samples", skipped, reduce_fx="sum", sync_dist=True)
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters, split into decayed and not-decayed groups."""
         decay, no_decay = [], []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -13,6 +13,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.data.resumable import ResumableSampler, SeededDataset
+from tasks.data.skipping import SkipBadSamples
 
 
 class BaseDataModule(LightningDataModule):
@@ -24,6 +25,10 @@ class BaseDataModule(LightningDataModule):
         pin_memory: page-locked host memory for faster copies to a GPU.
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         eval_batch_size: batch size of validation/test/predict loaders (default: ``batch_size``).
+        on_bad_sample: what a training sample that cannot be read does: ``"raise"`` stops with
+            an error naming the file; ``"skip"`` logs it, counts it (``skipped_samples``,
+            logged as ``train/skipped_samples``) and uses the next readable sample.
+            Evaluation always raises, so metrics cover the whole set.
     """
 
     def __init__(
@@ -33,8 +38,11 @@ class BaseDataModule(LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__()
+        if on_bad_sample not in ("raise", "skip"):
+            raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -44,7 +52,14 @@ class BaseDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.on_bad_sample = on_bad_sample
         self._resume: dict[str, int] | None = None
+        self._skipping: SkipBadSamples | None = None
+
+    @property
+    def skipped_samples(self) -> int:
+        """Training samples skipped as unreadable so far (``on_bad_sample="skip"``)."""
+        return self._skipping.skipped if self._skipping is not None else 0
 
     # -- exact resume (see tasks.data.resumable) ---------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -90,6 +105,8 @@ class BaseDataModule(LightningDataModule):
                 sampler.resume(self._resume["epoch"], self._resume["batches_done"])
                 self._resume = None
             dataset = SeededDataset(dataset, seed)
+            if self.on_bad_sample == "skip":
+                dataset = self._skipping = SkipBadSamples(dataset)
         elif dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(

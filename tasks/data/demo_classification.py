@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -61,6 +62,7 @@ class DemoClassificationDataModule(ImageFolderDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
         if not 2 <= num_classes <= len(SHAPES):
             raise ValueError(f"num_classes must be in 2..{len(SHAPES)}, got {num_classes}")
@@ -77,6 +79,7 @@ class DemoClassificationDataModule(ImageFolderDataModule):
             str(root_path), image_size, resize_size, min_scale, mean, std,
             predict_dir=predict_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
             persistent_workers=persistent_workers, eval_batch_size=eval_batch_size,
+            on_bad_sample=on_bad_sample,
         )  # fmt: skip
         self.spec = spec
 

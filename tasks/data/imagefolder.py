@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import albumentations as A
 import numpy as np
@@ -109,8 +110,11 @@ class ImageFolderDataModule(BaseDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size)
+        super().__init__(
+            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
+        )
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.resize_size = resize_size
