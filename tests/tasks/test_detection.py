@@ -119,7 +119,7 @@ def test_checkpoint_keeps_the_category_map(tmp_path):
 
 @pytest.mark.slow
 def test_overfits_a_few_images(tmp_path):
-    """Trained on 4 images, the model finds their objects (AP50 on the same images)."""
+    """Trained on 4 images, the model finds their objects (COCO AP50 on the same images)."""
     torch.manual_seed(0)
     dm = DemoDetectionDataModule(
         root=str(tmp_path / "demo"), num_train=4, num_val=4, generated_size=96, image_size=96,
@@ -132,9 +132,20 @@ def test_overfits_a_few_images(tmp_path):
         optimizer=lambda p: torch.optim.AdamW(p, lr=0.01),
     )  # fmt: skip
     trainer = Trainer(
-        accelerator="cpu", max_epochs=60, check_val_every_n_epoch=60, logger=False,
-        enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0,
+        accelerator="cpu", max_epochs=60, check_val_every_n_epoch=1000, num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(task, dm)
-    assert float(trainer.callback_metrics["train/loss"]) < 1.0
-    assert float(trainer.callback_metrics["val/map_50"]) > 0.9
+    assert float(trainer.callback_metrics["train/loss"]) < 0.5
+    # 60 steps are too few for BN running averages (momentum 0.03) to settle: set them to
+    # the exact statistics of the training batch ("precise BN") before evaluating.
+    images, _ = next(iter(dm.train_dataloader()))
+    for bn in task.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.reset_running_stats()
+            bn.momentum = None
+    with torch.no_grad():
+        task.model.train()(images)
+    (metrics,) = trainer.validate(task, dm, verbose=False)
+    assert metrics["val/map_50"] > 0.9
