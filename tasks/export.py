@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
-from torchvision.ops import nms
+from torchvision.ops import batched_nms
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,47 @@ class DetectorRaw(nn.Module):
         return cls_logits, box_deltas, self.anchors.clone()
 
 
+class _GroupedNMS(torch.autograd.Function):
+    """NMS run separately in each group: ``boxes [G, k, 4]``, ``scores [G, 1, k]`` ->
+    ``[S, 3]`` int64 rows ``(group, 0, box)`` of the kept boxes.
+
+    Exported as one ONNX ``NonMaxSuppression`` whose "batches" are the groups, so that
+    onnxruntime suppresses within each (image, class) among its top-k candidates only
+    (``k^2`` work per group) instead of one large NMS over every candidate.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, boxes: Tensor, scores: Tensor, iou: float, threshold: float) -> Tensor:
+        k = boxes.shape[1]
+        flat = scores.reshape(-1)
+        idx = torch.nonzero(flat > threshold).squeeze(1)
+        keep = batched_nms(boxes.reshape(-1, 4)[idx], flat[idx], idx // k, iou)
+        sel = idx[keep]
+        return torch.stack([sel // k, torch.zeros_like(sel), sel % k], dim=1)
+
+    @staticmethod
+    def symbolic(g: Any, boxes: Any, scores: Any, iou: float, threshold: float) -> Any:
+        def const(value: Any, dtype: torch.dtype) -> Any:
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            scores,
+            const(2**31 - 1, torch.int64),
+            const(iou, torch.float32),
+            const(threshold, torch.float32),
+        )
+
+
 class DetectorEnd2End(DetectorRaw):
-    """SSDLite with ``SSDPostprocessor``'s steps in batched, traceable form.
+    """SSDLite with ``SSDPostprocessor``'s steps in batched, exportable form.
 
     Same rule as the model's eval forward: softmax, per-class top-k, score threshold,
-    class-wise NMS, ``max_detections`` per image. All images go through one ``nms`` call:
-    boxes are shifted by ``image * (W + 1)`` along x and ``class * (H + 1)`` along y so that
-    boxes of different images or classes never overlap, which keeps coordinates small
-    (float32-exact) for any batch size.
+    class-wise NMS, ``max_detections`` per image by score.
 
     Forward: ``images [B, 3, H, W]`` -> ``boxes [D, 4]``, ``scores [D]``, ``labels [D]``
-    (int64, ``0..K-1``), ``batch_index [D]`` (int64).
+    (int64, ``0..K-1``), ``batch_index [D]`` (int64); score-descending within each image.
     """
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
@@ -176,23 +206,23 @@ class DetectorEnd2End(DetectorRaw):
         size = torch.tensor([width, height, width, height], dtype=boxes.dtype)
         boxes = torch.minimum(boxes.clamp(min=0), size)  # clip to the image
         batch, num_anchors, num_classes = probs.shape
-        k = min(post.topk_per_class, self.anchors.shape[0])
+        k = min(post.topk_per_class, num_anchors)
         scores, anchor_idx = probs.topk(k, dim=1)  # [B, k, K]
-        labels = torch.arange(num_classes).expand_as(anchor_idx)
-        image = torch.arange(batch).view(-1, 1, 1).expand_as(anchor_idx)
-        scores, labels, image = scores.reshape(-1), labels.reshape(-1), image.reshape(-1)
-        flat_idx = image * num_anchors + anchor_idx.reshape(-1)
-        keep = torch.nonzero(scores > post.score_threshold).squeeze(1)
-        scores, labels, image = scores[keep], labels[keep], image[keep]
-        cand = boxes.reshape(-1, 4)[flat_idx[keep]]
-        shift = torch.stack([image * (width + 1), labels * (height + 1)], dim=1).to(cand.dtype)
-        keep = nms(cand + shift.repeat(1, 2), scores, post.nms_iou)  # score-descending
-        # Rank of each kept detection within its image -> the per-image cap.
-        kept_image = image[keep]
-        one_hot = (kept_image.unsqueeze(1) == torch.arange(batch).unsqueeze(0)).long()
-        rank = one_hot.cumsum(0).gather(1, kept_image.unsqueeze(1)).squeeze(1) - 1
-        keep = keep[rank < post.max_detections]
-        return cand[keep], scores[keep], labels[keep], image[keep]
+        # One group per (image, class): [B * K, k] candidates.
+        scores = scores.transpose(1, 2).reshape(-1, k)
+        image = torch.arange(batch).view(-1, 1, 1) * num_anchors
+        flat_anchor = (anchor_idx.transpose(1, 2) + image).reshape(-1, k)
+        cand = boxes.reshape(-1, 4)[flat_anchor]  # [B * K, k, 4]
+        sel = _GroupedNMS.apply(cand, scores.unsqueeze(1), post.nms_iou, post.score_threshold)
+        group, box = sel[:, 0], sel[:, 2]
+        kept_scores, order = scores[group, box].sort(descending=True)
+        group, box = group[order], box[order]
+        image, labels = group // num_classes, group % num_classes
+        # Rank of each detection within its image -> the per-image cap.
+        one_hot = (image.unsqueeze(1) == torch.arange(batch).unsqueeze(0)).long()
+        rank = one_hot.cumsum(0).gather(1, image.unsqueeze(1)).squeeze(1) - 1
+        keep = rank < post.max_detections
+        return cand[group, box][keep], kept_scores[keep], labels[keep], image[keep]
 
 
 _OUTPUTS: dict[str, tuple[str, ...]] = {
