@@ -1,5 +1,5 @@
 """The fast inference path: BatchNorm folded into convolutions, channels-last tensors,
-``torch.inference_mode``.
+``torch.inference_mode``; and the detector graphs that ONNX export traces.
 
 Folding rewrites ``y = BN(conv(x))`` as one convolution with scaled weights and a bias,
 which removes a full read and write of every activation map. Channels-last (NHWC) is the
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.ops import batched_nms
 
 _BATCHNORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
@@ -143,3 +144,91 @@ def optimize_for_inference(
 
 #: alias, the name the issue uses
 fast_inference: Callable[..., InferenceModel] = optimize_for_inference
+
+
+# -- detector graphs for export ---------------------------------------------------------
+class DetectorRaw(nn.Module):
+    """SSDLite raw outputs plus the anchors of a fixed input size (a graph constant)."""
+
+    def __init__(self, model: nn.Module, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            anchors = model.anchors_for(image_size, model.feature_sizes(image_size))
+        self.register_buffer("anchors", anchors, persistent=False)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        cls_logits, box_deltas = self.model.forward_raw(images)
+        # A computed copy: the tracer refuses a bare buffer as a graph output.
+        return cls_logits, box_deltas, self.anchors.clone()
+
+
+class _GroupedNMS(torch.autograd.Function):
+    """NMS run separately in each group: ``boxes [G, k, 4]``, ``scores [G, 1, k]`` ->
+    ``[S, 3]`` int64 rows ``(group, 0, box)`` of the kept boxes.
+
+    Exported as one ONNX ``NonMaxSuppression`` whose "batches" are the groups, so that
+    onnxruntime suppresses within each (image, class) among its top-k candidates only
+    (``k^2`` work per group) instead of one large NMS over every candidate.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, boxes: Tensor, scores: Tensor, iou: float, threshold: float) -> Tensor:
+        k = boxes.shape[1]
+        flat = scores.reshape(-1)
+        idx = torch.nonzero(flat > threshold).squeeze(1)
+        keep = batched_nms(boxes.reshape(-1, 4)[idx], flat[idx], idx // k, iou)
+        sel = idx[keep]
+        return torch.stack([sel // k, torch.zeros_like(sel), sel % k], dim=1)
+
+    @staticmethod
+    def symbolic(g: Any, boxes: Any, scores: Any, iou: float, threshold: float) -> Any:
+        def const(value: Any, dtype: torch.dtype) -> Any:
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            scores,
+            const(2**31 - 1, torch.int64),
+            const(iou, torch.float32),
+            const(threshold, torch.float32),
+        )
+
+
+class DetectorEnd2End(DetectorRaw):
+    """SSDLite with ``SSDPostprocessor``'s steps in batched, exportable form.
+
+    Same rule as the model's eval forward: softmax, per-class top-k, score threshold,
+    class-wise NMS, ``max_detections`` per image by score.
+
+    Forward: ``images [B, 3, H, W]`` -> ``boxes [D, 4]``, ``scores [D]``, ``labels [D]``
+    (int64, ``0..K-1``), ``batch_index [D]`` (int64); score-descending within each image.
+    """
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
+        post = self.model.postprocessor
+        height, width = images.shape[-2:]
+        cls_logits, box_deltas = self.model.forward_raw(images)
+        probs = torch.softmax(cls_logits, dim=-1)[..., 1:]  # [B, A, K]
+        boxes = post.box_coder.decode(box_deltas, self.anchors)
+        size = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+        boxes = torch.minimum(boxes.clamp(min=0), size)  # clip to the image
+        batch, num_anchors, num_classes = probs.shape
+        k = min(post.topk_per_class, num_anchors)
+        scores, anchor_idx = probs.topk(k, dim=1)  # [B, k, K]
+        # One group per (image, class): [B * K, k] candidates.
+        scores = scores.transpose(1, 2).reshape(-1, k)
+        image = torch.arange(batch).view(-1, 1, 1) * num_anchors
+        flat_anchor = (anchor_idx.transpose(1, 2) + image).reshape(-1, k)
+        cand = boxes.reshape(-1, 4)[flat_anchor]  # [B * K, k, 4]
+        sel = _GroupedNMS.apply(cand, scores.unsqueeze(1), post.nms_iou, post.score_threshold)
+        group, box = sel[:, 0], sel[:, 2]
+        kept_scores, order = scores[group, box].sort(descending=True)
+        group, box = group[order], box[order]
+        image, labels = group // num_classes, group % num_classes
+        # Rank of each detection within its image -> the per-image cap.
+        one_hot = (image.unsqueeze(1) == torch.arange(batch).unsqueeze(0)).long()
+        rank = one_hot.cumsum(0).gather(1, image.unsqueeze(1)).squeeze(1) - 1
+        keep = rank < post.max_detections
+        return cand[group, box][keep], kept_scores[keep], labels[keep], image[keep]

@@ -12,8 +12,8 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 
 from heads.classifier import mobilenet_v2_classifier
+from heads.inference import DetectorEnd2End
 from tasks.export import (
-    DetectorEnd2End,
     export,
     load_model,
     model_kind,
