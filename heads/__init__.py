@@ -7,6 +7,7 @@ from heads.deeplabv3 import (
     deeplabv3_mobilenet_v2,
     multiscale_flip_predict,
 )
+from heads.inference import optimize_for_inference
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "deeplabv3_mobilenet_v2",
     "mobilenet_v2_classifier",
     "multiscale_flip_predict",
+    "optimize_for_inference",
     "ssdlite_mobilenet_v2",
 ]
