@@ -102,15 +102,17 @@ class ClassificationTask(BaseTask):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Top-5 classes of each image of a ``collate_predict`` batch.
+    def predict_step(self, batch: dict[str, Any] | Tensor, batch_idx: int) -> dict[str, Any]:
+        """Top-5 classes of each image of a ``collate_predict`` batch (or an image tensor).
 
         Returns ``labels`` and ``scores`` (softmax probabilities), both ``[B, k]``, and the
-        image ``paths``.
+        image ``paths`` (``None`` for a plain tensor batch).
         """
-        probs = torch.softmax(self(batch["image"]), dim=1)
+        images = batch["image"] if isinstance(batch, dict) else batch
+        probs = torch.softmax(self(images), dim=1)
         scores, labels = probs.topk(min(5, self.num_classes), dim=1)
-        return {"labels": labels, "scores": scores, "paths": batch["path"]}
+        paths = batch["path"] if isinstance(batch, dict) else None
+        return {"labels": labels, "scores": scores, "paths": paths}
 
 
 class ClassificationPredictionWriter(BasePredictionWriter):
