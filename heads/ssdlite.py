@@ -102,6 +102,8 @@ class SSDLite(nn.Module):
         min_scale, max_scale: anchor scales of the first and last map.
         loss: the multibox loss (default ``MultiBoxLoss()``).
         postprocessor: detection post-processing (default ``SSDPostprocessor()``).
+        image_size: the square input size the model is meant for; informative only,
+            anchors follow the actual input.
 
     Forward (``images`` ``[B, 3, H, W]``, normalized to [-1, 1]):
         - eval: a list of ``B`` dicts with ``boxes`` ``[D, 4]`` (x1, y1, x2, y2 in input
@@ -124,6 +126,7 @@ class SSDLite(nn.Module):
         max_scale: float = 0.95,
         loss: MultiBoxLoss | None = None,
         postprocessor: SSDPostprocessor | None = None,
+        image_size: int = 320,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -148,6 +151,7 @@ class SSDLite(nn.Module):
         self.loss = loss or MultiBoxLoss(box_coder)
         self.postprocessor = postprocessor or SSDPostprocessor(box_coder)
         self.num_classes = num_classes
+        self.image_size = image_size  # the intended input size (export, benchmarks)
         for module in [*self.extras.modules(), *self.head.modules()]:
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, 0.0, HEAD_INIT_STD)
@@ -266,7 +270,7 @@ def ssdlite_mobilenet_v2(
         **SSD_BN,
     )
     box_coder = BoxCoder()
-    model = SSDLite(
+    return SSDLite(
         backbone,
         num_classes,
         anchor_layout=anchor_layout,
@@ -277,6 +281,5 @@ def ssdlite_mobilenet_v2(
             nms_iou=nms_iou,
             max_detections=max_detections,
         ),
+        image_size=image_size,
     )
-    model.image_size = image_size
-    return model
