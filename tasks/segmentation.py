@@ -157,23 +157,19 @@ class SegmentationTask(BaseTask):
             out.append((self._log_probs(images[i : i + 1, :, rows, cols]), rows, cols))
         return out
 
-    def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics, prefix: str) -> None:
+    def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics) -> None:
         masks = batch["mask"]
-        loss_sum = masks.new_zeros((), dtype=torch.float32)
-        valid = masks.new_zeros(())
         for i, (log_probs, rows, cols) in enumerate(self._per_image(batch)):
             mask = masks[i : i + 1, rows, cols]
-            s, v = self._loss_terms(log_probs, mask)
-            loss_sum, valid = loss_sum + s, valid + v
-            metrics.update(log_probs.argmax(dim=1), mask)
-        loss = loss_sum / valid.clamp(min=1)
-        # Reduced across processes once, at the end of the epoch.
-        self.log(f"{prefix}/loss", loss, batch_size=masks.shape[0], sync_dist=True)
+            loss_sum, _ = self._loss_terms(log_probs, mask)
+            metrics.update(log_probs.argmax(dim=1), mask, loss_sum)
 
     def _log_epoch_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
         result = metrics.compute()  # sums the confusion matrices of all processes
         self.last_confmat[prefix] = result["confmat"].cpu()
         # Identical on every process after the sync, so no further reduction is needed.
+        # The loss is the mean over every labelled pixel of the set, like the metrics.
+        self.log(f"{prefix}/loss", result["loss"].float())
         self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=prefix == "val")
         self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
         names = self.class_names or [str(i) for i in range(self.num_classes)]
@@ -182,14 +178,20 @@ class SegmentationTask(BaseTask):
                 self.log(f"{prefix}/iou_{name.replace(' ', '_')}", float(iou))
         metrics.reset()
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()  # fresh, process-local state for every evaluation
+
+    def on_test_epoch_start(self) -> None:
+        self.test_metrics.reset()
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
+        self._eval_step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics(self.val_metrics, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
+        self._eval_step(batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics(self.test_metrics, "test")
@@ -204,7 +206,10 @@ class SegmentationTask(BaseTask):
         for i, (log_probs, _, _) in enumerate(self._per_image(batch)):
             if orig_sizes is not None and tuple(orig_sizes[i].tolist()) != log_probs.shape[-2:]:
                 log_probs = F.interpolate(
-                    log_probs, size=tuple(orig_sizes[i].tolist()), mode="bilinear"
+                    log_probs,
+                    size=tuple(orig_sizes[i].tolist()),
+                    mode="bilinear",
+                    align_corners=False,
                 )
             label = log_probs.argmax(dim=1)[0].to(torch.uint8).cpu()
             out.append({"mask": label, "path": batch["path"][i]})

@@ -58,11 +58,12 @@ class SegmentationMetrics(Metric):
         num_classes: C.
         ignore_index: label value that is not counted.
 
-    ``update(preds, target)``: ``preds`` labels ``[B, H, W]`` or scores ``[B, C, H, W]``
-    (arg-maxed); ``target`` ``[B, H, W]``.
+    ``update(preds, target, loss_sum=None)``: ``preds`` labels ``[B, H, W]`` or scores
+    ``[B, C, H, W]`` (arg-maxed); ``target`` ``[B, H, W]``; ``loss_sum`` the summed pixel loss
+    of the batch (optional), averaged over every labelled pixel of the set in ``compute``.
 
-    ``compute()`` returns ``{"miou", "pixel_acc", "iou" ([C]), "confmat" ([C, C])}``; mIoU
-    is the mean over classes present in target or prediction.
+    ``compute()`` returns ``{"miou", "pixel_acc", "loss", "iou" ([C]), "confmat" ([C, C])}``;
+    mIoU is the mean over classes present in target or prediction.
     """
 
     full_state_update = False
@@ -81,11 +82,20 @@ class SegmentationMetrics(Metric):
             default=torch.zeros(num_classes, num_classes, dtype=torch.int64),
             dist_reduce_fx="sum",
         )
+        self.add_state(
+            "loss_sum", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum"
+        )
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
+    def update(self, preds: Tensor, target: Tensor, loss_sum: Tensor | None = None) -> None:
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
-        self.confmat += confusion_matrix(preds, target, self.num_classes, self.ignore_index)
+        # Out of place: a state tensor may live in memory shared between processes (CPU
+        # ddp_spawn pickles the module to every process), where += would count twice.
+        self.confmat = self.confmat + confusion_matrix(
+            preds, target, self.num_classes, self.ignore_index
+        )
+        if loss_sum is not None:
+            self.loss_sum = self.loss_sum + loss_sum.detach().double()
 
     def compute(self) -> dict[str, Tensor]:
         confmat = self.confmat
@@ -93,4 +103,11 @@ class SegmentationMetrics(Metric):
         total = confmat.sum()
         pixel_acc = confmat.diagonal().sum().double() / total.clamp(min=1)
         miou = iou.nanmean() if not torch.isnan(iou).all() else iou.new_tensor(0.0)
-        return {"miou": miou, "pixel_acc": pixel_acc, "iou": iou, "confmat": confmat.clone()}
+        loss = self.loss_sum / total.clamp(min=1)
+        return {
+            "miou": miou,
+            "pixel_acc": pixel_acc,
+            "loss": loss,
+            "iou": iou,
+            "confmat": confmat.clone(),
+        }

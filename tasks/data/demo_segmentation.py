@@ -1,6 +1,8 @@
 """A generated segmentation set in the PASCAL VOC layout: shapes on textured backgrounds.
 
-Real JPEG images and palette PNG masks (value = class, 255 = void on a one-pixel band along
+Each class is a shape drawn in its own band of hues (so a small network trained for a few
+minutes on a CPU can tell the classes apart by colour and outline). Real JPEG images and
+palette PNG masks (value = class, 255 = void on a one-pixel band along
 every object outline, like VOC's) under ``VOCdevkit/VOC2012``, with ``train.txt`` and
 ``val.txt`` split lists, so the demo exercises exactly the code path of the real data set.
 """
@@ -14,12 +16,27 @@ from PIL import Image
 
 from tasks.data.cache import generate_once, resolve_root, spec_hash
 from tasks.data.seg_transforms import IGNORE_INDEX, voc_palette
-from tasks.data.synthetic import draw_shape, random_color, soften, textured_background
+from tasks.data.synthetic import draw_shape, soften, textured_background
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 from tasks.data.voc import VOCSegmentationDataModule
 
 #: the shape of each foreground class (class 0 is the background)
 DEMO_SHAPES = ("circle", "square", "triangle", "cross", "diamond")
+
+
+def class_color(rng: np.random.Generator, label: int, num_classes: int) -> tuple[int, int, int]:
+    """A saturated colour whose hue lies in the band of ``label`` (1..num_classes-1)."""
+    bands = num_classes - 1
+    hue = ((label - 1) / bands + rng.uniform(-0.15, 0.15) / bands) % 1.0
+    saturation, value = int(rng.integers(170, 256)), int(rng.integers(170, 256))
+    rgb = Image.new("HSV", (1, 1), (int(hue * 255), saturation, value)).convert("RGB")
+    r, g, b = rgb.getpixel((0, 0))
+    return int(r), int(g), int(b)
+
+
+def _muted(image: Image.Image) -> Image.Image:
+    """The background, 60% desaturated so that the saturated shapes stand out."""
+    return Image.blend(image, image.convert("L").convert("RGB"), 0.6)
 
 
 def _void_outline(mask: np.ndarray) -> None:
@@ -51,14 +68,15 @@ def make_segmentation_demo(
         for _ in range(count):
             image_id = f"demo_{index:05d}"
             index += 1
-            image = textured_background(rng, size, size)
+            image = _muted(textured_background(rng, size, size))
             mask = np.zeros((size, size), dtype=np.uint8)
             for _ in range(int(rng.integers(1, 4))):
                 label = int(rng.integers(1, num_classes))
-                side = rng.uniform(0.25, 0.55) * size
+                side = rng.uniform(0.3, 0.6) * size
                 x1, y1 = rng.uniform(-0.1 * side, size - 0.9 * side, size=2)
                 box = (x1, y1, x1 + side, y1 + side)
-                draw_shape(image, mask, DEMO_SHAPES[label - 1], box, random_color(rng), label)
+                colour = class_color(rng, label, num_classes)
+                draw_shape(image, mask, DEMO_SHAPES[label - 1], box, colour, label)
             _void_outline(mask)
             soften(image, rng).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
             png = Image.fromarray(mask)
@@ -107,6 +125,7 @@ class DemoSegmentationDataModule(VOCSegmentationDataModule):
             raise ValueError(f"num_classes must be in 2..{len(DEMO_SHAPES) + 1}, got {num_classes}")
         spec = {
             "kind": "segmentation",
+            "version": 3,
             "num_classes": num_classes,
             "train_images": train_images,
             "val_images": val_images,

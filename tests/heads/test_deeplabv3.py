@@ -179,3 +179,25 @@ def test_multiscale_flip_on_real_model_is_a_distribution() -> None:
     torch.testing.assert_close(probs.sum(1), torch.ones(2, 37, 45))
     single = multiscale_flip_predict(model, x)
     torch.testing.assert_close(single, model(x).softmax(1))
+
+
+def test_onnx_export_any_input_size(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    model = deeplabv3_mobilenet_v2(num_classes=5, width_mult=0.35).eval()
+    path = tmp_path / "deeplab.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 65, 97),),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
+        dynamo=False,
+        opset_version=17,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 65, 97), (2, 3, 40, 33)]:
+        x = torch.randn(*shape)
+        (out,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-4, atol=1e-4)

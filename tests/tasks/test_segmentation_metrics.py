@@ -24,9 +24,10 @@ def test_confusion_matrix_by_hand_with_ignored_pixel() -> None:
 
 def test_metric_values_and_absent_class() -> None:
     metric = SegmentationMetrics(num_classes=4)
-    metric.update(PREDS, TARGET)
+    metric.update(PREDS, TARGET, loss_sum=torch.tensor(2.5))
     out = metric.compute()
     assert out["confmat"].sum() == 5
+    assert out["loss"].item() == pytest.approx(2.5 / 5)  # per labelled pixel of the set
     assert math.isnan(out["iou"][3])  # never in target nor prediction: left out of the mean
     assert out["miou"].item() == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
     assert out["pixel_acc"].item() == pytest.approx(3 / 5)
