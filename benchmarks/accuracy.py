@@ -1,0 +1,155 @@
+"""Accuracy of int8 against fp32 in onnxruntime, on a trained model's validation set.
+
+The checkpoint's run folder holds the ``config.yaml`` that ``mobilezoo fit`` saved; its
+``data:`` section rebuilds the validation set. Metrics: top-1 (classifier), mIoU from one
+confusion matrix (segmenter), COCO mAP@[.5:.95] through pycocotools on the validation
+images as fed to the model (detector). Calibration uses training-set images, so the
+validation images stay unseen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from heads.inference import DetectorEnd2End
+from tasks.export import (
+    export_onnx,
+    load_checkpoint,
+    model_kind,
+    ort_session,
+    quantize_int8,
+)
+
+
+def data_module_from_run(ckpt: Path) -> Any:
+    """The data module of the ``config.yaml`` next to (or above) ``ckpt``."""
+    for folder in ckpt.resolve().parents:
+        config = folder / "config.yaml"
+        if config.is_file():
+            break
+    else:
+        raise FileNotFoundError(f"no config.yaml found above {ckpt}")
+    data = yaml.safe_load(config.read_text())["data"]
+    module, name = data["class_path"].rsplit(".", 1)
+    if module.split(".")[0] != "tasks":
+        raise ValueError(f"{config}: data class {data['class_path']} is not a zoo data module")
+    cls = getattr(importlib.import_module(module), name)
+    dm = cls(**(data.get("init_args") or {}))
+    dm.num_workers, dm.persistent_workers = 0, False
+    return dm
+
+
+def _train_images(dm: Any, count: int) -> torch.Tensor:
+    dm.setup("fit")
+    out = []
+    for batch in dm.train_dataloader():
+        out.extend(batch[0])
+        if len(out) >= count:
+            break
+    return torch.stack(out[:count])
+
+
+def evaluate(ckpt: str, threads: int, calibration: int = 32) -> dict[str, Any]:
+    """fp32 and int8 metric, file sizes and batch-1 latency for one checkpoint."""
+    model = load_checkpoint(ckpt)
+    kind = model_kind(model)
+    dm = data_module_from_run(Path(ckpt))
+    dm.prepare_data()
+    dm.setup("validate")
+    val = list(dm.val_dataloader())
+    size = tuple(val[0][0].shape[-2:])
+    graph, form = (DetectorEnd2End(model, size), "end2end") if kind == "detector" else (model, kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(graph, form, Path(tmp) / "fp32.onnx", size)
+        calib = _train_images(dm, calibration)
+        if tuple(calib.shape[-2:]) != size:
+            calib = torch.nn.functional.interpolate(calib, size=size, mode="bilinear")
+        int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx", list(calib), kind)
+        result: dict[str, Any] = {"kind": kind, "checkpoint": ckpt}
+        for name, path in (("fp32", fp32), ("int8", int8)):
+            session = ort_session(path, threads)
+            result[f"{name}_metric"] = _metric(kind, session, val, size)
+            result[f"{name}_mb"] = path.stat().st_size / 2**20
+            x = val[0][0][:1].numpy()
+            session.run(None, {"images": x})
+            start = time.perf_counter()
+            for _ in range(10):
+                session.run(None, {"images": x})
+            result[f"{name}_ms"] = (time.perf_counter() - start) * 100
+    return result
+
+
+def _metric(kind: str, session: Any, val: list[Any], size: tuple[int, int]) -> float:
+    if kind == "classifier":
+        correct = total = 0
+        for images, labels in val:
+            (logits,) = session.run(None, {"images": images.numpy()})
+            correct += int((logits.argmax(1) == labels.numpy()).sum())
+            total += len(labels)
+        return 100.0 * correct / total
+    if kind == "segmenter":
+        num_classes = session.get_outputs()[0].shape[1]
+        confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        for images, masks in val:
+            if tuple(images.shape[-2:]) != size:
+                continue  # the graph has a fixed size; demo sets have one size
+            (logits,) = session.run(None, {"images": images.numpy()})
+            pred, truth = logits.argmax(1).ravel(), masks.numpy().ravel()
+            ok = truth < num_classes
+            confusion += np.bincount(
+                truth[ok] * num_classes + pred[ok], minlength=num_classes**2
+            ).reshape(num_classes, num_classes)
+        inter = np.diag(confusion)
+        union = confusion.sum(0) + confusion.sum(1) - inter
+        return 100.0 * float(np.mean(inter[union > 0] / union[union > 0]))
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(backend="pycocotools")
+    for images, targets in val:
+        boxes, scores, labels, index = session.run(None, {"images": images.numpy()})
+        preds = [
+            {
+                "boxes": torch.from_numpy(boxes[index == i]),
+                "scores": torch.from_numpy(scores[index == i]),
+                "labels": torch.from_numpy(labels[index == i]),
+            }
+            for i in range(len(targets))
+        ]
+        truth = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        metric.update(preds, truth)
+    return 100.0 * float(metric.compute()["map"])
+
+
+def accuracy_section(checkpoints: dict[str, str], threads: int) -> str:
+    """Markdown table of fp32 vs int8 for each checkpoint."""
+    names = {"classifier": "top-1 %", "segmenter": "mIoU %", "detector": "mAP %"}
+    rows = []
+    for kind, ckpt in checkpoints.items():
+        print(f"int8 accuracy: {ckpt}", flush=True)
+        r = evaluate(ckpt, threads)
+        rows.append(
+            f"| {r['kind']} | {names[r['kind']]} | {r['fp32_metric']:.2f} | "
+            f"{r['int8_metric']:.2f} | {r['int8_metric'] - r['fp32_metric']:+.2f} | "
+            f"{r['fp32_mb']:.2f} / {r['int8_mb']:.2f} | {r['fp32_ms']:.1f} / {r['int8_ms']:.1f} |"
+        )
+        del kind
+    header = (
+        "| model | metric | fp32 | int8 | change | MiB fp32 / int8 | ms fp32 / int8 (batch 1) |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    note = (
+        "Demo sets, checkpoints trained with the demo configs; onnxruntime static int8 (QDQ, "
+        "per-channel weights, MinMax calibration on 32 training images). ReLU6 bounds "
+        "every activation to [0, 6], so MinMax ranges stay tight and 8 bits lose little."
+    )
+    return (
+        "## int8 against fp32 (onnxruntime)\n\n" + header + "\n" + "\n".join(rows) + "\n\n" + note
+    )

@@ -1,0 +1,299 @@
+"""One run, one table: complexity, latency of every path, training and data throughput,
+COCO evaluation time, int8 accuracy, and the fraction of the machine's matmul peak.
+
+Run ``python -m benchmarks`` (``--quick`` for a smoke run on tiny inputs). Writes
+``benchmarks/results.md`` and ``benchmarks/results.png``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import tempfile
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import latency, throughput
+
+OUT_DIR = Path(__file__).parent
+
+
+@dataclass
+class Options:
+    """Settings of one suite run (see ``python -m benchmarks --help``)."""
+
+    quick: bool = False
+    threads: int = 2
+    warmup: int = 3
+    repeats: int = 15
+    train_steps: int = 3
+    loader_batches: int = 10
+    coco_images: int = 5000
+    output_dir: Path = OUT_DIR
+    accuracy: dict[str, str] = field(default_factory=dict)  # kind -> checkpoint
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run(opts: Options) -> str:
+    """Run every section and return the Markdown report (also written to disk)."""
+    torch.set_num_threads(opts.threads)
+    torch.set_flush_denormal(True)
+    warnings.filterwarnings("ignore")
+    if opts.quick:
+        opts.warmup, opts.repeats, opts.train_steps = 1, 3, 1
+        opts.loader_batches, opts.coco_images = 2, 50
+    sections = [_header(opts)]
+    pairs = latency.build_pairs(opts.quick)
+    sections.append(_complexity_section(pairs))
+    lat = _latency(pairs, opts)
+    sections.append(_latency_section(pairs, lat))
+    sections.append(_guard("Targets", _targets_section, pairs, lat))
+    sections.append(_guard("Training throughput", _training_section, pairs, opts))
+    sections.append(_guard("COCO evaluation time", _coco_section, opts))
+    peak = throughput.matmul_gflops(512 if opts.quick else 1024)
+    sections.append(_guard("Achieved throughput", _peak_section, pairs, lat, peak))
+    if opts.accuracy:
+        from benchmarks.accuracy import accuracy_section
+
+        sections.append(_guard("int8 accuracy", accuracy_section, opts.accuracy, opts.threads))
+    report = "\n\n".join(sections) + "\n"
+    opts.output_dir.mkdir(parents=True, exist_ok=True)
+    (opts.output_dir / "results.md").write_text(report)
+    _plot(pairs, lat, opts.output_dir / "results.png", opts.threads)
+    return report
+
+
+def _guard(title: str, fn: Any, *args: Any) -> str:
+    """A section, or a note saying why it failed: one broken section must not lose the
+    minutes of measurements made before it."""
+    try:
+        return fn(*args)
+    except Exception as err:
+        traceback.print_exc()
+        return f"## {title}\n\nFailed: {type(err).__name__}: {err}"
+
+
+def _header(opts: Options) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        "# mobilezoo benchmark\n\n"
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"torch {torch.__version__} and onnxruntime with {opts.threads} thread(s), "
+        f"load average {load:.1f} at start. Latency: median of {opts.repeats} interleaved "
+        f"runs after {opts.warmup} warm-ups, fp32 unless int8. Compare ratios within this "
+        "run: absolute times on a shared machine drift."
+        + (" QUICK MODE: tiny inputs, numbers are meaningless." if opts.quick else "")
+    )
+
+
+def _complexity_section(pairs: list[latency.Pair]) -> str:
+    rows = []
+    seen = set()
+    for pair in pairs:
+        pair.complexity = latency.complexity(pair)
+        c = pair.complexity
+        if pair.name not in seen:
+            seen.add(pair.name)
+            rows.append([pair.name, pair.size, f"{c['params'] / 1e6:.3f}M",
+                         f"{pair.paper[0] / 1e6:.2f}M", f"{c['madds'] / 1e9:.3f}G",
+                         f"{pair.paper[1] / 1e9:.2f}G"])  # fmt: skip
+        rows.append([pair.peer_name, pair.size, f"{c['peer_params'] / 1e6:.3f}M", "",
+                     f"{c['peer_madds'] / 1e9:.3f}G", ""])  # fmt: skip
+    header = ["model", "input", "params", "paper params", "MAdds", "paper MAdds"]
+    return "## Size and multiply-adds\n\n" + _table(header, rows)
+
+
+def _latency(pairs: list[latency.Pair], opts: Options) -> dict[tuple[int, int], dict]:
+    results: dict[tuple[int, int], dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, pair in enumerate(pairs):
+            calib = torch.randn(8, 3, pair.size, pair.size)
+            files = latency.onnx_files(pair, Path(tmp), calib)
+            for batch in (1, 8):
+                print(f"timing {pair.name} vs {pair.peer_name}, batch {batch}", flush=True)
+                results[(i, batch)] = latency.time_pair(
+                    pair, files, batch, opts.threads, opts.warmup, opts.repeats
+                )
+    return results
+
+
+def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
+    header = ["model", "batch", "path", "ours ms", "peer", "peer path", "peer ms",
+              "peer / ours"]  # fmt: skip
+    rows = []
+    for i, pair in enumerate(pairs):
+        for batch in (1, 8):
+            r = lat[(i, batch)]
+            paths = [("eager", "eager", "peer_eager"), ("fast (folded BN, NHWC)", "fast",
+                     "peer_eager"), ("onnxruntime fp32", "ort", "peer_ort"),
+                     ("onnxruntime int8", "int8", "peer_ort")]  # fmt: skip
+            if pair.kind == "detector":
+                paths[2] = ("onnxruntime fp32 raw", "ort", "peer_ort")
+                paths += [("onnxruntime fp32 end-to-end (NMS)", "ort_end2end", "peer_ort"),
+                          ("onnxruntime int8 end-to-end", "int8_end2end", "peer_ort")]  # fmt: skip
+            for label, ours, peer in paths:
+                peer_label = "eager" if peer == "peer_eager" else "onnxruntime fp32"
+                if pair.kind == "detector" and peer == "peer_ort":
+                    peer_label += " raw"
+                rows.append([pair.name, batch, label, _fmt(r[ours]), pair.peer_name,
+                             peer_label, _fmt(r[peer]), _fmt(r[peer] / r[ours], 2)])  # fmt: skip
+    note = (
+        "Detector peers in onnxruntime run their raw network (backbone + head, no resize and "
+        "no NMS: torchvision's NMS loops over images and does not export with a dynamic "
+        "batch); eager detectors include post-processing (and torchvision's resize)."
+    )
+    return "## CPU latency (ms)\n\n" + _table(header, rows) + "\n\n" + note
+
+
+def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
+    cls8, cls1 = lat[(0, 8)], lat[(0, 1)]
+    det1 = lat[(1, 1)]
+    det = pairs[1].complexity
+    ours_per_madd = det1["ort"] / det["madds"]
+    peer_per_madd = det1["peer_ort"] / det["peer_madds"]
+    rows = [
+        ["fast eager >= 2.5x faster than torchvision eager mobilenet_v2, batch 8",
+         f"{cls8['peer_eager'] / cls8['fast']:.2f}x"],
+        ["fast eager within 2x of our onnxruntime, batch 1",
+         f"{cls1['fast'] / cls1['ort']:.2f}x slower"],
+        ["our onnxruntime within 1.1x of torchvision mobilenet_v2 in onnxruntime, batch 1",
+         f"{cls1['ort'] / cls1['peer_ort']:.2f}x"],
+        ["our onnxruntime within 1.1x of torchvision mobilenet_v2 in onnxruntime, batch 8",
+         f"{cls8['ort'] / cls8['peer_ort']:.2f}x"],
+        ["SSDLite-MobileNetV2 onnxruntime ms per GMAdd vs SSDLite-MobileNetV3, batch 1",
+         f"{ours_per_madd * 1e9:.1f} vs {peer_per_madd * 1e9:.1f} "
+         f"({ours_per_madd / peer_per_madd:.2f}x)"],
+    ]  # fmt: skip
+    return "## Targets\n\n" + _table(["target", "measured"], rows)
+
+
+def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
+    rows = []
+    batch = 2 if opts.quick else 4
+    ours_step: dict[str, float] = {}
+    for pair in pairs[:3]:
+        print(f"training steps: {pair.name} and {pair.peer_name}", flush=True)
+        ours = throughput.train_images_per_second(
+            pair.kind, pair.model, False, pair.size, batch, opts.train_steps
+        )
+        peer = throughput.train_images_per_second(
+            pair.kind, pair.peer, True, pair.size, batch, opts.train_steps
+        )
+        ours_step[pair.kind] = ours
+        rows.append([pair.name, pair.size, batch, _fmt(ours, 2), pair.peer_name,
+                     _fmt(peer, 2), _fmt(ours / peer, 2)])  # fmt: skip
+        pair.model.eval()
+    text = "## Training throughput (one SGD step: forward, loss, backward, update)\n\n"
+    text += _table(["model", "input", "batch", "ours img/s", "peer", "peer img/s",
+                    "ours / peer"], rows)  # fmt: skip
+    return text + "\n\n" + _loader_section(pairs, opts)
+
+
+def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
+    from tasks.data.demo_classification import DemoClassificationDataModule
+    from tasks.data.demo_detection import DemoDetectionDataModule
+    from tasks.data.demo_segmentation import DemoSegmentationDataModule
+
+    small = {"num_workers": 0}
+    modules = {
+        "classifier": DemoClassificationDataModule(
+            train_per_class=10 if opts.quick else 100, val_per_class=2, **small
+        ),
+        "detector": DemoDetectionDataModule(
+            num_train=20 if opts.quick else 320, num_val=4, image_size=128, **small
+        ),
+        "segmenter": DemoSegmentationDataModule(
+            train_images=20 if opts.quick else 240, val_images=4, **small
+        ),
+    }
+    rows = []
+    for pair in pairs[:3]:
+        dm = modules[pair.kind]
+        per_worker, batch, side = throughput.loader_images_per_second(dm, opts.loader_batches)
+        step = throughput.train_images_per_second(
+            pair.kind, pair.model, False, side, min(batch, 8), opts.train_steps
+        )
+        pair.model.eval()
+        # Loading one image takes 1/per_worker s on one worker; training on it 1/step s.
+        fraction = step / per_worker
+        rows.append([type(dm).__name__, f"{side}x{side}", _fmt(per_worker, 0), _fmt(step, 1),
+                     f"{fraction:.0%}"])  # fmt: skip
+    note = (
+        "Fraction = time to load and augment an image on one worker / time to train on it "
+        "(same machine, same threads). Below 100% one loader worker keeps up with training "
+        "(with `num_workers >= 1` loading overlaps the step); above, add workers."
+    )
+    header = ["data module (train, augmented)", "image", "img/s per worker",
+              "train img/s (ours, same size)", "load / train time"]  # fmt: skip
+    return "## Data loading\n\n" + _table(header, rows) + "\n\n" + note
+
+
+def _coco_section(opts: Options) -> str:
+    rows = []
+    for backend in ("pycocotools", "faster_coco_eval"):
+        try:
+            seconds = throughput.coco_eval_seconds(opts.coco_images, backend)
+        except ImportError:
+            continue
+        rows.append([backend, opts.coco_images, opts.coco_images * 100, _fmt(seconds, 1)])
+    header = ["backend", "images", "detections", "seconds (evaluate + accumulate + summarize)"]
+    return "## COCO evaluation time\n\n" + _table(header, rows)
+
+
+def _peak_section(pairs: list[latency.Pair], lat: dict, peak: float) -> str:
+    rows = []
+    for i, pair in enumerate(pairs[:3]):
+        r = lat[(i, 8)]
+        key = min(("eager", "fast", "ort", "int8"), key=lambda k: r[k])
+        madds = pair.complexity["madds"]
+        gflops = 2 * madds * 8 / (r[key] / 1e3) / 1e9
+        rows.append([pair.name, key, _fmt(r[key]), _fmt(gflops, 1), f"{gflops / peak:.0%}"])
+    header = ["model (batch 8)", "fastest path", "ms", "achieved GFLOP/s",
+              f"fraction of matmul peak ({peak:.0f} GFLOP/s)"]  # fmt: skip
+    note = "int8 paths do integer arithmetic: their fraction of the fp32 peak can exceed 100%."
+    return "## Achieved throughput\n\n" + _table(header, rows) + "\n\n" + note
+
+
+def _plot(pairs: list[latency.Pair], lat: dict, path: Path, threads: int) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot written")
+        return
+    keys = [("eager", "eager"), ("fast", "fast path"), ("ort", "onnxruntime fp32"),
+            ("int8", "onnxruntime int8")]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, i in zip(axes, range(3), strict=True):
+        pair = pairs[i]
+        r = lat[(i, 1)]
+        labels = [name for _, name in keys] + ["peer eager", "peer onnxruntime"]
+        values = [r[k] for k, _ in keys] + [r["peer_eager"], r["peer_ort"]]
+        colors = ["#1f77b4"] * 4 + ["#999999"] * 2
+        ax.barh(labels[::-1], values[::-1], color=colors[::-1])
+        ax.set_title(f"{pair.name}\nvs {pair.peer_name}", fontsize=9)
+        ax.set_xscale("log")  # eager and onnxruntime differ by orders of magnitude
+        ax.set_xlabel(f"ms, batch 1, {threads} thread(s), log scale")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

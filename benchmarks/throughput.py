@@ -1,0 +1,131 @@
+"""Training-step and data-loading throughput, COCO evaluation time, matmul peak."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
+    """Measured fp32 matrix-multiply throughput (GFLOP/s, 2 FLOP per multiply-add)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _targets(batch: int, size: int, labels: int, offset: int) -> list[dict[str, Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(batch):
+        xy = torch.rand(3, 2, generator=g) * size * 0.6
+        wh = torch.rand(3, 2, generator=g) * size * 0.3 + size * 0.1
+        out.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1),
+                "labels": torch.randint(0, labels, (3,), generator=g) + offset,
+            }
+        )
+    return out
+
+
+def _loss_fn(kind: str, model: nn.Module, peer: bool, size: int, batch: int) -> Callable:
+    """A closure computing one training loss of ``model`` on fixed random data."""
+    x = torch.randn(batch, 3, size, size)
+    if kind == "classifier":
+        y = torch.randint(0, 1000, (batch,))
+        return lambda: F.cross_entropy(model(x), y)
+    if kind == "segmenter":
+        y = torch.randint(0, 21, (batch, size, size))
+        if peer:
+            return lambda: F.cross_entropy(model(x)["out"], y)
+        return lambda: F.cross_entropy(model(x), y)
+    if peer:  # torchvision detectors take lists and return a dict of losses
+        targets = _targets(batch, size, 90, 1)
+        images = list(x)
+        return lambda: sum(model(images, targets).values())
+    targets = _targets(batch, size, 80, 0)
+    return lambda: model.compute_loss(model.forward_outputs(x), targets)["loss"]
+
+
+def train_images_per_second(
+    kind: str, model: nn.Module, peer: bool, size: int, batch: int, steps: int
+) -> float:
+    """Images/s of full optimizer steps (forward, loss, backward, SGD step), after one
+    warm-up step; the median step time is used."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = _loss_fn(kind, model, peer, size, batch)
+    times = []
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        optimizer.step()
+        if step:
+            times.append(time.perf_counter() - start)
+    model.eval()
+    return batch / statistics.median(times)
+
+
+def loader_images_per_second(datamodule: Any, batches: int) -> tuple[float, int, int]:
+    """Images/s of the training loader in the main process (one worker's throughput, with
+    the augmentation), and the batch size and image side it produces."""
+    datamodule.num_workers = 0
+    datamodule.persistent_workers = False
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    it = iter(loader)
+    first = next(it)  # opening files and building the iterator is not throughput
+    images = first[0] if isinstance(first, list | tuple) else first["image"]
+    count, start = 0, time.perf_counter()
+    for _ in range(batches):
+        batch = next(it, None)
+        if batch is None:
+            it = iter(loader)
+            batch = next(it)
+        count += (batch[0] if isinstance(batch, list | tuple) else batch["image"]).shape[0]
+    return count / (time.perf_counter() - start), images.shape[0], images.shape[-1]
+
+
+def coco_eval_seconds(num_images: int, backend: str, per_image: int = 100) -> float:
+    """Seconds of a full COCOeval (evaluate, accumulate, summarize) of ``per_image``
+    random detections on each of ``num_images`` images with 7 random objects each."""
+    from tasks.coco_eval import evaluate_coco
+
+    rng = np.random.default_rng(0)
+    images = [{"id": i, "width": 640, "height": 480} for i in range(1, num_images + 1)]
+    categories = [{"id": c, "name": str(c)} for c in range(1, 81)]
+    annotations, results = [], []
+    for image in images:
+        for _ in range(7):
+            x, y = rng.uniform(0, 500), rng.uniform(0, 380)
+            w, h = rng.uniform(10, 140), rng.uniform(10, 100)
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image["id"], "bbox": [x, y, w, h],
+                 "area": w * h, "iscrowd": 0, "category_id": int(rng.integers(1, 81))}
+            )  # fmt: skip
+        for _ in range(per_image):
+            x, y = rng.uniform(0, 500), rng.uniform(0, 380)
+            results.append(
+                {"image_id": image["id"], "category_id": int(rng.integers(1, 81)),
+                 "bbox": [x, y, rng.uniform(10, 140), rng.uniform(10, 100)],
+                 "score": float(rng.uniform())}
+            )  # fmt: skip
+    gt = {"images": images, "annotations": annotations, "categories": categories}
+    start = time.perf_counter()
+    evaluate_coco(gt, results, backend=backend)  # type: ignore[arg-type]
+    return time.perf_counter() - start
