@@ -157,6 +157,7 @@ def test_checkpoint_roundtrip_and_bad_sources(tmp_path: Path) -> None:
         model_kind(nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_parity_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tasks.export as export_module
 
