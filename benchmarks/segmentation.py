@@ -58,64 +58,74 @@ def models(num_classes: int) -> dict[str, nn.Module]:
     }
 
 
-def latency_ms(model: nn.Module, size: int, runs: int, warmup: int = 3) -> float:
-    x = torch.randn(1, 3, size, size)
-    model.eval()
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def train_images_per_s(model: nn.Module, size: int, batch: int, steps: int) -> float:
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, 21, (batch, size, size))
-    times = []
-    for step in range(steps + 1):
-        start = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x), y, ignore_index=255)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step:  # the first step warms up the allocator
-            times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+def interleaved_medians(jobs: dict[str, object], repeats: int) -> dict[str, float]:
+    """Median seconds of each job, run round-robin so a change in the machine's load (these
+    machines are shared) hits every model alike and the ratios stay meaningful."""
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            times[name].append(_time(job))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def speed(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    rows = []
-    for name, model in models(21).items():
-        params = count_parameters(model)
-        madds = count_madds(model, torch.randn(1, 3, args.size, args.size))
-        ms = latency_ms(model, args.size, args.runs)
-        ips = train_images_per_s(model, args.train_size, args.train_batch, args.train_steps)
-        rows.append((name, params, madds, ms, ips))
-        print(f"measured {name}: {ms:.1f} ms", flush=True)
-    ref_ms, ref_ips = rows[2][3], rows[2][4]
+    nets = models(21)
+    x = torch.randn(1, 3, args.size, args.size)
+    xt = torch.randn(args.train_batch, 3, args.train_size, args.train_size)
+    yt = torch.randint(0, 21, (args.train_batch, args.train_size, args.train_size))
+    optimizers = {
+        n: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for n, m in nets.items()
+    }
+
+    def infer(model: nn.Module):
+        def run() -> None:
+            with torch.inference_mode():
+                model.eval()(x)
+
+        return run
+
+    def train(name: str):
+        def run() -> None:
+            model = nets[name].train()
+            loss = nn.functional.cross_entropy(model(xt), yt, ignore_index=255)
+            optimizers[name].zero_grad()
+            loss.backward()
+            optimizers[name].step()
+
+        return run
+
+    for name, model in nets.items():  # warm-up: allocator, kernels
+        infer(model)()
+        train(name)()
+    latency = interleaved_medians({n: infer(m) for n, m in nets.items()}, args.runs)
+    steps = interleaved_medians({n: train(n) for n in nets}, args.train_steps)
+    ref = "tv deeplabv3_mobilenet_v3_large"
     print(
         f"\nCPU, {args.threads} threads, fp32, eager. Latency: batch 1 at {args.size}x"
         f"{args.size}, median of {args.runs}. Training: batch {args.train_batch} at "
-        f"{args.train_size}x{args.train_size}, SGD step, median of {args.train_steps}.\n"
-        "Ratios are against torchvision deeplabv3_mobilenet_v3_large in this run.\n"
+        f"{args.train_size}x{args.train_size}, SGD step, median of {args.train_steps}. "
+        "Models run round-robin.\nRatios are against torchvision "
+        "deeplabv3_mobilenet_v3_large in this run.\n"
     )
-    header = (
-        f"| {'model':<33} | params | MAdds | latency ms | x tv-DLv3 | train img/s | x tv-DLv3 |"
+    print(
+        "| model | params | MAdds | latency ms | x tv-DLv3 | train img/s | x tv-DLv3 |\n"
+        "|---|---|---|---|---|---|---|"
     )
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for name, params, madds, ms, ips in rows:
+    for name, model in nets.items():
+        params = count_parameters(model)
+        madds = count_madds(model, x)
+        ips, ref_ips = args.train_batch / steps[name], args.train_batch / steps[ref]
         print(
-            f"| {name:<33} | {params / 1e6:.2f}M | {madds / 1e9:.2f}G | {ms:10.1f} | "
-            f"{ms / ref_ms:9.2f} | {ips:11.2f} | {ips / ref_ips:9.2f} |"
+            f"| {name} | {params / 1e6:.2f}M | {madds / 1e9:.2f}G | {latency[name] * 1e3:.1f} | "
+            f"{latency[name] / latency[ref]:.2f} | {ips:.2f} | {ips / ref_ips:.2f} |"
         )
 
 
