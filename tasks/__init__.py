@@ -6,22 +6,28 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from tasks.base import BaseTask
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
+from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.demo_classification import DemoClassificationDataModule
+from tasks.data.demo_segmentation import DemoSegmentationDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
+from tasks.data.voc import VOCSegmentationDataModule
 from tasks.detection import DetectionPredictionWriter, DetectionTask
 from tasks.schedulers import WarmupCosineLR, WarmupExponentialLR, WarmupPolyLR
 from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
 
 __all__ = [
     "BaseTask",
+    "CityscapesDataModule",
     "ClassificationPredictionWriter",
     "ClassificationTask",
     "DemoClassificationDataModule",
+    "DemoSegmentationDataModule",
     "DetectionPredictionWriter",
     "DetectionTask",
     "ImageFolderDataModule",
     "SegmentationPredictionWriter",
     "SegmentationTask",
+    "VOCSegmentationDataModule",
     "WarmupCosineLR",
     "WarmupExponentialLR",
     "WarmupPolyLR",
