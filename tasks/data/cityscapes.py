@@ -13,6 +13,7 @@ becomes 255 (ignored), exactly as ``cityscapesscripts/helpers/labels.py`` define
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -99,10 +100,12 @@ class CityscapesDataModule(SegmentationDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__(
             crop_size, min_scale, max_scale, flip, mean, std, predict_dir,
             batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
+            on_bad_sample,
         )  # fmt: skip
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split

@@ -10,6 +10,7 @@ every object outline, like VOC's) under ``VOCdevkit/VOC2012``, with ``train.txt`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -120,6 +121,7 @@ class DemoSegmentationDataModule(VOCSegmentationDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
         if not 2 <= num_classes <= len(DEMO_SHAPES) + 1:
             raise ValueError(f"num_classes must be in 2..{len(DEMO_SHAPES) + 1}, got {num_classes}")
@@ -136,7 +138,7 @@ class DemoSegmentationDataModule(VOCSegmentationDataModule):
         super().__init__(
             str(root_path), "train", "val", False, None, None, crop_size, min_scale,
             max_scale, flip, mean, std, predict_dir, batch_size, num_workers, pin_memory,
-            persistent_workers, eval_batch_size,
+            persistent_workers, eval_batch_size, on_bad_sample,
         )  # fmt: skip
         self.spec = spec
         self.class_names = ("background", *DEMO_SHAPES[: num_classes - 1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -221,8 +221,8 @@ class SegmentationDataModule(BaseDataModule):
         flip: random left-right flip in training.
         mean, std: normalization (default maps to [-1, 1], as DeepLab).
         predict_dir: folder of images for ``predict`` (any layout; searched recursively).
-        batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size: see
-            ``BaseDataModule``. Evaluation batches of differently sized images are padded
+        batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
+            on_bad_sample: see ``BaseDataModule``. Evaluation batches of differently sized images are padded
             and each image is still evaluated at its own size.
     """
 
@@ -246,8 +246,11 @@ class SegmentationDataModule(BaseDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size)
+        super().__init__(
+            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
+        )
         # Built once here so a bad value fails when the config is read, not in training.
         self.train_transform = segmentation_transforms(
             True, mean, std, crop_size, min_scale, max_scale, flip

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal
 
 from tasks.data.seg_transforms import SegmentationDataModule
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
@@ -99,10 +100,12 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__(
             crop_size, min_scale, max_scale, flip, mean, std, predict_dir,
             batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
+            on_bad_sample,
         )  # fmt: skip
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
