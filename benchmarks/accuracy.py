@@ -47,11 +47,18 @@ def data_module_from_run(ckpt: Path) -> Any:
     return dm
 
 
+def _pair(batch: Any) -> tuple[torch.Tensor, Any]:
+    """``(images, targets)`` of a batch, tuple-style or dict-style (segmentation)."""
+    if isinstance(batch, dict):
+        return batch["image"], batch.get("mask")
+    return batch[0], batch[1]
+
+
 def _train_images(dm: Any, count: int) -> torch.Tensor:
     dm.setup("fit")
     out = []
     for batch in dm.train_dataloader():
-        out.extend(batch[0])
+        out.extend(_pair(batch)[0])
         if len(out) >= count:
             break
     return torch.stack(out[:count])
@@ -64,7 +71,7 @@ def evaluate(ckpt: str, threads: int, calibration: int = 32) -> dict[str, Any]:
     dm = data_module_from_run(Path(ckpt))
     dm.prepare_data()
     dm.setup("validate")
-    val = list(dm.val_dataloader())
+    val = [_pair(b) for b in dm.val_dataloader()]
     size = tuple(val[0][0].shape[-2:])
     graph, form = (DetectorEnd2End(model, size), "end2end") if kind == "detector" else (model, kind)
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,12 +103,14 @@ def _metric(kind: str, session: Any, val: list[Any], size: tuple[int, int]) -> f
             total += len(labels)
         return 100.0 * correct / total
     if kind == "segmenter":
-        num_classes = session.get_outputs()[0].shape[1]
-        confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        confusion = None
         for images, masks in val:
             if tuple(images.shape[-2:]) != size:
                 continue  # the graph has a fixed size; demo sets have one size
             (logits,) = session.run(None, {"images": images.numpy()})
+            num_classes = logits.shape[1]
+            if confusion is None:
+                confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
             pred, truth = logits.argmax(1).ravel(), masks.numpy().ravel()
             ok = truth < num_classes
             confusion += np.bincount(
