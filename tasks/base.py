@@ -68,13 +68,19 @@ class BaseTask(LightningModule):
     def on_predict_start(self) -> None:
         # The fast path: BatchNorm folded into the convolutions, channels-last tensors,
         # inference mode; outputs equal the model's within 1e-4 (tests/heads/test_inference).
-        # Folding happens in place (no second copy of the weights); the folded model cannot
-        # be trained, so reload the checkpoint to train again.
+        # The folded copy replaces the model for predict only; on_predict_end puts the
+        # trainable model back, so fit or validate after predict see the real weights.
         model = getattr(self, "model", None)
         if self.fast_predict and isinstance(model, nn.Module):
             from heads.inference import optimize_for_inference
 
-            self.model = optimize_for_inference(model, inplace=True)
+            self.__dict__["_trainable_model"] = model  # outside the module tree / state_dict
+            self.model = optimize_for_inference(model)
+
+    def on_predict_end(self) -> None:
+        trainable = self.__dict__.pop("_trainable_model", None)
+        if trainable is not None:
+            self.model = trainable
 
     def on_train_epoch_end(self) -> None:
         data = self.trainer.datamodule if self._trainer else None

@@ -176,7 +176,7 @@ def test_parity_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_predict_uses_the_fast_path() -> None:
-    from lightning.pytorch import Trainer
+    from lightning.pytorch import Callback, Trainer
     from torch.utils.data import DataLoader
 
     from heads.inference import InferenceModel
@@ -188,9 +188,19 @@ def test_predict_uses_the_fast_path() -> None:
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = torch.softmax(task.model(images), dim=1).topk(3, dim=1)
-    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    seen: list[object] = []
+
+    class _Spy(Callback):
+        def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            seen.append(pl_module.model)
+
+    original = task.model
+    trainer = Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[_Spy()]
+    )
     (out,) = trainer.predict(task, DataLoader(images, batch_size=4))
-    assert isinstance(task.model, InferenceModel) and task.model.folded > 0
+    assert isinstance(seen[0], InferenceModel) and seen[0].folded > 0
+    assert task.model is original  # the trainable model is back after predict
     torch.testing.assert_close(out["scores"], expected.values, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out["labels"], expected.indices)
 
