@@ -7,7 +7,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from tasks.base import BaseTask
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
+from tasks.data.coco import COCODataModule
 from tasks.data.demo_classification import DemoClassificationDataModule
+from tasks.data.demo_detection import DemoDetectionDataModule
 from tasks.data.demo_segmentation import DemoSegmentationDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.voc import VOCSegmentationDataModule
@@ -17,10 +19,12 @@ from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
 
 __all__ = [
     "BaseTask",
+    "COCODataModule",
     "CityscapesDataModule",
     "ClassificationPredictionWriter",
     "ClassificationTask",
     "DemoClassificationDataModule",
+    "DemoDetectionDataModule",
     "DemoSegmentationDataModule",
     "DetectionPredictionWriter",
     "DetectionTask",

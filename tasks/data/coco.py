@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import albumentations as A
 import numpy as np
@@ -231,7 +231,8 @@ class COCODataModule(BaseDataModule):
             keeps them).
         mean, std: normalization (default maps pixels to [-1, 1]).
         predict_folder: folder of images for ``predict``.
-        batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size: see
+        batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
+            on_bad_sample: see
             ``BaseDataModule``.
 
     Exposed to the task (duck-typed, no import): ``num_classes``, ``category_ids``,
@@ -259,8 +260,11 @@ class COCODataModule(BaseDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size)
+        super().__init__(
+            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
+        )
         for name, pattern in (
             ("annotation_pattern", annotation_pattern),
             ("image_dir_pattern", image_dir_pattern),

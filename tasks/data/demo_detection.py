@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -135,6 +135,7 @@ class DemoDetectionDataModule(COCODataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
         if not 1 <= num_classes <= len(SHAPES):
             raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
@@ -168,6 +169,7 @@ class DemoDetectionDataModule(COCODataModule):
             predict_folder=predict_folder, batch_size=batch_size, num_workers=num_workers,
             pin_memory=pin_memory, persistent_workers=persistent_workers,
             eval_batch_size=eval_batch_size,
+            on_bad_sample=on_bad_sample,
         )  # fmt: skip
 
     def prepare_data(self) -> None:
