@@ -47,7 +47,9 @@ def test_feature_info_at_width_1() -> None:
 
 
 def test_odd_input_sizes_round_up() -> None:
-    out = mobilenet_v2(output_stride=16, out_features=["layer_18"]).eval()(torch.randn(1, 3, 513, 513))
+    out = mobilenet_v2(output_stride=16, out_features=["layer_18"]).eval()(
+        torch.randn(1, 3, 513, 513)
+    )
     assert out["layer_18"].shape == (1, 320, 33, 33)
 
 
@@ -132,7 +134,9 @@ def test_make_divisible_never_rounds_down_more_than_10_percent() -> None:
 def test_frozen_stages_get_no_gradient_and_keep_bn_stats(frozen_stages: int) -> None:
     model = mobilenet_v2(frozen_stages=frozen_stages, out_features=["layer_19"]).train()
     stage_of = [model._stage_of_layer(i) for i in range(1, 20)]
-    before = [layer[1].running_mean.clone() if i == 0 else None for i, layer in enumerate(model.features)]
+    before = [
+        layer[1].running_mean.clone() if i == 0 else None for i, layer in enumerate(model.features)
+    ]
     model(torch.randn(2, 3, 64, 64))["layer_19"].sum().backward()
     for stage, layer in zip(stage_of, model.features, strict=True):
         frozen = stage <= frozen_stages
