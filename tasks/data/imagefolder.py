@@ -17,6 +17,11 @@ from tasks.data.predict import IMAGE_EXTENSIONS, PredictImageDataset, collate_pr
 from tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw_tensor
 
 
+def class_folders(root: Path) -> list[str]:
+    """Class names of an ImageFolder split: its sub-folders, sorted (index = label)."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
 class ImageFolderDataset(Dataset):
     """Images in one folder per class; class index = position in the sorted class names.
 
@@ -29,7 +34,7 @@ class ImageFolderDataset(Dataset):
             raise FileNotFoundError(
                 f"expected an image folder at {self.root} with one sub-folder per class"
             )
-        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        self.classes = class_folders(self.root)
         if not self.classes:
             raise FileNotFoundError(
                 f"{self.root} has no class sub-folders ({self.root}/<class>/*.jpg)"
@@ -159,7 +164,7 @@ class ImageFolderDataModule(BaseDataModule):
         folder = self.root / self.train_split
         if not folder.is_dir():
             return None
-        return sorted(p.name for p in folder.iterdir() if p.is_dir())
+        return class_folders(folder)
 
     def train_dataloader(self):
         return self._loader(self.train_set, train=True)
