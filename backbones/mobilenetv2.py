@@ -131,11 +131,8 @@ class MobileNetV2(nn.Module):
     # -- weights and freezing ------------------------------------------------------------
     def load_torchvision_weights(self, weights: str | Path) -> None:
         """Load torchvision ``mobilenet_v2`` weights (name or file) into ``features``."""
-        if str(weights).startswith("imagenet") and self.width_mult != 1.0:
-            raise ValueError(
-                f"ImageNet weights exist for width_mult=1.0 only, got {self.width_mult}"
-            )
-        self.load_features_state(load_torchvision_state_dict(weights), source=str(weights))
+        state = load_torchvision_state_dict(weights, self.width_mult)
+        self.load_features_state(state, source=str(weights))
 
     def load_features_state(self, state: dict[str, Tensor], source: str = "state dict") -> None:
         """Load the ``features.*`` tensors of a torchvision-style state dict (others ignored)."""

@@ -67,14 +67,18 @@ def _download_imagenet(name: str, dest: Path) -> None:
         ) from err
 
 
-def load_torchvision_state_dict(weights: str | Path) -> dict[str, Tensor]:
+def load_torchvision_state_dict(weights: str | Path, width_mult: float = 1.0) -> dict[str, Tensor]:
     """State dict of torchvision's ``mobilenet_v2`` from a weights name or a file path.
 
     Args:
         weights: ``"imagenet"`` (IMAGENET1K_V1, top-1 71.878), ``"imagenet_v2"``
             (IMAGENET1K_V2, top-1 72.154), or a path to a saved state dict.
+        width_mult: width of the network the weights are for; named ImageNet weights
+            exist for 1.0 only.
     """
     name = str(weights)
+    if name.startswith("imagenet") and width_mult != 1.0:
+        raise ValueError(f"ImageNet weights exist for width_mult=1.0 only, got {width_mult}")
     if name in IMAGENET_URLS:
         path = hub_checkpoint_path(name)
         if not path.is_file():

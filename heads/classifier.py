@@ -70,9 +70,7 @@ def mobilenet_v2_classifier(
     )
     model = MobileNetV2Classifier(backbone, num_classes, dropout)
     if weights is not None:
-        if str(weights).startswith("imagenet") and width_mult != 1.0:
-            raise ValueError(f"ImageNet weights exist for width_mult=1.0 only, got {width_mult}")
-        state = load_torchvision_state_dict(weights)
+        state = load_torchvision_state_dict(weights, width_mult)
         backbone.load_features_state(state, source=str(weights))
         weight = state.get("classifier.1.weight")
         if weight is not None and tuple(weight.shape) == (num_classes, backbone.channels()[0]):
