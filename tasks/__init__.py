@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from tasks.base import BaseTask
+from tasks.checkpointing import ModelCheckpoint
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.coco import COCODataModule
@@ -29,6 +30,7 @@ __all__ = [
     "DetectionPredictionWriter",
     "DetectionTask",
     "ImageFolderDataModule",
+    "ModelCheckpoint",
     "SegmentationPredictionWriter",
     "SegmentationTask",
     "VOCSegmentationDataModule",

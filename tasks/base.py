@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from tasks.checkpoint_io import check_finite
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -35,6 +36,10 @@ class BaseTask(LightningModule):
             (TF-slim decays conv and linear weights only, the default here).
     """
 
+    #: ``__init__`` arguments that define the weights' shapes: a checkpoint's values win
+    architecture_hparams: tuple[str, ...] = ()
+    #: ``__init__`` arguments of evaluation only: the command line wins over a checkpoint
+    evaluation_hparams: tuple[str, ...] = ()
     #: names of ``__init__`` arguments that are not saved as hyper-parameters
     _hparams_ignore: tuple[str, ...] = ("optimizer", "lr_scheduler")
 
@@ -54,11 +59,14 @@ class BaseTask(LightningModule):
         self.decay_norm_and_bias = decay_norm_and_bias
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A backstop for any checkpoint callback: tasks.ModelCheckpoint skips such states.
+        check_finite(checkpoint.get("state_dict", {}), "the state being checkpointed")
         # With the data order kept by the data module, the RNG state is all a resumed run
         # needs to replay dropout exactly.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_finite(checkpoint.get("state_dict", {}), "the checkpoint being loaded")
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
 

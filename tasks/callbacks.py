@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -32,19 +33,70 @@ class MetricsSummary(Callback):
 
 
 class FiniteLossCheck(Callback):
-    """Stop with a clear message when the training loss is NaN or infinite.
+    """Stop with a clear message when training produces NaN or infinity.
 
-    The check runs before the backward pass, so the weights (and any checkpoint saved on
-    the way out) are still those of the last good step.
+    Checked at every step: the loss and the BatchNorm running statistics before the
+    backward pass (the forward pass has just updated the statistics; they are put back to
+    their values before the step), the gradients before the optimizer step, and the weights
+    after it. Up to the optimizer step, the model (and any checkpoint saved on the way out)
+    keeps the last finite state; a non-finite update is caught right after the step, and
+    ``tasks.ModelCheckpoint`` refuses to write such a state.
     """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
+                             batch_idx: int) -> None:  # fmt: skip
+        self._buffers = {
+            name: b.detach().clone()
+            for name, b in pl_module.named_buffers()
+            if b.is_floating_point()
+        }
+
+    def _stop(self, trainer: Trainer, pl_module: LightningModule, what: str, restore: bool) -> None:
+        if restore:
+            with torch.no_grad():
+                for name, buffer in pl_module.named_buffers():
+                    if name in self._buffers:
+                        buffer.copy_(self._buffers[name])
+        kept = (
+            "stopped before the update, so the weights and checkpoints hold the last finite step"
+            if restore
+            else "the update made the weights non-finite; no checkpoint is written from them"
+        )
+        raise FloatingPointError(
+            f"{what} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"{kept}. Lower the learning rate or check the data."
+        )
 
     def on_before_backward(
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
     ) -> None:
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise FloatingPointError(
-                f"training loss became {value} at global step {trainer.global_step} (epoch "
-                f"{trainer.current_epoch}); stopped before the update, so the weights and "
-                "checkpoints hold the last finite step. Lower the learning rate or check the data."
-            )
+            self._stop(trainer, pl_module, f"training loss became {value}", restore=True)
+        bad = _non_finite(pl_module.named_buffers())
+        if bad:
+            self._stop(trainer, pl_module, f"buffer {bad} became non-finite", restore=True)
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+        grads = ((n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None)
+        bad = _non_finite(grads)
+        if bad:
+            self._stop(trainer, pl_module, f"gradient of {bad} became non-finite", restore=True)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:  # fmt: skip
+        bad = _non_finite(pl_module.named_parameters())
+        if bad:
+            self._stop(trainer, pl_module, f"parameter {bad} became non-finite", restore=False)
+
+
+def _non_finite(named: Any) -> str | None:
+    """The first name of ``(name, tensor)`` pairs whose floating tensor is not all finite."""
+    for name, tensor in named:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None

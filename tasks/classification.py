@@ -34,6 +34,8 @@ class ClassificationTask(BaseTask):
     ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``).
     """
 
+    architecture_hparams = ("num_classes", "width_mult")
+
     def __init__(
         self,
         num_classes: int = 1000,

@@ -3,32 +3,144 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import logging
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-import tasks  # noqa: F401  (registers the zoo's tasks and data modules by short name)
+import tasks  # (registers the zoo's tasks and data modules by short name)
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, MetricsSummary
+from tasks.checkpoint_hparams import check_hparams, merge_hparams
+from tasks.checkpoint_io import (
+    CheckpointError,
+    check_finite,
+    fetch_checkpoint,
+    hyper_parameters,
+    is_url,
+    quote,
+    read_checkpoint,
+)
+
+log = logging.getLogger("mobilezoo")
+
+#: the zoo's tasks by every class path a checkpoint may name them with
+_TASKS: dict[str, type[BaseTask]] = {}
+for _name in tasks.__all__:
+    _obj = getattr(tasks, _name)
+    if isinstance(_obj, type) and issubclass(_obj, BaseTask) and _obj is not BaseTask:
+        _TASKS[f"tasks.{_name}"] = _TASKS[f"{_obj.__module__}.{_obj.__qualname__}"] = _obj
+
+
+def _task_class(class_path: str) -> type:
+    if class_path in _TASKS:
+        return _TASKS[class_path]
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)  # the config's own choice
 
 
 class MobileZooCLI(LightningCLI):
-    """LightningCLI over the zoo's tasks (``model:``) and data modules (``data:``)."""
+    """LightningCLI over the zoo's tasks (``model:``) and data modules (``data:``).
+
+    Unlike LightningCLI, a checkpoint's hyper-parameters do not silently override the
+    command line (``tasks.checkpoint_hparams`` states the rule), checkpoints are untrusted
+    (read with ``weights_only=True``, URLs verified, their task class checked against the
+    zoo's, their values bounded), and every config is bounds-checked before anything is built.
+    """
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_lightning_class_args(MetricsSummary, "metrics_summary")
         parser.add_lightning_class_args(FiniteLossCheck, "finite_loss_check")
+
+    def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
+        super().parse_arguments(parser, args)
+        # What the user gave (-c files and command line), without defaults: it beats the
+        # checkpoint's hyper-parameters.
+        given = sys.argv[1:] if args is None else args
+        if isinstance(given, (dict, Namespace)):
+            self._explicit = parser.parse_object(given, defaults=False)
+        else:
+            self._explicit = parser.parse_args(list(given), defaults=False)
+
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        if not sub or not self.config[sub].get("ckpt_path"):
+            return
+        section = self.config[sub]
+        if section.get("weights_only") is False:
+            raise CheckpointError("--weights_only false is refused: checkpoints are untrusted")
+        section.weights_only = True
+        path = str(section.ckpt_path)
+        if is_url(path):
+            path = section.ckpt_path = str(fetch_checkpoint(path))
+        elif path in ("last", "best", "hpc", "registry") and not Path(path).is_file():
+            return  # Lightning finds that file in the run; BaseTask.on_load_checkpoint checks it
+        ckpt = read_checkpoint(path)
+        check_finite(ckpt["state_dict"], f"checkpoint {path}")
+        hparams = hyper_parameters(ckpt, path)
+        hparams.pop("_instantiator", None)
+        saved_class = hparams.pop("_class_path", None)
+        model = section.model
+        task_cls = _task_class(model.class_path)
+        if saved_class is not None:
+            saved = _TASKS.get(saved_class)
+            if saved is None and saved_class != model.class_path:
+                raise CheckpointError(
+                    f"checkpoint {path} names the class {quote(saved_class)}, which is not a "
+                    f"task of mobilezoo ({', '.join(sorted({c.__name__ for c in _TASKS.values()}))})"
+                    " nor the class of the config"
+                )
+            if saved is not None and saved is not task_cls:
+                raise CheckpointError(
+                    f"checkpoint {path} was saved by {saved.__name__}; the config builds "
+                    f"{task_cls.__name__}: use a {saved.__name__} config with this checkpoint"
+                )
+        accepted = set(inspect.signature(task_cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(hparams) - accepted)
+        if unknown:
+            log.warning("checkpoint %s: ignoring unknown hyper-parameters %s", path,
+                        ", ".join(quote(k) for k in unknown[:5]))  # fmt: skip
+        given = self._explicit[sub].get("model")
+        given_args = given.get("init_args") if isinstance(given, Namespace) else None
+        explicit = set(given_args.as_dict()) if isinstance(given_args, Namespace) else set()
+        merged, notes = merge_hparams(
+            {k: v for k, v in hparams.items() if k in accepted},
+            model.init_args.as_dict(),
+            explicit,
+            task_cls.architecture_hparams,
+            task_cls.evaluation_hparams,
+        )
+        for note in notes:
+            log.warning("checkpoint %s: %s", path, note)
+        check_hparams(merged, f"checkpoint {path}")
+        changed = {k: v for k, v in merged.items() if model.init_args.get(k) != v}
+        update = {sub: {"model": {"class_path": model.class_path, "init_args": changed}}}
+        self.config = self.parser.parse_object(update, self.config)
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        model = self.config[sub].model if sub else self.config.get("model")
+        if model is not None and model.get("init_args") is not None:
+            check_hparams(model.init_args.as_dict(), "model.init_args")
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
     try:
         _run(args)
+    except CheckpointError as err:
+        # Untrusted or unusable checkpoints: one line naming the file, no traceback.
+        sys.stderr.write(f"mobilezoo: error: {err}\n")
+        raise SystemExit(2) from None
     except SIGTERMException:
         # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
         # save first) but exits 0; job schedulers expect 128 + SIGTERM.

@@ -51,6 +51,9 @@ class DetectionTask(BaseTask):
     numbers ``val/map``, ``val/map_50``, ... ``val/mar_large`` (and ``test/*``).
     """
 
+    architecture_hparams = ("num_classes", "width_mult", "image_size", "anchor_layout")
+    evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
+
     def __init__(
         self,
         num_classes: int = 80,

@@ -54,6 +54,9 @@ class SegmentationTask(BaseTask):
     ``val/iou_<class>`` (and ``test/*``), from one confusion matrix over the whole set.
     """
 
+    architecture_hparams = ("num_classes", "width_mult", "aspp")
+    evaluation_hparams = ("output_stride", "eval_scales", "eval_flip")
+
     def __init__(
         self,
         num_classes: int = 21,

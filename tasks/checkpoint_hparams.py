@@ -1,0 +1,111 @@
+"""Which hyper-parameters a checkpoint decides, which the user decides, and their limits.
+
+The rule (``mobilezoo validate/test/predict/fit --ckpt_path``):
+
+- architecture values (``Task.architecture_hparams``: class count, width, anchors, ...)
+  come from the checkpoint, whose weights they describe; a config that says otherwise is
+  reported and overruled;
+- evaluation options (``Task.evaluation_hparams``: scales, flip, output stride of dilated
+  evaluation, thresholds) always follow the command line and ``-c`` (or their defaults);
+- every other value the user passes on the command line or in ``-c`` overrides the
+  checkpoint; values the user did not pass come from the checkpoint;
+- ``weights`` / ``weights_backbone`` are set to ``None``: the checkpoint holds the weights,
+  so nothing is downloaded.
+
+Values from a checkpoint or a config are untrusted: ``check_hparams`` bounds them before
+any model is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tasks.checkpoint_io import CheckpointError, quote
+
+#: (low, high) inclusive bounds of numeric hyper-parameters, by name, whichever task has them
+LIMITS: dict[str, tuple[float, float]] = {
+    "num_classes": (1, 100_000),
+    "width_mult": (0.1, 4.0),
+    "image_size": (16, 4096),
+    "frozen_stages": (0, 9),
+    "dropout": (0.0, 1.0),
+    "label_smoothing": (0.0, 1.0),
+    "neg_pos_ratio": (0.0, 1000.0),
+    "min_negatives": (0, 100_000),
+    "score_threshold": (0.0, 1.0),
+    "nms_iou": (0.0, 1.0),
+    "max_detections": (1, 100_000),
+    "bn_momentum": (0.0, 1.0),
+    "ignore_index": (-1, 65_535),
+}
+#: bounds of each element of sequence hyper-parameters, and their largest length
+SEQUENCE_LIMITS: dict[str, tuple[float, float, int]] = {
+    "eval_scales": (0.05, 4.0, 16),
+}
+_WEIGHT_SOURCES = ("weights", "weights_backbone")
+
+
+def check_hparams(hparams: dict[str, Any], source: str) -> None:
+    """Raise ``CheckpointError`` naming ``source`` and the value when a hyper-parameter is out
+    of its bounds (``LIMITS``, ``SEQUENCE_LIMITS``), non-finite, or ``class_names`` is longer
+    than ``num_classes``."""
+    for name, (low, high) in LIMITS.items():
+        value = hparams.get(name)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # absent, or a type error that the config parser reports
+        if not (math.isfinite(value) and low <= value <= high):
+            raise CheckpointError(f"{source}: {name}={quote(value)} is outside [{low}, {high}]")
+    for name, (low, high, length) in SEQUENCE_LIMITS.items():
+        values = hparams.get(name)
+        if not isinstance(values, Sequence) or isinstance(values, str):
+            continue
+        if not 1 <= len(values) <= length:
+            raise CheckpointError(f"{source}: {name} has {len(values)} values; 1 to {length}")
+        for v in values:
+            if not isinstance(v, (int, float)) or not (math.isfinite(v) and low <= v <= high):
+                raise CheckpointError(f"{source}: {name} value {quote(v)} outside [{low}, {high}]")
+    names, num_classes = hparams.get("class_names"), hparams.get("num_classes")
+    if isinstance(names, Sequence) and isinstance(num_classes, int) and len(names) > num_classes:
+        raise CheckpointError(
+            f"{source}: class_names has {len(names)} names for num_classes={num_classes}"
+        )
+
+
+def merge_hparams(
+    checkpoint: dict[str, Any],
+    config: dict[str, Any],
+    explicit: set[str],
+    architecture: Sequence[str],
+    evaluation: Sequence[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """The task's ``init_args`` for a run from a checkpoint (the rule in the module doc).
+
+    Args:
+        checkpoint: the checkpoint's hyper-parameters (``_class_path`` etc. removed).
+        config: the parsed config's ``init_args`` (defaults, ``-c`` files, command line).
+        explicit: names the user gave in ``-c`` or on the command line.
+        architecture: names whose value the checkpoint decides.
+        evaluation: names whose value the config always decides.
+
+    Returns:
+        The merged ``init_args`` and one note per value where the config was overruled.
+    """
+    merged, notes = dict(config), []
+    for name, value in checkpoint.items():
+        if name not in config or name in evaluation or name in _WEIGHT_SOURCES:
+            continue
+        if name in architecture:
+            if name in explicit and config[name] != value:
+                notes.append(
+                    f"{name}: the checkpoint's {quote(value)} is used, not the config's "
+                    f"{quote(config[name])} (the weights have that architecture)"
+                )
+            merged[name] = value
+        elif name not in explicit:
+            merged[name] = value
+    for name in _WEIGHT_SOURCES:
+        if merged.get(name) is not None:
+            merged[name] = None  # the checkpoint's weights replace them: no download
+    return merged, notes

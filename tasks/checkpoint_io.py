@@ -1,0 +1,199 @@
+"""Reading checkpoints that may come from someone else: local files and URLs.
+
+Every checkpoint is read with ``torch.load(..., weights_only=True)``, so a pickle that would
+run code is refused. A URL is downloaded into ``$MOBILEZOO_CACHE/checkpoints`` and checked
+against the server (ETag, Last-Modified, size) on every use, so a remote file that changed
+under the same name is fetched again; a ``#sha256=<hex>`` suffix on the URL pins the
+content. Errors are one line that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.data.cache import cache_dir
+
+log = logging.getLogger(__name__)
+
+#: largest hyper-parameter block a checkpoint may carry (its ``repr``, in characters)
+MAX_HPARAMS_CHARS = 64_000
+#: longest value quoted in an error message
+_QUOTE_CHARS = 80
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def quote(value: Any) -> str:
+    """``repr(value)``, cut to a length that fits in one line of an error message."""
+    text = repr(value)
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return str(path).startswith(("http://", "https://"))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a Lightning checkpoint safely.
+
+    Args:
+        path: a local file (``~`` expanded) or an ``http(s)://`` URL (see ``fetch_checkpoint``).
+
+    Returns:
+        The checkpoint dict (it has at least ``state_dict``).
+
+    Raises:
+        CheckpointError: missing, empty, truncated or not a zip file, a pickle that would run
+            code, or not a Lightning checkpoint.
+    """
+    local = fetch_checkpoint(str(path)) if is_url(path) else Path(path).expanduser()
+    if not local.is_file():
+        raise CheckpointError(f"checkpoint {local}: no such file")
+    size = local.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {local}: the file is empty (0 bytes)")
+    try:
+        ckpt = torch.load(local, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle and weights_only errors all mean "not readable"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in str(err):
+            first_line = "it holds Python objects that would run code on load (refused)"
+        raise CheckpointError(
+            f"checkpoint {local} ({size} bytes) cannot be read: {quote(first_line)[1:-1]}"
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint {local} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or infinity."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+
+
+def check_finite(state_dict: dict[str, Any], source: str) -> None:
+    """Raise ``CheckpointError`` naming ``source`` and the first bad tensors if any is
+    non-finite (parameters and buffers such as BatchNorm running statistics)."""
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(
+            f"{source} holds NaN or infinite values in {len(bad)} tensor(s): {shown}; "
+            "a model with these weights gives meaningless numbers"
+        )
+
+
+def hyper_parameters(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
+    """The ``hyper_parameters`` block, checked for type and size before anything uses it."""
+    hparams = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"checkpoint {source}: hyper_parameters is not a mapping")
+    size = sum(len(repr(k)) + len(repr(v)) for k, v in hparams.items())
+    if size > MAX_HPARAMS_CHARS or len(hparams) > 200:
+        raise CheckpointError(
+            f"checkpoint {source}: hyper_parameters block is too large ({len(hparams)} "
+            f"entries, {size} characters; at most 200 and {MAX_HPARAMS_CHARS})"
+        )
+    for key in hparams:
+        if not isinstance(key, str):
+            raise CheckpointError(f"checkpoint {source}: hyper-parameter name {quote(key)}")
+    return dict(hparams)
+
+
+# ---------------------------------------------------------------------------------------
+# URLs
+
+
+def _remote_state(url: str, timeout: float) -> dict[str, str] | None:
+    """What the server says about ``url`` now (ETag, Last-Modified, size), or None offline."""
+    request = urllib.request.Request(url.split("#")[0], method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            headers = response.headers
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return {
+        "etag": headers.get("ETag", ""),
+        "last_modified": headers.get("Last-Modified", ""),
+        "size": headers.get("Content-Length", ""),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_checkpoint(url: str, timeout: float = 30.0) -> Path:
+    """Download ``url`` into the cache, or reuse the cached copy if it is still current.
+
+    The cached copy is reused only when the server reports the same ETag, Last-Modified and
+    size as when it was downloaded and the file's SHA-256 still matches; otherwise the file
+    is fetched again. With ``#sha256=<hex>`` at the end of the URL the content must have
+    that digest. Offline, a cached copy is used with a warning that it could not be checked.
+
+    Returns:
+        The local file. The log says which file was used and its SHA-256.
+    """
+    base, _, fragment = url.partition("#")
+    pinned = fragment[len("sha256=") :].lower() if fragment.startswith("sha256=") else None
+    name = Path(urllib.request.url2pathname(base.rsplit("/", 1)[-1])).name or "checkpoint.ckpt"
+    folder = cache_dir() / "checkpoints" / hashlib.sha256(base.encode()).hexdigest()[:16]
+    local, meta_file = folder / name, folder / (name + ".json")
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+    remote = _remote_state(base, timeout)
+
+    if meta and local.is_file() and _sha256(local) == meta.get("sha256"):
+        current = remote is not None and remote == meta.get("remote")
+        if current and (pinned is None or pinned == meta["sha256"]):
+            log.info(
+                "checkpoint %s: cached copy %s is current (sha256 %s)", url, local, meta["sha256"]
+            )
+            return local
+        if remote is None and (pinned is None or pinned == meta["sha256"]):
+            log.warning(
+                "checkpoint %s: server unreachable; using the cached copy %s (sha256 %s), "
+                "which could not be checked against the server",
+                url,
+                local,
+                meta["sha256"],
+            )
+            return local
+
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = local.with_name(local.name + ".partial")
+    try:
+        torch.hub.download_url_to_file(base, str(partial), progress=True)
+    except Exception as err:
+        partial.unlink(missing_ok=True)
+        raise CheckpointError(f"checkpoint {url}: download failed: {quote(str(err))}") from None
+    digest = _sha256(partial)
+    if pinned is not None and digest != pinned:
+        partial.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"checkpoint {url}: SHA-256 of the download is {digest}, the URL pins {pinned}"
+        )
+    os.replace(partial, local)
+    meta_file.write_text(json.dumps({"url": base, "sha256": digest, "remote": remote}))
+    log.info("checkpoint %s: downloaded to %s (sha256 %s)", url, local, digest)
+    return local

@@ -1,0 +1,139 @@
+"""``tasks.ModelCheckpoint``: Lightning's checkpoint callback with three guarantees.
+
+1. ``last.ckpt`` is always the most recent state. Lightning 2.6 rewrites it only when a
+   top-k checkpoint is saved at the same step, so with ``monitor`` set and a metric that got
+   worse it kept an old step; here it is rewritten at every checkpoint event (validation end,
+   epoch end, ``every_n_train_steps``, end of training, exception).
+2. Every write is atomic on the checkpoint's own filesystem: the file is written next to
+   its destination under a temporary name, flushed to disk, then renamed over it. A kill or
+   a full disk during the write leaves the previous checkpoint intact (Lightning writes into
+   ``$TMPDIR`` and moves the file, which is a copy, and so not atomic, when the checkpoint
+   folder is on another filesystem).
+3. A state holding NaN or infinity (parameters or buffers such as BatchNorm running
+   statistics) is never written; the previous checkpoint stays.
+
+It also saves on exceptions (SIGTERM included) by default. It relies on private methods of
+``lightning.pytorch.callbacks.ModelCheckpoint`` (``_save_checkpoint``,
+``_save_last_checkpoint``), so ``lightning`` is bounded in ``pyproject.toml`` and the
+behaviour is pinned by ``tests/tasks/test_checkpointing.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from weakref import proxy
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
+
+from tasks.checkpoint_io import non_finite_tensors
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` is always the latest state,
+    written atomically, and never with non-finite values.
+
+    Takes every argument of ``lightning.pytorch.callbacks.ModelCheckpoint``; ``save_last``
+    and ``save_on_exception`` default to ``True``. ``save_last="link"`` is not supported (a
+    link to a top-k file would not be the latest state).
+    """
+
+    def __init__(self, *args: Any, save_last: bool = True, save_on_exception: bool = True,
+                 **kwargs: Any) -> None:  # fmt: skip
+        if save_last == "link":
+            raise ValueError("save_last='link' is not supported: last.ckpt is always a full file")
+        super().__init__(*args, save_last=save_last, save_on_exception=save_on_exception, **kwargs)
+        self._last_step_written: int | None = None
+
+    # -- last.ckpt is the latest state ----------------------------------------------------
+
+    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Any]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_step_written = trainer.global_step
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        if (
+            not self.save_last
+            or trainer.fast_dev_run
+            or trainer.sanity_checking
+            or trainer.state.fn != TrainerFn.FITTING
+            or self._last_step_written == trainer.global_step
+            or trainer.global_step == 0
+        ):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any,
+                           **kwargs: Any) -> None:  # fmt: skip
+        saved_before = self._last_global_step_saved
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        # A step-triggered save (every_n_train_steps / train_time_interval) happened or was
+        # deferred to validation for the monitored metric; last.ckpt follows it now either way.
+        every_n = self._every_n_train_steps
+        if self._last_global_step_saved != saved_before or (
+            every_n >= 1 and trainer.global_step % every_n == 0
+        ):
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._refresh_last(trainer)
+
+    # -- atomic, finite writes ------------------------------------------------------------
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        bad = non_finite_tensors(trainer.lightning_module.state_dict())
+        if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):  # on any rank
+            rank_zero_warn(
+                f"checkpoint {filepath} NOT written at step {trainer.global_step}: tensors "
+                f"hold NaN or infinity ({', '.join(bad[:2]) or 'on another rank'}); the "
+                "previous checkpoint is kept"
+            )
+            return
+        path = Path(filepath)
+        local = "://" not in str(filepath)  # remote stores commit whole objects themselves
+        temporary = path.with_name(f".{path.name}.partial") if local else path
+        try:
+            trainer.save_checkpoint(temporary, self.save_weights_only)
+            if local and trainer.is_global_zero:
+                _fsync(temporary)
+                os.replace(temporary, path)
+                _fsync(path.parent)
+        except OSError as err:
+            raise OSError(
+                err.errno,
+                f"could not write checkpoint {path} ({err.strerror or err}); the previous "
+                "checkpoint at that path is intact",
+            ) from err
+        finally:
+            if local and trainer.is_global_zero:
+                temporary.unlink(missing_ok=True)
+        # What the parent's _save_checkpoint records after writing.
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,148 @@
+"""tasks.ModelCheckpoint: last.ckpt is the latest state, writes are atomic, and nothing
+non-finite is ever written (issue 9, item 1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tasks import ModelCheckpoint
+from tasks.base import BaseTask
+from tasks.callbacks import FiniteLossCheck
+
+
+class _Tiny(BaseTask):
+    """A linear model with BatchNorm whose ``val/score`` gets worse at every validation."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(optimizer=lambda p: torch.optim.SGD(p, lr=lr))
+        self.model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.mse_loss(self.model(x).squeeze(1), y)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/score", -float(self.global_step))  # worse every time
+
+
+def _loader(n: int = 48) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return DataLoader(TensorDataset(x, x.sum(1)), batch_size=4)
+
+
+def _fit(tmp: Path, steps: int, lr: float = 0.01, **ckpt_args) -> tuple[_Tiny, ModelCheckpoint]:
+    ckpt = ModelCheckpoint(tmp, monitor="val/score", mode="max", **ckpt_args)
+    trainer = Trainer(
+        max_steps=steps, val_check_interval=3, logger=False, enable_progress_bar=False,
+        num_sanity_val_steps=0, callbacks=[FiniteLossCheck(), ckpt], enable_model_summary=False,
+    )  # fmt: skip
+    task = _Tiny(lr)
+    trainer.fit(task, _loader(), _loader(8))
+    return task, ckpt
+
+
+def test_last_ckpt_holds_the_final_step_when_the_metric_gets_worse(tmp_path: Path) -> None:
+    task, ckpt = _fit(tmp_path, steps=12)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 12  # Lightning 2.6's own callback leaves step 3 here
+    for name, value in task.state_dict().items():
+        assert torch.equal(saved["state_dict"][name], value), name
+    best = torch.load(ckpt.best_model_path, weights_only=True)
+    assert best["global_step"] == 3  # the best score, as before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_a_huge_learning_rate_stops_with_the_step_and_writes_nothing_non_finite(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(FloatingPointError, match=r"at global step \d+"):
+        _fit(tmp_path, steps=30, lr=1e25, every_n_train_steps=1)
+    files = list(tmp_path.glob("*.ckpt"))
+    assert files, "the finite steps before the failure are checkpointed"
+    for file in files:
+        state = torch.load(file, weights_only=True)["state_dict"]
+        for name, value in state.items():  # parameters and BatchNorm buffers alike
+            assert torch.isfinite(value.float()).all(), f"{file.name}: {name}"
+
+
+_WRITER = r"""
+import os, shutil, signal, sys
+import torch
+sys.path.insert(0, sys.argv[3])
+from tests.tasks.test_checkpointing import _fit
+mode, out = sys.argv[1], sys.argv[2]
+real_copy = shutil.copyfile
+calls = {"n": 0}
+
+def dying_copy(src, dst, *a, **kw):  # the cross-filesystem move of a checkpoint
+    calls["n"] += 1
+    if calls["n"] < 3:
+        return real_copy(src, dst, *a, **kw)
+    data = open(src, "rb").read()
+    with open(dst, "wb") as f:
+        f.write(data[: len(data) // 3])
+        f.flush()
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise OSError(28, "No space left on device")
+
+shutil.copyfile = dying_copy
+if os.environ.get("MOBILEZOO_TEST_FORCE_EXDEV"):
+    def cross_device(src, dst, *a, **kw):
+        raise OSError(18, "Invalid cross-device link")
+    os.rename = cross_device  # shutil.move then copies, as across filesystems
+_fit(__import__("pathlib").Path(out), steps=12)
+"""
+
+
+def _tmpfs(path: Path) -> bool:
+    """Mount a tmpfs at ``path`` (another filesystem than $TMPDIR) when running as root."""
+    path.mkdir(parents=True)
+    if os.geteuid() != 0:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)],
+                          capture_output=True)  # fmt: skip
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("mode", ["kill", "enospc"])
+def test_a_write_that_dies_half_way_leaves_the_previous_checkpoint(
+    tmp_path: Path, mode: str
+) -> None:
+    out = tmp_path / "ckpts"
+    mounted = _tmpfs(out)
+    try:
+        env = {**os.environ, "TMPDIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+        if not mounted:
+            # Without a second filesystem, force the cross-device path of the move.
+            env["MOBILEZOO_TEST_FORCE_EXDEV"] = "1"
+        root = str(Path(__file__).parents[2])
+        done = subprocess.run([sys.executable, "-c", _WRITER, mode, str(out), root],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        if mode == "kill":
+            assert done.returncode == -9, done.stderr[-2000:]
+        else:
+            assert done.returncode != 0
+            assert "previous checkpoint at that path is intact" in done.stderr
+        last = torch.load(out / "last.ckpt", weights_only=True)  # loads: not truncated
+        assert last["global_step"] in (3, 6)
+        # A run resumes from it.
+        task = _Tiny()
+        trainer = Trainer(max_steps=last["global_step"] + 2, logger=False,
+                          enable_progress_bar=False, enable_checkpointing=False,
+                          num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+        trainer.fit(task, _loader(), ckpt_path=out / "last.ckpt")
+        assert trainer.global_step == last["global_step"] + 2
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(out)], check=False)
