@@ -66,15 +66,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(local, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and weights_only errors all mean "not readable"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "Weights only load failed" in str(err):
-            first_line = "it holds Python objects that would run code on load (refused)"
-        raise CheckpointError(
-            f"checkpoint {local} ({size} bytes) cannot be read: {quote(first_line)[1:-1]}"
-        ) from None
+        raise CheckpointError(f"checkpoint {local} ({size} bytes) cannot be read: "
+                              f"{_why_unreadable(local, err)}") from None  # fmt: skip
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {local} is not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    text = str(err)
+    if "Unsupported global" in text or "GLOBAL" in text:
+        return "it holds Python objects that could run code on load (refused)"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80":
+        return "a raw pickle, not a PyTorch zip archive (refused: unpickling could run code)"
+    if head != b"PK\x03\x04":
+        return "not a zip archive (a PyTorch checkpoint is one)"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"truncated or corrupt zip archive ({quote(first)[1:-1]})"
 
 
 def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
