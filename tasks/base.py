@@ -90,6 +90,18 @@ class BaseTask(LightningModule):
         if trainable is not None:
             self.model = trainable
 
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval_loss("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval_loss("test")
+
+    def _reset_eval_loss(self, prefix: str) -> None:
+        # Fresh, process-local state for every evaluation (tasks.metrics.SetMean).
+        losses = getattr(self, "eval_loss", None)
+        if isinstance(losses, nn.ModuleDict) and prefix in losses:
+            losses[prefix].reset()
+
     def on_train_epoch_end(self) -> None:
         data = self.trainer.datamodule if self._trainer else None
         # Every rank logs (a collective), whether or not it skipped anything itself.

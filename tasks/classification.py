@@ -11,11 +11,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask, _default_optimizer
+from tasks.metrics import SetMean
 
 
 class ClassificationTask(BaseTask):
@@ -67,6 +69,8 @@ class ClassificationTask(BaseTask):
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # The set's mean loss, equal under DDP (see SetMean)
+        self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
         self.num_classes = num_classes
 
     def forward(self, images: Tensor) -> Tensor:
@@ -93,9 +97,12 @@ class ClassificationTask(BaseTask):
     ) -> None:
         images, labels = batch
         logits = self(images)
-        loss = self.criterion(logits, labels)
+        loss_sum = F.cross_entropy(
+            logits, labels, reduction="sum", label_smoothing=self.criterion.label_smoothing
+        )
         metrics.update(logits, labels)
-        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        self.eval_loss[prefix].update(loss_sum, images.shape[0])
+        self.log(f"{prefix}/loss", self.eval_loss[prefix], batch_size=images.shape[0])
         self.log_dict(metrics, prog_bar=prefix == "val", batch_size=images.shape[0])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

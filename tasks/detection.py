@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.io import write_jpeg
 from torchvision.utils import draw_bounding_boxes
 
@@ -22,6 +22,7 @@ from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
 from tasks.data.io import read_image
+from tasks.metrics import SetMean
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 
@@ -95,6 +96,8 @@ class DetectionTask(BaseTask):
         self.category_ids: list[int] = list(range(1, num_classes + 1))
         self.class_names: list[str] = [str(i) for i in range(num_classes)]
         self._evaluators: dict[str, COCOEvaluator] = {}
+        # The set's mean loss, equal under DDP and for any batch size (see SetMean)
+        self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
 
     def forward(self, images: Tensor) -> list[dict[str, Tensor]] | dict[str, Tensor]:
         """See ``heads.ssdlite.SSDLite.forward``."""
@@ -149,8 +152,12 @@ class DetectionTask(BaseTask):
     def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
         images, targets = batch
         outputs = self.model.forward_outputs(images)
-        loss = self.model.compute_loss(outputs, targets)["loss"]
-        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        losses = self.model.compute_loss(outputs, targets)
+        # The loss is normalised by the batch's matched anchors: undo that and divide once
+        # by the set's, so val/loss depends neither on the batch size nor on the processes.
+        matched = losses["num_positives"]
+        self.eval_loss[prefix].update(losses["loss"] * matched.clamp(min=1), matched)
+        self.log(f"{prefix}/loss", self.eval_loss[prefix], batch_size=images.shape[0])
         detections = self.model.postprocessor(
             outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
         )

@@ -65,10 +65,10 @@ def test_detection_task_validate_ddp_spawn_equals_one_process(tmp_path):
     from tasks import DetectionTask
     from tasks.data.demo_detection import DemoDetectionDataModule
 
-    def run(devices: int) -> dict[str, float]:
+    def run(devices: int, eval_batch_size: int = 2) -> dict[str, float]:
         dm = DemoDetectionDataModule(
             root=str(tmp_path / "demo"), num_train=2, num_val=7, generated_size=64,
-            image_size=64, batch_size=2, eval_batch_size=2,
+            image_size=64, batch_size=2, eval_batch_size=eval_batch_size,
         )  # fmt: skip
         torch.manual_seed(0)
         task = DetectionTask(
@@ -85,9 +85,14 @@ def test_detection_task_validate_ddp_spawn_equals_one_process(tmp_path):
             enable_model_summary=False, strategy="ddp_spawn" if devices > 1 else "auto",
         )  # fmt: skip
         (metrics,) = trainer.validate(task, dm)
-        return {k: v for k, v in metrics.items() if k != "val/loss"}
+        return metrics
 
     single = run(1)
     double = run(2)
-    assert len(single) == 12 and single["val/mar_100"] > 0.02
+    assert len(single) == 13 and single["val/mar_100"] > 0.02
+    loss = single.pop("val/loss")
+    assert double.pop("val/loss") == pytest.approx(loss, rel=1e-6)
     assert double == single
+    # The loss is the set's, whatever the evaluation batch size.
+    for size in (1, 3, 7):
+        assert run(1, eval_batch_size=size)["val/loss"] == pytest.approx(loss, rel=1e-5), size

@@ -1,0 +1,40 @@
+"""``SetMean``: a loss averaged over the whole evaluation set, equal under DDP."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+
+class SetMean(Metric):
+    """``sum of values / sum of counts`` over every batch of every process.
+
+    Lightning's own ``self.log(..., sync_dist=True)`` averages per-batch means weighted by
+    batch size on each process, then takes the plain mean of the processes' means: with an
+    uneven number of images per process (7 images on 2 processes) that is not the set's mean.
+    Summing the two states once at the end is.
+
+    ``update(total, count)``: ``total`` the summed loss of the batch (a scalar tensor),
+    ``count`` what it is a sum over (images, matched anchors, labelled pixels).
+    ``compute()``: ``total / max(count, 1)`` (float64 state, float32 result).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, total: Tensor, count: Tensor | float) -> None:
+        # Out of place: under CPU ddp_spawn a state may sit in memory shared between processes.
+        self.total = self.total + total.detach().double().to(self.total.device)
+        self.count = self.count + torch.as_tensor(
+            count, dtype=torch.float64, device=self.count.device
+        )
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
