@@ -22,11 +22,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.checkpoint_io import CheckpointError, quote
+from jsonargparse import ArgumentError, ArgumentParser
+
+from tasks.checkpoint_io import CheckpointError, quote, shorten
 
 #: (low, high) inclusive bounds of numeric hyper-parameters, by name, whichever task has them
 LIMITS: dict[str, tuple[float, float]] = {
-    "num_classes": (1, 100_000),
+    "num_classes": (1, 30_000),  # a 1280 x 30k head is 150 MB
     "width_mult": (0.1, 4.0),
     "image_size": (16, 4096),
     "frozen_stages": (0, 9),
@@ -71,6 +73,17 @@ def check_hparams(hparams: dict[str, Any], source: str) -> None:
         raise CheckpointError(
             f"{source}: class_names has {len(names)} names for num_classes={num_classes}"
         )
+
+
+def check_types(task_cls: type, hparams: dict[str, Any], source: str) -> None:
+    """Raise ``CheckpointError`` naming the key when a value does not have the type that
+    ``task_cls.__init__`` declares (checked by jsonargparse, as the config would be)."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(task_cls, skip={"optimizer", "lr_scheduler"})
+    try:
+        parser.parse_object(hparams)
+    except ArgumentError as err:
+        raise CheckpointError(f"{source}: {shorten(str(err), limit=160)}") from None
 
 
 def merge_hparams(

@@ -34,10 +34,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
-def quote(value: Any) -> str:
-    """``repr(value)``, cut to a length that fits in one line of an error message."""
-    text = repr(value)
-    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
+def shorten(text: str, limit: int = _QUOTE_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters for an error message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quote(value: Any, limit: int = _QUOTE_CHARS) -> str:
+    """``repr(value)``, cut to ``limit`` characters to fit in one line of an error message."""
+    return shorten(repr(value), limit)
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -84,7 +89,7 @@ def _why_unreadable(path: Path, err: Exception) -> str:
     if head != b"PK\x03\x04":
         return "not a zip archive (a PyTorch checkpoint is one)"
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return f"truncated or corrupt zip archive ({quote(first)[1:-1]})"
+    return f"truncated or corrupt zip archive ({shorten(first)})"
 
 
 def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
@@ -158,9 +163,10 @@ def fetch_checkpoint(url: str, timeout: float = 30.0) -> Path:
     """Download ``url`` into the cache, or reuse the cached copy if it is still current.
 
     The cached copy is reused only when the server reports the same ETag, Last-Modified and
-    size as when it was downloaded and the file's SHA-256 still matches; otherwise the file
-    is fetched again. With ``#sha256=<hex>`` at the end of the URL the content must have
-    that digest. Offline, a cached copy is used with a warning that it could not be checked.
+    size as when it was downloaded and the file's SHA-256 still matches; otherwise (a server
+    without ETags included) the file is fetched again. With ``#sha256=<hex>`` at the end of
+    the URL the content must have that digest, and a cached copy with it is used as is.
+    Offline, a cached copy is used with a warning that it could not be checked.
 
     Returns:
         The local file. The log says which file was used and its SHA-256.
@@ -171,16 +177,21 @@ def fetch_checkpoint(url: str, timeout: float = 30.0) -> Path:
     folder = cache_dir() / "checkpoints" / hashlib.sha256(base.encode()).hexdigest()[:16]
     local, meta_file = folder / name, folder / (name + ".json")
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
-    remote = _remote_state(base, timeout)
-
+    remote = None
     if meta and local.is_file() and _sha256(local) == meta.get("sha256"):
-        current = remote is not None and remote == meta.get("remote")
-        if current and (pinned is None or pinned == meta["sha256"]):
+        if pinned is not None and pinned == meta["sha256"]:
+            log.info("checkpoint %s: cached copy %s has the pinned sha256", url, local)
+            return local
+        # Without an ETag, a file replaced within the same second by one of the same size
+        # looks unchanged: such servers are always fetched again.
+        remote = _remote_state(base, timeout)
+        current = remote is not None and bool(remote["etag"]) and remote == meta.get("remote")
+        if current and pinned is None:
             log.info(
                 "checkpoint %s: cached copy %s is current (sha256 %s)", url, local, meta["sha256"]
             )
             return local
-        if remote is None and (pinned is None or pinned == meta["sha256"]):
+        if remote is None and pinned is None:
             log.warning(
                 "checkpoint %s: server unreachable; using the cached copy %s (sha256 %s), "
                 "which could not be checked against the server",
@@ -196,7 +207,7 @@ def fetch_checkpoint(url: str, timeout: float = 30.0) -> Path:
         torch.hub.download_url_to_file(base, str(partial), progress=True)
     except Exception as err:
         partial.unlink(missing_ok=True)
-        raise CheckpointError(f"checkpoint {url}: download failed: {quote(str(err))}") from None
+        raise CheckpointError(f"checkpoint {url}: download failed: {shorten(str(err))}") from None
     digest = _sha256(partial)
     if pinned is not None and digest != pinned:
         partial.unlink(missing_ok=True)
@@ -204,6 +215,7 @@ def fetch_checkpoint(url: str, timeout: float = 30.0) -> Path:
             f"checkpoint {url}: SHA-256 of the download is {digest}, the URL pins {pinned}"
         )
     os.replace(partial, local)
+    remote = _remote_state(base, timeout)
     meta_file.write_text(json.dumps({"url": base, "sha256": digest, "remote": remote}))
     log.info("checkpoint %s: downloaded to %s (sha256 %s)", url, local, digest)
     return local

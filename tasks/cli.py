@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import io
 import logging
 import os
 import sys
@@ -20,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import tasks  # (registers the zoo's tasks and data modules by short name)
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, MetricsSummary
-from tasks.checkpoint_hparams import check_hparams, merge_hparams
+from tasks.checkpoint_hparams import check_hparams, check_types, merge_hparams
 from tasks.checkpoint_io import (
     CheckpointError,
     check_finite,
@@ -29,6 +31,7 @@ from tasks.checkpoint_io import (
     is_url,
     quote,
     read_checkpoint,
+    shorten,
 )
 
 log = logging.getLogger("mobilezoo")
@@ -112,8 +115,10 @@ class MobileZooCLI(LightningCLI):
         given = self._explicit[sub].get("model")
         given_args = given.get("init_args") if isinstance(given, Namespace) else None
         explicit = set(given_args.as_dict()) if isinstance(given_args, Namespace) else set()
+        hparams = {k: v for k, v in hparams.items() if k in accepted}
+        check_types(task_cls, hparams, f"checkpoint {path}")
         merged, notes = merge_hparams(
-            {k: v for k, v in hparams.items() if k in accepted},
+            hparams,
             model.init_args.as_dict(),
             explicit,
             task_cls.architecture_hparams,
@@ -124,7 +129,17 @@ class MobileZooCLI(LightningCLI):
         check_hparams(merged, f"checkpoint {path}")
         changed = {k: v for k, v in merged.items() if model.init_args.get(k) != v}
         update = {sub: {"model": {"class_path": model.class_path, "init_args": changed}}}
-        self.config = self.parser.parse_object(update, self.config)
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(captured):
+                self.config = self.parser.parse_object(update, self.config)
+        except SystemExit:
+            # jsonargparse quotes whole values; a hostile one could be megabytes long.
+            reason = captured.getvalue().rpartition("error:")[2].strip()
+            raise CheckpointError(
+                f"checkpoint {path}: its hyper-parameters do not fit {task_cls.__name__}: "
+                f"{shorten(reason)}"
+            ) from None
 
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")

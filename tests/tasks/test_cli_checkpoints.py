@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import pickle
 import sys
@@ -115,6 +116,7 @@ def test_a_foreign_class_path_is_refused_before_import(tmp_path: Path, captured:
         ({"ignore_index": 10**9}, "ignore_index=1000000000 is outside"),
         ({"num_classes": -3}, "num_classes=-3 is outside"),
         ({"class_names": "x" * 50_000_000}, "hyper_parameters block is too large"),
+        ({"num_classes": "x" * 20_000}, "\"num_classes\": Expected a <class 'int'>"),
     ],
 )
 def test_hostile_hyper_parameters_are_refused_in_one_short_line(
@@ -195,8 +197,22 @@ def http_root(tmp_path: Path):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files with an ETag (their SHA-256) and counts full downloads."""
+
+    downloads = 0
+
     def log_message(self, *args: Any) -> None:
         pass
+
+    def end_headers(self) -> None:
+        path = Path(self.translate_path(self.path))
+        if path.is_file():
+            self.send_header("ETag", hashlib.sha256(path.read_bytes()).hexdigest())
+        super().end_headers()
+
+    def do_GET(self) -> None:
+        type(self).downloads += 1
+        super().do_GET()
 
 
 def test_a_url_checkpoint_that_would_run_code_is_refused(
@@ -225,3 +241,15 @@ def test_a_url_checkpoint_is_fetched_again_when_the_remote_file_changes(
     assert captured["task"].hparams.dropout == 0.25
     with pytest.raises(CheckpointError, match="SHA-256 of the download"):
         fetch_checkpoint(f"{url}/model.ckpt#sha256={'0' * 64}")
+
+
+def test_an_unchanged_url_checkpoint_is_not_downloaded_again(tmp_path: Path, http_root) -> None:
+    www, url = http_root
+    _segmentation_ckpt(www / "model.ckpt")
+    _QuietHandler.downloads = 0
+    first = fetch_checkpoint(f"{url}/model.ckpt")
+    second = fetch_checkpoint(f"{url}/model.ckpt")  # same ETag: the cached copy
+    assert first == second and _QuietHandler.downloads == 1
+    digest = hashlib.sha256(first.read_bytes()).hexdigest()
+    fetch_checkpoint(f"{url}/model.ckpt#sha256={digest}")  # pinned and cached: no request
+    assert _QuietHandler.downloads == 1
