@@ -14,9 +14,8 @@ import sys
 
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tasks import ClassificationTask, ImageFolderDataModule, WarmupCosineLR
+from tasks import ClassificationTask, ImageFolderDataModule, ModelCheckpoint, WarmupCosineLR
 
 
 class KillAt(Callback):

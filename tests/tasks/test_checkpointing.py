@@ -4,19 +4,23 @@ non-finite is ever written (issue 9, item 1)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+import yaml
+from lightning.pytorch import Callback, Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks import ModelCheckpoint
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck
+
+CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 class _Tiny(BaseTask):
@@ -146,3 +150,44 @@ def test_a_write_that_dies_half_way_leaves_the_previous_checkpoint(
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(out)], check=False)
+
+
+class KillAt(Callback):
+    """Sends ``signal`` to this process after optimizer step ``step`` (for CLI tests)."""
+
+    def __init__(self, step: int = 2, signal_name: str = "SIGTERM") -> None:
+        self.step, self.signal = step, getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_checkpoints_the_latest_state_and_on_sigterm(config: Path) -> None:
+    callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+    ckpts = [c for c in callbacks if c["class_path"] == "tasks.ModelCheckpoint"]
+    assert len(ckpts) == 1, config.name
+    args = ckpts[0].get("init_args") or {}
+    assert args.get("save_last", True) is True and args.get("save_on_exception", True) is True
+
+
+def test_sigterm_on_the_main_job_saves_the_step_and_exits_143(tmp_path: Path) -> None:
+    root = Path(__file__).parents[2]
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "tasks.cli", "fit", "-c",
+        str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"),
+        f"--trainer.default_root_dir={out}", "--trainer.max_epochs=1", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false", f"--data.init_args.root={tmp_path / 'demo'}",
+        "--data.init_args.num_train=16", "--data.init_args.num_val=2",
+        "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+        "--model.init_args.image_size=64", "--data.init_args.batch_size=2",
+        "--trainer.callbacks+=tests.tasks.test_checkpointing.KillAt",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 143, done.stderr[-3000:]
+    (last,) = out.rglob("last.ckpt")
+    assert torch.load(last, weights_only=True)["global_step"] == 2
