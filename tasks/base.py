@@ -60,7 +60,10 @@ class BaseTask(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A backstop for any checkpoint callback: tasks.ModelCheckpoint skips such states.
-        check_finite(checkpoint.get("state_dict", {}), "the state being checkpointed")
+        check_finite(
+            {k: checkpoint.get(k) for k in ("state_dict", "optimizer_states")},
+            "the state being checkpointed",
+        )
         # With the data order kept by the data module, the RNG state is all a resumed run
         # needs to replay dropout exactly.
         checkpoint["torch_rng_state"] = torch.get_rng_state()

@@ -92,21 +92,28 @@ def _why_unreadable(path: Path, err: Exception) -> str:
     return f"truncated or corrupt zip archive ({shorten(first)})"
 
 
-def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
-    """Names of the floating-point tensors of ``state_dict`` holding NaN or infinity."""
-    return [
-        name
-        for name, value in state_dict.items()
-        if isinstance(value, torch.Tensor)
-        and value.is_floating_point()
-        and not bool(torch.isfinite(value).all())
-    ]
+def non_finite_tensors(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors holding NaN or infinity anywhere in
+    ``tree`` (a state dict, or a whole checkpoint with its optimizer states)."""
+    if isinstance(tree, torch.Tensor):
+        finite = not tree.is_floating_point() or bool(torch.isfinite(tree).all())
+        return [] if finite else [prefix or "tensor"]
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return []
+    bad: list[str] = []
+    for key, value in items:
+        bad += non_finite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    return bad
 
 
-def check_finite(state_dict: dict[str, Any], source: str) -> None:
-    """Raise ``CheckpointError`` naming ``source`` and the first bad tensors if any is
-    non-finite (parameters and buffers such as BatchNorm running statistics)."""
-    bad = non_finite_tensors(state_dict)
+def check_finite(tree: Any, source: str) -> None:
+    """Raise ``CheckpointError`` naming ``source`` and the first bad tensors if any tensor of
+    ``tree`` is non-finite (parameters, buffers such as BatchNorm statistics, optimizer state)."""
+    bad = non_finite_tensors(tree)
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise CheckpointError(

@@ -97,7 +97,11 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     # -- atomic, finite writes ------------------------------------------------------------
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
-        bad = non_finite_tensors(trainer.lightning_module.state_dict())
+        state = [
+            trainer.lightning_module.state_dict(),
+            [o.state_dict() for o in trainer.optimizers],
+        ]
+        bad = non_finite_tensors(state)
         if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):  # on any rank
             rank_zero_warn(
                 f"checkpoint {filepath} NOT written at step {trainer.global_step}: tensors "
