@@ -1,0 +1,136 @@
+"""Field checks shared by the annotation readers (COCO JSON, VOC lists, Cityscapes names,
+ImageFolder trees).
+
+The rule every reader follows: what would change a metric is an error; what can be
+repaired without changing it is repaired, counted, and reported in one log line per file.
+Every error is an ``AnnotationError`` whose message names the file, the record (image id,
+annotation id, line number...) and the field.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class AnnotationError(ValueError):
+    """An annotation file holds a value that would change the results; the message names
+    the file, the record and the field."""
+
+    def __init__(self, path: str | os.PathLike, record: str, field: str, problem: str) -> None:
+        self.path, self.record, self.field = Path(path), record, field
+        super().__init__(f"{path}: {record}: field {field!r} {problem}")
+
+
+def describe(value: Any, limit: int = 60) -> str:
+    """``repr`` of a bad value, cut short (a hostile file must not make a huge message),
+    with its JSON-ish type."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def is_int(value: Any) -> bool:
+    """A true integer: ``bool`` and integral floats such as ``1.0`` do not count."""
+    return type(value) is int
+
+
+def is_number(value: Any) -> bool:
+    """An ``int`` or ``float`` (not ``bool``, not a numeric string)."""
+    return type(value) is int or type(value) is float
+
+
+def check_int(value: Any, path: Path, record: str, field: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int``, or an ``AnnotationError`` naming the field."""
+    if not is_int(value):
+        raise AnnotationError(path, record, field, f"must be an integer, got {describe(value)}")
+    if minimum is not None and value < minimum:
+        raise AnnotationError(path, record, field, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def check_number(
+    value: Any, path: Path, record: str, field: str, minimum: float | None = None
+) -> float:
+    """``value`` as a finite ``float`` (``>= minimum`` when given)."""
+    if not is_number(value) or not math.isfinite(value):
+        raise AnnotationError(
+            path, record, field, f"must be a finite number, got {describe(value)}"
+        )
+    if minimum is not None and value < minimum:
+        raise AnnotationError(path, record, field, f"must be >= {minimum}, got {value}")
+    return float(value)
+
+
+def check_relative_path(
+    value: Any, path: Path, record: str, field: str, allow_outside_root: bool = False
+) -> str:
+    """A file name that stays inside the data set's folder.
+
+    Absolute paths (POSIX or Windows, drive letters included) and paths with a ``..``
+    component are refused unless ``allow_outside_root``: an annotation file must not make
+    the loader read (and train or evaluate on) files elsewhere on the machine.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise AnnotationError(
+            path, record, field, f"must be a non-empty string, got {describe(value)}"
+        )
+    if "\x00" in value:
+        raise AnnotationError(path, record, field, f"holds a NUL character: {describe(value)}")
+    if allow_outside_root:
+        return value
+    posix, windows = PurePosixPath(value), PureWindowsPath(value)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or windows.root:
+        raise AnnotationError(
+            path, record, field,
+            f"{value!r} is an absolute path; file names must be relative to the data set "
+            "folder (set allow_outside_root=True to accept it)",
+        )  # fmt: skip
+    if ".." in posix.parts or ".." in windows.parts:
+        raise AnnotationError(
+            path, record, field,
+            f"{value!r} leaves the data set folder through '..' (set allow_outside_root=True "
+            "to accept it)",
+        )  # fmt: skip
+    return value
+
+
+def first_duplicate(values: list[Any]) -> tuple[Any, int, int] | None:
+    """``(value, first index, second index)`` of the first repeated value, or ``None``."""
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        j = seen.setdefault(value, i)
+        if j != i:
+            return value, j, i
+    return None
+
+
+class Repairs:
+    """Counts of repairs made to one file, reported in one log line.
+
+    Example: ``repairs.add("annotation ids assigned")`` per repaired record, then
+    ``repairs.report()`` logs ``<file>: repaired 3 annotation ids assigned, ...``.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.counts: Counter[str] = Counter()
+
+    def add(self, what: str, count: int = 1) -> None:
+        if count:
+            self.counts[what] += count
+
+    def __getitem__(self, what: str) -> int:
+        return self.counts[what]
+
+    def report(self) -> None:
+        if self.counts:
+            parts = ", ".join(f"{n} {what}" for what, n in sorted(self.counts.items()))
+            log.warning("%s: repaired %s", self.path, parts)

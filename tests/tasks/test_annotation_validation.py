@@ -1,0 +1,253 @@
+"""Annotation files are checked field by field at setup: every error names the file, the
+record and the field; what can be repaired without changing a metric is repaired, counted
+and logged in one line. One case per check, on small files in the native layouts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.data.coco import COCOAnnotations
+from tasks.data.validate import AnnotationError
+
+
+def coco_dict() -> dict[str, Any]:
+    """A valid instances file: 2 images, 2 categories (non-contiguous ids), 3 boxes."""
+    return {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 100, "height": 80},
+            {"id": 7, "file_name": "sub/b.jpg", "width": 50, "height": 50},
+        ],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 9, "name": "dog"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 10, 20, 30], "area": 600.0,
+             "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 9, "bbox": [0, 0, 5.5, 5], "area": 27.5,
+             "iscrowd": 1},
+            {"id": 5, "image_id": 7, "category_id": 9, "bbox": [1, 2, 3, 4], "area": 12,
+             "iscrowd": 0},
+        ],
+    }  # fmt: skip
+
+
+def write_json(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "instances_val.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_valid_file_reads_without_repairs(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        ann = COCOAnnotations(write_json(tmp_path, coco_dict()))
+    assert ann.category_ids == [3, 9] and sorted(ann.images) == [1, 7]
+    assert ann.labels[1].tolist() == [0] and ann.labels[7].tolist() == [1]  # crowd: no target
+    assert [a["id"] for a in ann.ground_truth["annotations"]] == [1, 2, 5]
+    assert not ann.repairs.counts and not caplog.records
+
+
+def _set(section: str, index: int, **fields: Any) -> Callable[[dict], None]:
+    return lambda d: d[section][index].update(fields)
+
+
+def _pop(section: str, index: int, key: str) -> Callable[[dict], None]:
+    return lambda d: d[section][index].pop(key)
+
+
+# (edit, record named in the error, field, problem) -- each one passed silently or crashed
+# without naming the record before these checks.
+CASES: dict[str, tuple[Callable[[dict], Any], str, str, str]] = {
+    "annotations-not-a-list": (
+        lambda d: d.update(annotations={"id": 1}),
+        "top level",
+        "annotations",
+        "must be a list",
+    ),
+    "annotations-missing": (lambda d: d.pop("annotations"), "top level", "annotations", "missing"),
+    "image-not-an-object": (
+        lambda d: d["images"].append([1, "c.jpg"]),
+        r"images\[2\]",
+        r"\(record\)",
+        "object",
+    ),
+    "duplicate-image-id": (
+        _set("images", 1, id=1),
+        r"image id 1 \(images\[1\]\)",
+        "id",
+        "another image",
+    ),
+    "string-image-id": (
+        _set("images", 0, id="1"),
+        r"images\[0\]",
+        "id",
+        r"integer, got '1' \(str\)",
+    ),
+    "bool-image-id": (_set("images", 0, id=True), r"images\[0\]", "id", "integer"),
+    "float-image-id": (_set("images", 0, id=1.5), r"images\[0\]", "id", "integer"),
+    "duplicate-file-name": (
+        _set("images", 1, file_name="a.jpg"),
+        "image id 7",
+        "file_name",
+        "also the file of image id 1",
+    ),
+    "absolute-file-name": (
+        _set("images", 0, file_name="/etc/passwd"),
+        "image id 1",
+        "file_name",
+        "absolute path",
+    ),
+    "windows-absolute-file-name": (
+        _set("images", 0, file_name="C:\\data\\a.jpg"),
+        "image id 1",
+        "file_name",
+        "absolute",
+    ),
+    "dotdot-file-name": (
+        _set("images", 1, file_name="sub/../../b.jpg"),
+        "image id 7",
+        "file_name",
+        r"'\.\.'",
+    ),
+    "empty-file-name": (_set("images", 0, file_name=""), "image id 1", "file_name", "non-empty"),
+    "zero-width": (_set("images", 0, width=0), "image id 1", "width", ">= 1"),
+    "string-height": (_set("images", 0, height="80"), "image id 1", "height", "integer"),
+    "missing-height": (_pop("images", 0, "height"), r"images\[0\]", "height", "missing"),
+    "duplicate-category-id": (
+        _set("categories", 1, id=3),
+        r"category id 3 \(categories\[1\]\)",
+        "id",
+        "another category",
+    ),
+    "string-category-id": (_set("categories", 0, id="3"), r"categories\[0\]", "id", "integer"),
+    "null-category-name": (_set("categories", 0, name=None), "category id 3", "name", "string"),
+    "no-categories": (lambda d: d.update(categories=[]), "top level", "categories", "empty"),
+    "annotation-not-an-object": (
+        lambda d: d["annotations"].append(None),
+        r"annotations\[3\]",
+        r"\(record\)",
+        "object",
+    ),
+    "duplicate-annotation-id": (
+        _set("annotations", 2, id=1),
+        r"annotation id 1 \(annotations\[2\]\)",
+        "id",
+        r"also the id of annotations\[0\]",
+    ),
+    "zero-annotation-id": (_set("annotations", 1, id=0), r"annotations\[1\]", "id", ">= 1"),
+    "negative-annotation-id": (_set("annotations", 1, id=-4), r"annotations\[1\]", "id", ">= 1"),
+    "string-annotation-id": (_set("annotations", 1, id="2"), r"annotations\[1\]", "id", "integer"),
+    "string-image-id-in-annotation": (
+        _set("annotations", 0, image_id="1"),
+        "annotation id 1",
+        "image_id",
+        "integer",
+    ),
+    "unknown-image-id": (
+        _set("annotations", 0, image_id=2),
+        "annotation id 1",
+        "image_id",
+        r"2 names no image",
+    ),
+    "missing-image-id": (
+        _pop("annotations", 0, "image_id"),
+        "annotation id 1",
+        "image_id",
+        "missing",
+    ),
+    "unknown-category-id": (
+        _set("annotations", 0, category_id=4),
+        "annotation id 1",
+        "category_id",
+        r"4 names no category \(ids: \[3, 9\]\)",
+    ),
+    "float-category-id": (
+        _set("annotations", 0, category_id=3.0),
+        "annotation id 1",
+        "category_id",
+        "integer",
+    ),
+    "bbox-strings": (
+        _set("annotations", 0, bbox=["10", "10", "20", "30"]),
+        "annotation id 1",
+        "bbox",
+        "list of 4 numbers",
+    ),
+    "bbox-null": (_set("annotations", 0, bbox=None), "annotation id 1", "bbox", "list of 4"),
+    "bbox-null-value": (
+        _set("annotations", 0, bbox=[1, None, 2, 3]),
+        "annotation id 1",
+        "bbox",
+        "list of 4",
+    ),
+    "bbox-three-values": (_set("annotations", 0, bbox=[1, 2, 3]), "annotation id 1", "bbox", "4"),
+    "bbox-missing": (_pop("annotations", 0, "bbox"), "annotation id 1", "bbox", "list of 4"),
+    "negative-area": (_set("annotations", 0, area=-5.0), "annotation id 1", "area", ">= 0"),
+    "string-area": (_set("annotations", 0, area="600"), "annotation id 1", "area", "number"),
+    "null-area": (_set("annotations", 0, area=None), "annotation id 1", "area", "number"),
+    "iscrowd-2": (_set("annotations", 0, iscrowd=2), "annotation id 1", "iscrowd", "0 or 1"),
+    "iscrowd-string": (_set("annotations", 0, iscrowd="0"), "annotation id 1", "iscrowd", "0 or 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_coco_field_errors_name_file_record_and_field(tmp_path: Path, case: str) -> None:
+    edit, record, field, problem = CASES[case]
+    data = coco_dict()
+    edit(data)
+    path = write_json(tmp_path, data)
+    with pytest.raises(
+        AnnotationError, match=f"{record}[^:]*: field '{field}' .*{problem}"
+    ) as info:
+        COCOAnnotations(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_coco_top_level_must_be_an_object(tmp_path: Path) -> None:
+    with pytest.raises(AnnotationError, match="top level: field '\\(file\\)' must be an object"):
+        COCOAnnotations(write_json(tmp_path, [coco_dict()]))
+    path = tmp_path / "broken.json"
+    path.write_text('{"images": [')
+    with pytest.raises(AnnotationError, match="broken.json: file: .*not valid JSON"):
+        COCOAnnotations(path)
+
+
+def test_hostile_value_gives_a_short_message(tmp_path: Path) -> None:
+    data = coco_dict()
+    data["images"][0]["id"] = "x" * 10_000_000
+    with pytest.raises(AnnotationError) as info:
+        COCOAnnotations(write_json(tmp_path, data))
+    assert len(str(info.value)) < 400
+
+
+def test_outside_root_allowed_by_option(tmp_path: Path) -> None:
+    data = coco_dict()
+    data["images"][0]["file_name"] = "../elsewhere/a.jpg"
+    data["images"][1]["file_name"] = str(tmp_path / "b.jpg")
+    path = write_json(tmp_path, data)
+    with pytest.raises(AnnotationError, match="allow_outside_root"):
+        COCOAnnotations(path)
+    ann = COCOAnnotations(path, allow_outside_root=True)
+    assert ann.images[1]["file_name"] == "../elsewhere/a.jpg"
+
+
+def test_repairs_are_counted_and_logged_once(tmp_path: Path, caplog) -> None:
+    data = coco_dict()
+    data["annotations"][0].pop("id")  # ids are internal to the evaluator: assigned
+    data["annotations"][1].pop("id")
+    data["annotations"][2].pop("area")  # area from the box
+    data["images"][0]["width"] = 100.0  # integral float
+    with caplog.at_level(logging.WARNING):
+        ann = COCOAnnotations(write_json(tmp_path, data))
+    ids = [a["id"] for a in ann.ground_truth["annotations"]]
+    assert sorted(ids) == [5, 6, 7] and len(set(ids)) == 3  # fresh ids above the largest
+    assert ann.ground_truth["annotations"][2]["area"] == 12.0
+    assert ann.images[1]["width"] == 100 and type(ann.images[1]["width"]) is int
+    assert ann.repairs["missing annotation ids assigned"] == 2
+    assert ann.repairs["missing areas set to the box area"] == 1
+    assert len(caplog.records) == 1
+    assert "2 missing annotation ids assigned" in caplog.text
+    assert "1 missing areas set to the box area" in caplog.text
