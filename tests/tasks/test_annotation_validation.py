@@ -14,6 +14,8 @@ import pytest
 
 from tasks.data.coco import COCOAnnotations
 from tasks.data.validate import AnnotationError
+from tasks.data.voc import VOCSegmentationDataModule, read_id_list
+from tests.tasks.test_segmentation_data import write_voc
 
 
 def coco_dict() -> dict[str, Any]:
@@ -251,3 +253,32 @@ def test_repairs_are_counted_and_logged_once(tmp_path: Path, caplog) -> None:
     assert len(caplog.records) == 1
     assert "2 missing annotation ids assigned" in caplog.text
     assert "1 missing areas set to the box area" in caplog.text
+
+
+# -- VOC split lists ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "record", "field", "problem"),
+    [
+        ("a\nb\na\n", "line 3", "image", "id 'a' is also on line 1"),
+        ("a\n/JPEGImages/b.jpg /SegmentationClassAug/c.png\n", "line 2", "mask", "stems differ"),
+        ("a b.jpg b.png\n", "line 1", r"\(line\)", "3 fields"),
+        ("a\n.jpg\n", "line 2", "image", "no image id"),
+        ("\n \n", "file", r"\(lines\)", "empty"),
+    ],
+    ids=["duplicate-id", "image-mask-mismatch", "three-fields", "no-id", "empty"],
+)
+def test_voc_list_errors_name_the_line(tmp_path: Path, text, record, field, problem) -> None:
+    path = tmp_path / "train.txt"
+    path.write_text(text)
+    with pytest.raises(AnnotationError, match=f"train.txt: {record}: field '{field}' .*{problem}"):
+        read_id_list(path)
+
+
+def test_voc_duplicate_val_id_is_refused_by_the_data_module(tmp_path: Path) -> None:
+    splits = {"train": ["2007_000001"], "val": ["2007_000002", "2007_000003", "2007_000002"]}
+    write_voc(tmp_path, splits)
+    dm = VOCSegmentationDataModule(str(tmp_path))
+    with pytest.raises(AnnotationError, match=r"val.txt: line 3: field 'image' .*line 1"):
+        dm.setup("validate")
