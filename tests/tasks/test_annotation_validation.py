@@ -10,12 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.coco import COCOAnnotations
+from tasks.data.io import BadSampleError
 from tasks.data.validate import AnnotationError
 from tasks.data.voc import VOCSegmentationDataModule, read_id_list
-from tests.tasks.test_segmentation_data import write_voc
+from tests.tasks.test_segmentation_data import write_cityscapes, write_voc
 
 
 def coco_dict() -> dict[str, Any]:
@@ -282,3 +286,82 @@ def test_voc_duplicate_val_id_is_refused_by_the_data_module(tmp_path: Path) -> N
     dm = VOCSegmentationDataModule(str(tmp_path))
     with pytest.raises(AnnotationError, match=r"val.txt: line 3: field 'image' .*line 1"):
         dm.setup("validate")
+
+
+# -- Cityscapes names and masks ------------------------------------------------------------
+
+
+def _first(root: Path, pattern: str) -> Path:
+    return sorted(root.rglob(pattern))[0]
+
+
+def test_cityscapes_image_names_follow_the_pattern(tmp_path: Path) -> None:
+    write_cityscapes(tmp_path, {"val": 2})
+    image = _first(tmp_path / "leftImg8bit", "*_leftImg8bit.png")
+    mask = _first(tmp_path / "gtFine", "*_labelIds.png")
+    # the city in the name must be its folder's: bremen_... inside aachen/
+    wrong_city = image.with_name(image.name.replace("aachen", "bremen"))
+    image.rename(wrong_city)
+    mask.rename(mask.with_name(mask.name.replace("aachen", "bremen")))
+    with pytest.raises(AnnotationError, match=r"aachen/bremen_000000_000019_leftImg8bit.png: "
+                       r"file: field 'name' must be aachen_<6 digits>"):  # fmt: skip
+        CityscapesDataModule(str(tmp_path)).samples("val")
+
+
+def test_cityscapes_mask_without_image_is_an_error(tmp_path: Path) -> None:
+    write_cityscapes(tmp_path, {"val": 2})
+    _first(tmp_path / "leftImg8bit", "*_leftImg8bit.png").unlink()
+    with pytest.raises(
+        AnnotationError, match=r"_gtFine_labelIds.png: file: field 'image' is missing"
+    ):
+        CityscapesDataModule(str(tmp_path)).samples("val")
+
+
+def test_cityscapes_other_files_are_ignored_and_counted(tmp_path: Path, caplog) -> None:
+    write_cityscapes(tmp_path, {"val": 2})
+    (tmp_path / "leftImg8bit" / "val" / "aachen" / "notes.txt").write_text("x")
+    (tmp_path / "leftImg8bit" / "val" / "README").write_text("x")
+    with caplog.at_level(logging.WARNING):
+        pairs = CityscapesDataModule(str(tmp_path)).samples("val")
+    assert len(pairs) == 2 and len(caplog.records) == 1
+    assert "1 files not named *_leftImg8bit.png ignored" in caplog.text
+    assert "1 files outside a city folder ignored" in caplog.text
+
+
+@pytest.mark.parametrize("value", [34, 100, 254])
+def test_cityscapes_mask_value_that_is_no_label_id_names_the_file(tmp_path, value) -> None:
+    write_cityscapes(tmp_path, {"val": 1})
+    mask_path = _first(tmp_path / "gtFine", "*_labelIds.png")
+    mask = np.asarray(Image.open(mask_path)).copy()
+    mask[3, 4] = value  # was silently mapped to "ignored" (255)
+    Image.fromarray(mask).save(mask_path)
+    dm = CityscapesDataModule(str(tmp_path))
+    dm.setup("validate")
+    with pytest.raises(BadSampleError, match=rf"labelIds.png: raw label values \[{value}\] are "
+                       r"not label ids of this data set \(0\.\.33, 255\)"):  # fmt: skip
+        dm.val_set[0]
+
+
+def test_cityscapes_void_255_is_accepted(tmp_path: Path) -> None:
+    write_cityscapes(tmp_path, {"val": 1})
+    mask_path = _first(tmp_path / "gtFine", "*_labelIds.png")
+    mask = np.asarray(Image.open(mask_path)).copy()
+    mask[0] = 255
+    Image.fromarray(mask).save(mask_path)
+    dm = CityscapesDataModule(str(tmp_path))
+    dm.setup("validate")
+    assert (dm.val_set[0]["mask"][0] == 255).all()
+
+
+def test_voc_mask_in_int32_with_negative_values_names_the_file(tmp_path: Path) -> None:
+    """A 32-bit mask whose -1 would wrap around to 255 (void) is refused."""
+    voc = write_voc(tmp_path, {"train": ["2007_000001"], "val": ["2007_000002"]})
+    png = voc / "SegmentationClass" / "2007_000002.png"
+    mask = np.asarray(Image.open(png)).astype(np.int32)
+    mask[5, 5] = -1
+    # a TIFF under the .png name: Pillow reads the content, whatever the suffix
+    Image.fromarray(mask).save(png, format="TIFF")
+    dm = VOCSegmentationDataModule(str(tmp_path))
+    dm.setup("validate")
+    with pytest.raises(BadSampleError, match=r"2007_000002.png: mask values must be 0..255"):
+        dm.val_set[0]
