@@ -115,8 +115,8 @@ def first_duplicate(values: list[Any]) -> tuple[Any, int, int] | None:
 class Repairs:
     """Counts of repairs made to one file, reported in one log line.
 
-    Example: ``repairs.add("annotation ids assigned")`` per repaired record, then
-    ``repairs.report()`` logs ``<file>: repaired 3 annotation ids assigned, ...``.
+    Example: ``repairs.add("missing annotation ids assigned")`` per repaired record, then
+    ``repairs.report()`` logs ``<file>: 3 missing annotation ids assigned, ...``.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -133,4 +133,4 @@ class Repairs:
     def report(self) -> None:
         if self.counts:
             parts = ", ".join(f"{n} {what}" for what, n in sorted(self.counts.items()))
-            log.warning("%s: repaired %s", self.path, parts)
+            log.warning("%s: %s", self.path, parts)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.coco import COCOAnnotations
+from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.io import BadSampleError
 from tasks.data.validate import AnnotationError
 from tasks.data.voc import VOCSegmentationDataModule, read_id_list
@@ -365,3 +366,63 @@ def test_voc_mask_in_int32_with_negative_values_names_the_file(tmp_path: Path) -
     dm.setup("validate")
     with pytest.raises(BadSampleError, match=r"2007_000002.png: mask values must be 0..255"):
         dm.val_set[0]
+
+
+# -- ImageFolder trees ---------------------------------------------------------------------
+
+
+def _image(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(path)
+
+
+def _tree(root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 2) -> Path:
+    for split in ("train", "val"):
+        for name in classes:
+            for i in range(per_class):
+                _image(root / split / name / f"{i}.png")
+    return root
+
+
+def test_imagefolder_hidden_entries_are_not_classes_or_images(tmp_path: Path, caplog) -> None:
+    root = _tree(tmp_path)
+    for split in ("train", "val"):  # what Jupyter and macOS leave behind
+        _image(root / split / ".ipynb_checkpoints" / "0-checkpoint.png")
+        (root / split / "cat" / ".DS_Store").write_bytes(b"\0")
+    dm = ImageFolderDataModule(str(root))
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert dm.train_set.classes == ["cat", "dog"] and dm.num_classes == 2 and dm.classes == [
+        "cat", "dog"
+    ]  # fmt: skip
+    assert len(dm.train_set) == 4
+    line = next(r.getMessage() for r in caplog.records if "train:" in r.getMessage())
+    assert "1 hidden folders ignored" in line and "1 hidden files ignored" in line
+
+
+def test_imagefolder_counts_ignored_files_and_reads_sub_folders(tmp_path, caplog) -> None:
+    root = _tree(tmp_path)
+    _image(root / "train" / "dog" / "batch2" / "7.png")  # a sub-folder, as torchvision reads
+    (root / "train" / "dog" / "labels.csv").write_text("x")
+    (root / "train" / "README.txt").write_text("x")
+    (root / "train" / "empty").mkdir()
+    (root / "val" / "empty").mkdir()
+    with caplog.at_level(logging.WARNING):
+        dm = ImageFolderDataModule(str(root))
+        dm.setup("fit")
+    assert [p.relative_to(root / "train").as_posix() for p, _ in dm.train_set.samples] == [
+        "cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png", "dog/batch2/7.png"
+    ]  # fmt: skip
+    assert dm.train_set.classes == ["cat", "dog", "empty"]  # an empty class keeps its label
+    assert [label for _, label in dm.train_set.samples] == [0, 0, 1, 1, 1]
+    line = next(r.getMessage() for r in caplog.records if "train:" in r.getMessage())
+    assert "1 files outside a class folder ignored" in line
+    assert "1 files without an image extension" in line
+    assert "1 class folders without images" in line
+
+
+def test_imagefolder_class_mismatch_names_the_classes(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    _image(root / "val" / "cow" / "0.png")
+    with pytest.raises(ValueError, match=r"only in train: \[\], only in val: \['cow'\]"):
+        ImageFolderDataModule(str(root)).setup("fit")
