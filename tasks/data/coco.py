@@ -26,7 +26,7 @@ from tasks.data.io import BadSampleError, read_image
 from tasks.data.predict import PredictImageDataset, collate_predict
 from tasks.data.ssd_transforms import Augmentation, ssd_eval_transforms, ssd_train_transforms
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, normalize
-from tasks.data.validate import AnnotationError
+from tasks.data.validate import AnnotationError, no_gc
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,14 @@ class COCOAnnotations:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"COCO annotation file not found: {self.path}")
-        try:
-            data = json.loads(self.path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise AnnotationError(
-                self.path, "file", "(JSON)", f"is not valid JSON ({err})"
-            ) from err
-        content = validate_coco(data, self.path, allow_outside_root)
+        with no_gc():
+            try:
+                data = json.loads(self.path.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise AnnotationError(
+                    self.path, "file", "(JSON)", f"is not valid JSON ({err})"
+                ) from err
+            content = validate_coco(data, self.path, allow_outside_root)
         del data
         self.images = content.images
         self.categories = content.categories

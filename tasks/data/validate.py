@@ -9,10 +9,13 @@ annotation id, line number...) and the field.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -26,6 +29,23 @@ class AnnotationError(ValueError):
     def __init__(self, path: str | os.PathLike, record: str, field: str, problem: str) -> None:
         self.path, self.record, self.field = Path(path), record, field
         super().__init__(f"{path}: {record}: field {field!r} {problem}")
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large file is parsed and checked.
+
+    Building a million small dicts and lists (no reference cycles) otherwise triggers
+    repeated full collections over an ever larger heap, which costs about a third of the
+    time of checking COCO train.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def describe(value: Any, limit: int = 60) -> str:
@@ -78,6 +98,15 @@ def check_relative_path(
     component are refused unless ``allow_outside_root``: an annotation file must not make
     the loader read (and train or evaluate on) files elsewhere on the machine.
     """
+    if (
+        type(value) is str
+        and value.strip()
+        and value[0] not in "/\\"
+        and ":" not in value
+        and ".." not in value
+        and "\x00" not in value
+    ):
+        return value  # the common case, without building path objects
     if not isinstance(value, str) or not value.strip():
         raise AnnotationError(
             path, record, field, f"must be a non-empty string, got {describe(value)}"
