@@ -2,8 +2,8 @@
 
 The annotation file is checked field by field once when the data set is built (not per
 step), see ``tasks.data.coco_schema``: errors name the file, the record and the field;
-repairs that leave the metric unchanged (dropped degenerate boxes, clipped boxes, assigned
-ids) are counted and logged in one line.
+repairs that leave the metric unchanged (assigned ids, training targets clipped to the
+image) are counted and logged in one line.
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ class COCOAnnotations:
         images: ``{image_id: image dict}`` (``file_name``, ``width``, ``height``).
         category_ids: sorted COCO category ids; contiguous label ``i`` is ``category_ids[i]``.
         class_names: category names in label order.
-        boxes: ``{image_id: [N, 4] float32}`` (x1, y1, x2, y2) of non-crowd objects.
+        boxes: ``{image_id: [N, 4] float32}`` (x1, y1, x2, y2) training targets: non-crowd
+            boxes of positive size, clipped to the image.
         labels: ``{image_id: [N] int64}`` contiguous labels.
-        ground_truth: the cleaned COCO dict (images, annotations incl. crowd, categories)
-            that the evaluator scores against.
-        num_dropped, num_clipped: boxes dropped (no positive finite size) and clipped.
+        ground_truth: the validated COCO dict (images, annotations incl. crowd, boxes as
+            written, categories) that the evaluator scores against.
+        num_dropped, num_clipped: training targets left out (zero size, outside the
+            image) and clipped.
         repairs: every repair made, by kind (logged in one line).
 
     Args:
@@ -86,16 +88,16 @@ class COCOAnnotations:
 
     @property
     def num_dropped(self) -> int:
-        """Boxes dropped: no positive finite size, or entirely outside their image."""
+        """Boxes left out of the training targets: zero size, or outside their image."""
         return (
-            self.repairs["boxes without positive finite size dropped"]
-            + self.repairs["boxes entirely outside their image dropped"]
+            self.repairs["zero-size boxes left out of training targets"]
+            + self.repairs["boxes outside their image left out of training targets"]
         )
 
     @property
     def num_clipped(self) -> int:
-        """Boxes clipped to their image."""
-        return self.repairs["boxes clipped to their image"]
+        """Training targets clipped to their image."""
+        return self.repairs["training targets clipped to their image"]
 
 
 class COCODetectionDataset(Dataset):

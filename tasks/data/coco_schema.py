@@ -10,16 +10,18 @@ pair an image with another's objects:
 - ``width`` / ``height`` not positive integers; ``file_name`` not a string, used twice,
   absolute or leaving the image folder through ``..`` (unless ``allow_outside_root``);
 - ``image_id`` / ``category_id`` of an annotation naming no image / category;
-- ``bbox`` not a list of 4 numbers (strings, ``null``); ``area`` not a finite number
-  ``>= 0``; ``iscrowd`` not 0 or 1.
+- ``bbox`` not a list of 4 numbers (strings, ``null``), or with a non-finite value or a
+  negative width or height; ``area`` not a finite number ``>= 0``; ``iscrowd`` not 0 or 1.
 
 Repairs (counted, logged in one line), because they leave the metric as it is:
 
 - missing annotation ids get fresh ids above the largest one;
-- missing ``area`` is the (clipped) box area;
+- missing ``area`` is the box area;
 - integral float ``width`` / ``height`` (``640.0``) become integers;
-- boxes without positive finite size are dropped, boxes reaching outside their image are
-  clipped (dropped when nothing is left).
+- training targets only: zero-size boxes are left out, boxes reaching outside their image
+  are clipped (left out when nothing is left). The evaluator's ground truth keeps every
+  box as written, so ``validate`` / ``test`` score exactly what pycocotools scores on the
+  file.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ class COCOContent:
     Attributes:
         images: ``{image_id: image dict}``.
         categories: category dicts sorted by id.
-        boxes: ``{image_id: [N, 4] float32}`` (x1, y1, x2, y2) of non-crowd objects.
+        boxes: ``{image_id: [N, 4] float32}`` (x1, y1, x2, y2) training targets: non-crowd
+            boxes of positive size, clipped to their image.
         labels: ``{image_id: [N] int64}`` contiguous labels (index into ``categories``).
-        annotations: the cleaned annotations (crowd ones included) for the evaluator.
+        annotations: every annotation (crowd ones included), boxes as written, for the
+            evaluator.
         repairs: what was repaired, by kind.
     """
 
@@ -180,7 +184,7 @@ def validate_coco(data: Any, path: Path, allow_outside_root: bool = False) -> CO
     keep_label: list[int] = []
     keep_box: list[tuple[float, float, float, float]] = []
     isfinite, number = math.isfinite, (float, int)
-    dropped = outside = clipped = no_area = 0
+    empty = outside = clipped = no_area = 0
     # The hot loop (860k records for COCO train): plain type tests and local names, no
     # helper calls on the happy path; helpers only build error messages. Records are
     # cleaned in place (no copy).
@@ -233,8 +237,23 @@ def validate_coco(data: Any, path: Path, allow_outside_root: bool = False) -> CO
                 f"must be a finite number >= 0, got {describe(area)}",
             )
 
-        if not (isfinite(x) and isfinite(y) and isfinite(w) and isfinite(h) and w > 0 and h > 0):
-            dropped += 1
+        if not (isfinite(x) and isfinite(y) and isfinite(w) and isfinite(h)) or w < 0 or h < 0:
+            raise AnnotationError(
+                path, _where(ann_id, i), "bbox",
+                f"must have finite x, y and width, height >= 0, got {describe(bbox)}",
+            )  # fmt: skip
+        if area is _MISSING:
+            ann["area"] = float(w * h)
+            no_area += 1
+        if ann_id is _MISSING:
+            without_id.append(ann)
+        # The evaluator scores against the box as written, as pycocotools would on this file;
+        # only the training target is dropped or clipped.
+        clean.append(ann)
+        if crowd:  # crowd regions are "ignore" areas for the evaluator, not targets
+            continue
+        if w == 0 or h == 0:
+            empty += 1
             continue
         width, height = size
         x2, y2 = x + w, y + h
@@ -245,17 +264,9 @@ def validate_coco(data: Any, path: Path, allow_outside_root: bool = False) -> CO
                 outside += 1
                 continue
             clipped += 1
-            ann["bbox"] = [x, y, x2 - x, y2 - y]
-        if area is _MISSING:
-            ann["area"] = (x2 - x) * (y2 - y)
-            no_area += 1
-        if ann_id is _MISSING:
-            without_id.append(ann)
-        clean.append(ann)
-        if not crowd:  # crowd regions are "ignore" areas for the evaluator, not targets
-            keep_image.append(image_id)
-            keep_label.append(label)
-            keep_box.append((x, y, x2, y2))
+        keep_image.append(image_id)
+        keep_label.append(label)
+        keep_box.append((x, y, x2, y2))
 
     if len(set(given_ids)) != len(given_ids):
         _duplicate_annotation_id(raw_annotations, path)
@@ -263,9 +274,9 @@ def validate_coco(data: Any, path: Path, allow_outside_root: bool = False) -> CO
     for k, ann in enumerate(without_id):
         ann["id"] = next_id + k
     repairs.add("missing annotation ids assigned", len(without_id))
-    repairs.add("boxes without positive finite size dropped", dropped)
-    repairs.add("boxes entirely outside their image dropped", outside)
-    repairs.add("boxes clipped to their image", clipped)
+    repairs.add("zero-size boxes left out of training targets", empty)
+    repairs.add("boxes outside their image left out of training targets", outside)
+    repairs.add("training targets clipped to their image", clipped)
     repairs.add("missing areas set to the box area", no_area)
     boxes, labels = _group_by_image(images, keep_image, keep_box, keep_label)
     return COCOContent(

@@ -99,27 +99,34 @@ def test_malformed_annotations_name_the_file(tmp_path):
     assert str(path) in str(info.value)
 
 
-def test_bad_boxes_are_dropped_or_clipped_and_counted(tmp_path, caplog):
+def test_degenerate_boxes_leave_training_targets_not_the_ground_truth(tmp_path, caplog):
     root = write_coco(tmp_path)
     path = root / "annotations" / "instances_val2017.json"
 
     def corrupt(d):
-        d["annotations"][0]["bbox"] = [1, 1, float("nan"), 5]
-        d["annotations"][1]["bbox"] = [1, 1, 0, 5]
-        d["annotations"][2]["bbox"] = [-10, 50, 30, 40]  # reaches outside the 64x64 image
+        for ann in d["annotations"][:3]:
+            ann["iscrowd"] = 0
+        d["annotations"][0]["bbox"] = [1, 1, 0, 5]  # zero width
+        d["annotations"][1]["bbox"] = [70, 1, 5, 5]  # entirely right of the 64x64 image
+        d["annotations"][2]["bbox"] = [-10, 50, 30, 40]  # reaches outside the image
 
     _edit(path, corrupt)
+    written = json.loads(path.read_text())["annotations"]
     with caplog.at_level(logging.WARNING):
         ann = COCOAnnotations(path)
     assert ann.num_dropped == 2 and ann.num_clipped == 1
-    assert "2 boxes without positive finite size dropped" in caplog.text
-    assert "1 boxes clipped to their image" in caplog.text
+    assert "1 zero-size boxes left out of training targets" in caplog.text
+    assert "1 boxes outside their image left out of training targets" in caplog.text
+    assert "1 training targets clipped to their image" in caplog.text
     assert len(caplog.records) == 1  # one line per file
-    clipped = [
-        a for a in ann.ground_truth["annotations"] if a["bbox"][0] == 0.0 and a["bbox"][1] == 50
-    ]
-    assert clipped and clipped[0]["bbox"][2:] == [20.0, 14.0]
+    # the evaluator scores the file as written, as pycocotools would
+    assert [a["bbox"] for a in ann.ground_truth["annotations"]] == [a["bbox"] for a in written]
+    clipped_image = written[2]["image_id"]
+    assert [0.0, 50.0, 20.0, 64.0] in ann.boxes[clipped_image].tolist()
     assert all(math.isfinite(v) for b in ann.boxes.values() for v in b.flatten())
+    total_targets = sum(len(b) for b in ann.boxes.values())
+    crowd = sum(a["iscrowd"] for a in written)
+    assert total_targets == len(written) - crowd - 2
 
 
 def test_image_size_mismatch_names_the_file(tmp_path):
