@@ -39,10 +39,21 @@ def class_images(folder: Path, repairs: Repairs) -> list[Path]:
     """Image files under a class folder, sub-folders included, sorted; other files are
     counted in ``repairs``."""
     images = []
+    seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         hidden = [d for d in dirnames if _hidden(d)]
         repairs.add("hidden folders ignored", len(hidden))
-        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        kept = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if _hidden(d):
+                continue
+            if real in seen:  # a symlink back to a folder already read: never loop
+                repairs.add("folders reached twice through a symlink ignored")
+                continue
+            seen.add(real)
+            kept.append(d)
+        dirnames[:] = kept
         for name in filenames:
             if _hidden(name):
                 repairs.add("hidden files ignored")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -57,36 +56,13 @@ def describe(value: Any, limit: int = 60) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-def is_int(value: Any) -> bool:
-    """A true integer: ``bool`` and integral floats such as ``1.0`` do not count."""
-    return type(value) is int
-
-
-def is_number(value: Any) -> bool:
-    """An ``int`` or ``float`` (not ``bool``, not a numeric string)."""
-    return type(value) is int or type(value) is float
-
-
 def check_int(value: Any, path: Path, record: str, field: str, minimum: int | None = None) -> int:
     """``value`` as an ``int``, or an ``AnnotationError`` naming the field."""
-    if not is_int(value):
+    if type(value) is not int:  # bool and 1.0 are not ids
         raise AnnotationError(path, record, field, f"must be an integer, got {describe(value)}")
     if minimum is not None and value < minimum:
         raise AnnotationError(path, record, field, f"must be >= {minimum}, got {value}")
     return value
-
-
-def check_number(
-    value: Any, path: Path, record: str, field: str, minimum: float | None = None
-) -> float:
-    """``value`` as a finite ``float`` (``>= minimum`` when given)."""
-    if not is_number(value) or not math.isfinite(value):
-        raise AnnotationError(
-            path, record, field, f"must be a finite number, got {describe(value)}"
-        )
-    if minimum is not None and value < minimum:
-        raise AnnotationError(path, record, field, f"must be >= {minimum}, got {value}")
-    return float(value)
 
 
 def check_relative_path(
@@ -129,16 +105,6 @@ def check_relative_path(
             "to accept it)",
         )  # fmt: skip
     return value
-
-
-def first_duplicate(values: list[Any]) -> tuple[Any, int, int] | None:
-    """``(value, first index, second index)`` of the first repeated value, or ``None``."""
-    seen: dict[Any, int] = {}
-    for i, value in enumerate(values):
-        j = seen.setdefault(value, i)
-        if j != i:
-            return value, j, i
-    return None
 
 
 class Repairs:

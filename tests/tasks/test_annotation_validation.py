@@ -444,3 +444,13 @@ def test_imagefolder_class_mismatch_names_the_classes(tmp_path: Path) -> None:
     _image(root / "val" / "cow" / "0.png")
     with pytest.raises(ValueError, match=r"only in train: \[\], only in val: \['cow'\]"):
         ImageFolderDataModule(str(root)).setup("fit")
+
+
+def test_imagefolder_symlink_loop_is_read_once(tmp_path: Path, caplog) -> None:
+    root = _tree(tmp_path)
+    (root / "train" / "cat" / "again").symlink_to(root / "train" / "cat")
+    with caplog.at_level(logging.WARNING):
+        dm = ImageFolderDataModule(str(root))
+        dm.setup("fit")
+    assert len(dm.train_set) == 4
+    assert "1 folders reached twice through a symlink ignored" in caplog.text
