@@ -101,7 +101,10 @@ def _images(raw: list[Any], path: Path, allow_outside_root: bool, repairs: Repai
         image_id = check_int(image["id"], path, f"images[{i}]", "id")
         where = f"image id {image_id} (images[{i}])"
         if image_id in images:
-            raise AnnotationError(path, where, "id", "is used by another image too")
+            first = next(j for j, im in enumerate(raw) if im["id"] == image_id)
+            raise AnnotationError(
+                path, where, "id", f"is also the id of images[{first}] (file names would mix)"
+            )
         name = check_relative_path(image["file_name"], path, where, "file_name", allow_outside_root)
         other = owner_of_file.setdefault(name, image_id)
         if other != image_id:
@@ -121,7 +124,8 @@ def _categories(raw: list[Any], path: Path) -> list[dict[str, Any]]:
         cat_id = check_int(cat["id"], path, f"categories[{i}]", "id")
         where = f"category id {cat_id} (categories[{i}])"
         if cat_id in categories:
-            raise AnnotationError(path, where, "id", "is used by another category too")
+            first = next(j for j, c in enumerate(raw) if c["id"] == cat_id)
+            raise AnnotationError(path, where, "id", f"is also the id of categories[{first}]")
         if not isinstance(cat["name"], str) or not cat["name"]:
             raise AnnotationError(
                 path, where, "name", f"must be a non-empty string, got {describe(cat['name'])}"

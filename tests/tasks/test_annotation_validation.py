@@ -85,7 +85,7 @@ CASES: dict[str, tuple[Callable[[dict], Any], str, str, str]] = {
         _set("images", 1, id=1),
         r"image id 1 \(images\[1\]\)",
         "id",
-        "another image",
+        r"also the id of images\[0\]",
     ),
     "string-image-id": (
         _set("images", 0, id="1"),
@@ -127,7 +127,7 @@ CASES: dict[str, tuple[Callable[[dict], Any], str, str, str]] = {
         _set("categories", 1, id=3),
         r"category id 3 \(categories\[1\]\)",
         "id",
-        "another category",
+        r"also the id of categories\[0\]",
     ),
     "string-category-id": (_set("categories", 0, id="3"), r"categories\[0\]", "id", "integer"),
     "null-category-name": (_set("categories", 0, name=None), "category id 3", "name", "string"),
