@@ -5,8 +5,9 @@ pair an image with another's objects:
 
 - the file is not an object, or ``images`` / ``annotations`` / ``categories`` is not a list;
 - a record that is not an object; a required field missing;
-- ids that are not integers (strings, floats, ``true``), duplicate image, category or
-  annotation ids, annotation ids ``<= 0`` (pycocotools uses 0 for "unmatched");
+- ids that are not integers (strings, floats, ``true``) or do not fit int64, negative
+  image or category ids, annotation ids ``<= 0`` (pycocotools uses 0 for "unmatched"),
+  duplicate image, category or annotation ids;
 - ``width`` / ``height`` not positive integers; ``file_name`` not a string, used twice,
   absolute or leaving the image folder through ``..`` (unless ``allow_outside_root``);
 - ``image_id`` / ``category_id`` of an annotation naming no image / category;
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from tasks.data.validate import (
+    INT64_MAX,
     AnnotationError,
     Repairs,
     check_int,
@@ -198,13 +200,16 @@ def validate_coco(data: Any, path: Path, allow_outside_root: bool = False) -> CO
                 path, f"annotations[{i}]", "(record)", f"must be an object, got {describe(ann)}"
             )
         ann_id = ann.get("id", _MISSING)
-        if type(ann_id) is int and ann_id >= 1:
+        if type(ann_id) is int and 1 <= ann_id <= INT64_MAX:
             given_ids.append(ann_id)
         elif ann_id is not _MISSING:
             if type(ann_id) is not int:
                 problem = f"must be an integer, got {describe(ann_id)}"
             else:
-                problem = f"must be >= 1 (pycocotools reads 0 as 'unmatched'), got {ann_id}"
+                problem = (
+                    f"must be in 1..{INT64_MAX} (pycocotools reads 0 as 'unmatched'), got "
+                    f"{describe(ann_id)}"
+                )
             raise AnnotationError(path, f"annotations[{i}]", "id", problem)
         image_id = ann.get("image_id", _MISSING)
         size = sizes.get(image_id) if type(image_id) is int else None

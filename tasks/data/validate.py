@@ -56,12 +56,21 @@ def describe(value: Any, limit: int = 60) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-def check_int(value: Any, path: Path, record: str, field: str, minimum: int | None = None) -> int:
-    """``value`` as an ``int``, or an ``AnnotationError`` naming the field."""
+#: ids and sizes become int64 tensors and arrays: larger values would overflow there
+INT64_MAX = 2**63 - 1
+
+
+def check_int(
+    value: Any, path: Path, record: str, field: str, minimum: int = 0, maximum: int = INT64_MAX
+) -> int:
+    """``value`` as an ``int`` in ``minimum..maximum``, or an ``AnnotationError`` naming the
+    field."""
     if type(value) is not int:  # bool and 1.0 are not ids
         raise AnnotationError(path, record, field, f"must be an integer, got {describe(value)}")
-    if minimum is not None and value < minimum:
-        raise AnnotationError(path, record, field, f"must be >= {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise AnnotationError(
+            path, record, field, f"must be in {minimum}..{maximum}, got {describe(value)}"
+        )
     return value
 
 

@@ -93,6 +93,13 @@ CASES: dict[str, tuple[Callable[[dict], Any], str, str, str]] = {
         "id",
         r"integer, got '1' \(str\)",
     ),
+    "huge-image-id": (
+        _set("images", 0, id=2**63),
+        r"images\[0\]",
+        "id",
+        r"0\.\.9223372036854775807",
+    ),
+    "negative-image-id": (_set("images", 0, id=-1), r"images\[0\]", "id", r"must be in 0\.\."),
     "bool-image-id": (_set("images", 0, id=True), r"images\[0\]", "id", "integer"),
     "float-image-id": (_set("images", 0, id=1.5), r"images\[0\]", "id", "integer"),
     "duplicate-file-name": (
@@ -120,7 +127,7 @@ CASES: dict[str, tuple[Callable[[dict], Any], str, str, str]] = {
         r"'\.\.'",
     ),
     "empty-file-name": (_set("images", 0, file_name=""), "image id 1", "file_name", "non-empty"),
-    "zero-width": (_set("images", 0, width=0), "image id 1", "width", ">= 1"),
+    "zero-width": (_set("images", 0, width=0), "image id 1", "width", r"in 1\.\."),
     "string-height": (_set("images", 0, height="80"), "image id 1", "height", "integer"),
     "missing-height": (_pop("images", 0, "height"), r"images\[0\]", "height", "missing"),
     "duplicate-category-id": (
@@ -144,8 +151,9 @@ CASES: dict[str, tuple[Callable[[dict], Any], str, str, str]] = {
         "id",
         r"also the id of annotations\[0\]",
     ),
-    "zero-annotation-id": (_set("annotations", 1, id=0), r"annotations\[1\]", "id", ">= 1"),
-    "negative-annotation-id": (_set("annotations", 1, id=-4), r"annotations\[1\]", "id", ">= 1"),
+    "zero-annotation-id": (_set("annotations", 1, id=0), r"annotations\[1\]", "id", r"1\.\."),
+    "negative-annotation-id": (_set("annotations", 1, id=-4), r"annotations\[1\]", "id", r"1\.\."),
+    "huge-annotation-id": (_set("annotations", 1, id=2**64), r"annotations\[1\]", "id", r"1\.\."),
     "string-annotation-id": (_set("annotations", 1, id="2"), r"annotations\[1\]", "id", "integer"),
     "string-image-id-in-annotation": (
         _set("annotations", 0, image_id="1"),
