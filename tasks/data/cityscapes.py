@@ -8,10 +8,17 @@ Layout::
 The ``*_labelIds.png`` masks hold the 34 label ids of the Cityscapes scripts (0..33); the
 19 evaluated classes get train ids 0..18 through ``LABEL_ID_TO_TRAIN_ID``, every other id
 becomes 255 (ignored), exactly as ``cityscapesscripts/helpers/labels.py`` defines them.
+
+Checked at setup: every image is named ``<city>_<6 digits>_<6 digits>_leftImg8bit.png``
+inside its ``<city>`` folder, has its mask, and every ``*_gtFine_labelIds.png`` has its
+image (a lost image would silently shrink the evaluated set). Other files are ignored,
+counted and logged. When read, a mask value that is not a label id (0..33) or 255 is a
+``BadSampleError`` naming the file, never silently mapped to "ignored".
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +26,7 @@ import numpy as np
 
 from tasks.data.seg_transforms import IGNORE_INDEX, SegmentationDataModule
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
+from tasks.data.validate import AnnotationError, Repairs
 
 #: (label id, name, train id) of the 34 label ids; train id 255 = not evaluated
 CITYSCAPES_LABELS: tuple[tuple[int, str, int], ...] = (
@@ -59,6 +67,13 @@ def label_id_to_train_id() -> np.ndarray:
 
 LABEL_ID_TO_TRAIN_ID = label_id_to_train_id()
 
+#: raw values a ``*_labelIds.png`` may hold: the label ids 0..33, and 255 as void
+CITYSCAPES_MASK_VALUES = np.zeros(256, dtype=bool)
+CITYSCAPES_MASK_VALUES[[label_id for label_id, _, _ in CITYSCAPES_LABELS]] = True
+CITYSCAPES_MASK_VALUES[IGNORE_INDEX] = True
+
+IMAGE_SUFFIX, MASK_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png"
+
 
 def cityscapes_palette() -> list[int]:
     """Flat ``[r, g, b] * 256`` palette: train-id colours, black elsewhere."""
@@ -81,6 +96,7 @@ class CityscapesDataModule(SegmentationDataModule):
 
     class_names = CITYSCAPES_CLASSES
     label_map = LABEL_ID_TO_TRAIN_ID
+    valid_mask_values = CITYSCAPES_MASK_VALUES
     palette = cityscapes_palette()
 
     def __init__(
@@ -111,19 +127,28 @@ class CityscapesDataModule(SegmentationDataModule):
         self.train_split, self.val_split = train_split, val_split
 
     def samples(self, split: str) -> list[tuple[Path, Path]]:
+        """``(image, mask)`` pairs of ``split``, every name checked (see the module doc).
+
+        Raises:
+            FileNotFoundError: the split folder, its images, or a mask is missing.
+            AnnotationError: an image name that does not follow the Cityscapes pattern or
+                its city folder, or a mask without its image.
+        """
         image_dir = self.root / "leftImg8bit" / split
+        mask_dir = self.root / "gtFine" / split
         if not image_dir.is_dir():
             raise FileNotFoundError(
                 f"Cityscapes images not found: expected {image_dir}/<city>/"
                 "*_leftImg8bit.png (from leftImg8bit_trainvaltest.zip)"
             )
-        images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
+        repairs = Repairs(image_dir)
+        images = self._images(image_dir, repairs)
         if not images:
             raise FileNotFoundError(f"no */*_leftImg8bit.png files in {image_dir}")
         pairs, missing = [], []
         for image in images:
-            stem = image.name[: -len("_leftImg8bit.png")]
-            mask = self.root / "gtFine" / split / image.parent.name / f"{stem}_gtFine_labelIds.png"
+            stem = image.name[: -len(IMAGE_SUFFIX)]
+            mask = mask_dir / image.parent.name / f"{stem}{MASK_SUFFIX}"
             if mask.is_file():
                 pairs.append((image, mask))
             else:
@@ -133,4 +158,35 @@ class CityscapesDataModule(SegmentationDataModule):
                 f"{len(missing)} of {len(images)} images of split {split!r} have no mask, "
                 f"e.g. {missing[:3]} (from gtFine_trainvaltest.zip)"
             )
+        known = {mask for _, mask in pairs}
+        for mask in sorted(mask_dir.glob(f"*/*{MASK_SUFFIX}")):
+            if mask not in known:
+                image = image_dir / mask.parent.name / mask.name.replace(MASK_SUFFIX, IMAGE_SUFFIX)
+                raise AnnotationError(
+                    mask, "file", "image",
+                    f"is missing: expected {image} (the split would silently lose it)",
+                )  # fmt: skip
+        repairs.report()
         return pairs
+
+    @staticmethod
+    def _images(image_dir: Path, repairs: Repairs) -> list[Path]:
+        """Sorted ``<city>/<city>_<seq>_<frame>_leftImg8bit.png`` files; names checked."""
+        images = []
+        for entry in sorted(image_dir.iterdir()):
+            if not entry.is_dir():
+                repairs.add("files outside a city folder ignored")
+                continue
+            pattern = re.compile(re.escape(entry.name) + r"_\d{6}_\d{6}" + re.escape(IMAGE_SUFFIX))
+            for path in sorted(entry.iterdir()):
+                if not path.name.endswith(IMAGE_SUFFIX):
+                    repairs.add(f"files not named *{IMAGE_SUFFIX} ignored")
+                elif not pattern.fullmatch(path.name):
+                    raise AnnotationError(
+                        path, "file", "name",
+                        f"must be {entry.name}_<6 digits>_<6 digits>{IMAGE_SUFFIX} (the city is "
+                        "its folder's name)",
+                    )  # fmt: skip
+                else:
+                    images.append(path)
+        return images

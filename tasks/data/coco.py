@@ -1,18 +1,16 @@
 """COCO detection data: ``{root}/annotations/instances_{split}.json`` + ``{root}/{split}/``.
 
-The annotation file is checked once when the data set is built (not per step): missing
-keys, unknown image or category ids and malformed boxes are reported with the file name.
-Boxes without positive finite size are dropped, boxes reaching outside the image are
-clipped; both are counted and logged.
+The annotation file is checked field by field once when the data set is built (not per
+step), see ``tasks.data.coco_schema``: errors name the file, the record and the field;
+repairs that leave the metric unchanged (assigned ids, training targets clipped to the
+image) are counted and logged in one line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +21,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tasks.data.base import BaseDataModule
+from tasks.data.coco_schema import validate_coco
 from tasks.data.io import BadSampleError, read_image
 from tasks.data.predict import PredictImageDataset, collate_predict
 from tasks.data.ssd_transforms import Augmentation, ssd_eval_transforms, ssd_train_transforms
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, normalize
+from tasks.data.validate import AnnotationError, no_gc
 
 log = logging.getLogger(__name__)
 
@@ -41,107 +41,63 @@ class COCOAnnotations:
         images: ``{image_id: image dict}`` (``file_name``, ``width``, ``height``).
         category_ids: sorted COCO category ids; contiguous label ``i`` is ``category_ids[i]``.
         class_names: category names in label order.
-        boxes: ``{image_id: [N, 4] float32}`` (x1, y1, x2, y2) of non-crowd objects.
+        boxes: ``{image_id: [N, 4] float32}`` (x1, y1, x2, y2) training targets: non-crowd
+            boxes of positive size, clipped to the image.
         labels: ``{image_id: [N] int64}`` contiguous labels.
-        ground_truth: the cleaned COCO dict (images, annotations incl. crowd, categories)
-            that the evaluator scores against.
-        num_dropped, num_clipped: boxes dropped (no positive finite size) and clipped.
+        ground_truth: the validated COCO dict (images, annotations incl. crowd, boxes as
+            written, categories) that the evaluator scores against.
+        num_dropped, num_clipped: training targets left out (zero size, outside the
+            image) and clipped.
+        repairs: every repair made, by kind (logged in one line).
+
+    Args:
+        path: the instances JSON.
+        allow_outside_root: accept ``file_name`` values that are absolute or contain
+            ``..`` (refused by default: the file must not pick images outside the split's
+            folder).
+
+    Raises:
+        AnnotationError: a field that would change the results (``coco_schema`` lists them).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, allow_outside_root: bool = False) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"COCO annotation file not found: {self.path}")
-        try:
-            data = json.loads(self.path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{self.path}: not valid JSON ({err})") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{self.path}: expected a JSON object with 'images', got {type(data)}")
-        for key in ("images", "categories"):
-            if not isinstance(data.get(key), list):
-                raise ValueError(f"{self.path}: missing list '{key}' (COCO instances format)")
-        annotations = data.get("annotations", [])
-        self.images = {}
-        for i, image in enumerate(data["images"]):
-            self._require(image, ("id", "file_name", "width", "height"), f"images[{i}]")
-            self.images[int(image["id"])] = image
-        categories = {}
-        for i, cat in enumerate(data["categories"]):
-            self._require(cat, ("id", "name"), f"categories[{i}]")
-            categories[int(cat["id"])] = cat
-        if not categories:
-            raise ValueError(f"{self.path}: 'categories' is empty")
-        self.category_ids = sorted(categories)
-        self.class_names = [str(categories[c]["name"]) for c in self.category_ids]
-        self.categories = [categories[c] for c in self.category_ids]
-        label_of = {c: i for i, c in enumerate(self.category_ids)}
-
-        boxes: dict[int, list[list[float]]] = {i: [] for i in self.images}
-        labels: dict[int, list[int]] = {i: [] for i in self.images}
-        clean: list[dict[str, Any]] = []
-        self.num_dropped = self.num_clipped = 0
-        for i, ann in enumerate(annotations):
-            where = f"annotations[{i}] (id {ann.get('id', '?')})"
-            self._require(ann, ("image_id", "category_id", "bbox"), where)
-            image_id, cat = int(ann["image_id"]), int(ann["category_id"])
-            if image_id not in self.images:
-                raise ValueError(f"{self.path}: {where} refers to unknown image_id {image_id}")
-            if cat not in categories:
-                raise ValueError(
-                    f"{self.path}: {where} has category_id {cat}, not among the categories "
-                    f"{self.category_ids}"
-                )
-            bbox = ann["bbox"]
-            if not (isinstance(bbox, list | tuple) and len(bbox) == 4):
-                raise ValueError(f"{self.path}: {where} bbox must be [x, y, w, h], got {bbox!r}")
-            x, y, w, h = (float(v) for v in bbox)
-            if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-                self.num_dropped += 1
-                continue
-            image = self.images[image_id]
-            x1, y1 = max(0.0, x), max(0.0, y)
-            x2, y2 = min(float(image["width"]), x + w), min(float(image["height"]), y + h)
-            if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-                self.num_clipped += 1
-                if x2 <= x1 or y2 <= y1:  # entirely outside the image
-                    self.num_dropped += 1
-                    continue
-            crowd = int(ann.get("iscrowd", 0))
-            clean.append(
-                {
-                    **ann,
-                    "id": int(ann.get("id", len(clean) + 1)),
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": float(ann.get("area", (x2 - x1) * (y2 - y1))),
-                    "iscrowd": crowd,
-                }
-            )
-            if not crowd:  # crowd regions are "ignore" areas for the evaluator, not targets
-                boxes[image_id].append([x1, y1, x2, y2])
-                labels[image_id].append(label_of[cat])
-        if self.num_dropped or self.num_clipped:
-            log.warning(
-                "%s: dropped %d boxes without positive finite size or outside their image, "
-                "clipped %d boxes to the image",
-                self.path,
-                self.num_dropped,
-                self.num_clipped,
-            )
-        self.boxes = {k: np.asarray(v, dtype=np.float32).reshape(-1, 4) for k, v in boxes.items()}
-        self.labels = {k: np.asarray(v, dtype=np.int64) for k, v in labels.items()}
+        with no_gc():
+            try:
+                data = json.loads(self.path.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise AnnotationError(
+                    self.path, "file", "(JSON)", f"is not valid JSON ({err})"
+                ) from err
+            content = validate_coco(data, self.path, allow_outside_root)
+        del data
+        self.images = content.images
+        self.categories = content.categories
+        self.category_ids = [int(c["id"]) for c in self.categories]
+        self.class_names = [str(c["name"]) for c in self.categories]
+        self.boxes, self.labels = content.boxes, content.labels
+        self.repairs = content.repairs
+        self.repairs.report()
         self.ground_truth = {
             "images": list(self.images.values()),
-            "annotations": clean,
+            "annotations": content.annotations,
             "categories": self.categories,
         }
 
-    def _require(self, item: Any, keys: Sequence[str], where: str) -> None:
-        if not isinstance(item, dict):
-            raise ValueError(f"{self.path}: {where} must be an object, got {item!r}")
-        missing = [k for k in keys if k not in item]
-        if missing:
-            raise ValueError(f"{self.path}: {where} lacks {missing}")
+    @property
+    def num_dropped(self) -> int:
+        """Boxes left out of the training targets: zero size, or outside their image."""
+        return (
+            self.repairs["zero-size boxes left out of training targets"]
+            + self.repairs["boxes outside their image left out of training targets"]
+        )
+
+    @property
+    def num_clipped(self) -> int:
+        """Training targets clipped to their image."""
+        return self.repairs["training targets clipped to their image"]
 
 
 class COCODetectionDataset(Dataset):
@@ -234,6 +190,8 @@ class COCODataModule(BaseDataModule):
         batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
             on_bad_sample: see
             ``BaseDataModule``.
+        allow_outside_root: accept image ``file_name`` values that are absolute or leave
+            the image folder through ``..`` (refused by default).
 
     Exposed to the task (duck-typed, no import): ``num_classes``, ``category_ids``,
     ``class_names`` and ``ground_truth(stage)`` (the cleaned COCO dict of the split that
@@ -261,6 +219,7 @@ class COCODataModule(BaseDataModule):
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
         on_bad_sample: Literal["raise", "skip"] = "raise",
+        allow_outside_root: bool = False,
     ) -> None:
         super().__init__(
             batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
@@ -283,6 +242,7 @@ class COCODataModule(BaseDataModule):
         self.train_include_empty = train_include_empty
         self.mean, self.std = tuple(mean), tuple(std)
         self.predict_folder = predict_folder
+        self.allow_outside_root = allow_outside_root
         self._annotations: dict[str, COCOAnnotations] = {}
         self._datasets: dict[str, COCODetectionDataset] = {}
 
@@ -294,7 +254,9 @@ class COCODataModule(BaseDataModule):
 
     def _load(self, split: str) -> COCOAnnotations:
         if split not in self._annotations:
-            self._annotations[split] = COCOAnnotations(self.annotation_file(split))
+            self._annotations[split] = COCOAnnotations(
+                self.annotation_file(split), self.allow_outside_root
+            )
         return self._annotations[split]
 
     def _split_of(self, stage: str) -> str:

@@ -1,4 +1,11 @@
-"""ImageNet-style classification data: ``{root}/{split}/{class}/*.jpg``."""
+"""ImageNet-style classification data: ``{root}/{split}/{class}/*.jpg``.
+
+Checked at setup: the class folders of every split must be the same; images are found in
+class folders and their sub-folders (as torchvision's ``ImageFolder``). Ignored, counted and
+logged in one line per split: hidden entries (``.ipynb_checkpoints``, ``.DS_Store``: never
+classes, never images), files without an image extension, files outside a class folder,
+and class folders without images.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +22,46 @@ from tasks.data.base import BaseDataModule
 from tasks.data.io import read_image
 from tasks.data.predict import IMAGE_EXTENSIONS, PredictImageDataset, collate_predict
 from tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw_tensor
+from tasks.data.validate import Repairs
 
 
 def class_folders(root: Path) -> list[str]:
-    """Class names of an ImageFolder split: its sub-folders, sorted (index = label)."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir())
+    """Class names of an ImageFolder split: its sub-folders, sorted (index = label).
+    Hidden folders (``.ipynb_checkpoints``...) are not classes."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def class_images(folder: Path, repairs: Repairs) -> list[Path]:
+    """Image files under a class folder, sub-folders included, sorted; other files are
+    counted in ``repairs``."""
+    images = []
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        hidden = [d for d in dirnames if _hidden(d)]
+        repairs.add("hidden folders ignored", len(hidden))
+        kept = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if _hidden(d):
+                continue
+            if real in seen:  # a symlink back to a folder already read: never loop
+                repairs.add("folders reached twice through a symlink ignored")
+                continue
+            seen.add(real)
+            kept.append(d)
+        dirnames[:] = kept
+        for name in filenames:
+            if _hidden(name):
+                repairs.add("hidden files ignored")
+            elif Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(Path(dirpath) / name)
+            else:
+                repairs.add(f"files without an image extension {IMAGE_EXTENSIONS} ignored")
+    return sorted(images)
 
 
 class ImageFolderDataset(Dataset):
@@ -39,12 +81,19 @@ class ImageFolderDataset(Dataset):
             raise FileNotFoundError(
                 f"{self.root} has no class sub-folders ({self.root}/<class>/*.jpg)"
             )
-        self.samples = [
-            (path, label)
-            for label, name in enumerate(self.classes)
-            for path in sorted((self.root / name).iterdir())
-            if path.suffix.lower() in IMAGE_EXTENSIONS
-        ]
+        repairs = Repairs(self.root)
+        for entry in self.root.iterdir():
+            if _hidden(entry.name):
+                repairs.add("hidden folders ignored" if entry.is_dir() else "hidden files ignored")
+            elif not entry.is_dir():
+                repairs.add("files outside a class folder ignored")
+        self.samples = []
+        for label, name in enumerate(self.classes):
+            images = class_images(self.root / name, repairs)
+            if not images:
+                repairs.add("class folders without images")
+            self.samples += [(path, label) for path in images]
+        repairs.report()
         if not self.samples:
             raise FileNotFoundError(
                 f"no images with extensions {IMAGE_EXTENSIONS} under {self.root}"
@@ -141,9 +190,13 @@ class ImageFolderDataModule(BaseDataModule):
             self.val_set = self._dataset(self.val_split, train=False)
             train_classes = getattr(self, "train_set", self.val_set).classes
             if self.val_set.classes != train_classes:
+                only_train = sorted(set(train_classes) - set(self.val_set.classes))
+                only_val = sorted(set(self.val_set.classes) - set(train_classes))
                 raise ValueError(
                     f"class folders differ between {self.root / self.train_split} and "
-                    f"{self.root / self.val_split}"
+                    f"{self.root / self.val_split} (labels would not match): only in "
+                    f"{self.train_split}: {only_train[:10]}, only in {self.val_split}: "
+                    f"{only_val[:10]}"
                 )
 
         if stage == "predict":

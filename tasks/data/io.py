@@ -1,8 +1,21 @@
-"""Reading images and masks from disk, with errors that name the file."""
+"""Reading images and masks from disk, with errors that name the file.
+
+Size limit: an image or mask of more than ``max_image_pixels()`` pixels (width x height,
+read from the file header before anything is decoded) is a ``BadSampleError`` naming the
+file, so a decompression bomb (a small file that decodes to gigabytes) or an absurd size
+fails like any other bad sample (and is skipped in training with ``on_bad_sample: skip``).
+The limit is Pillow's own warning threshold, 89,478,485 pixels (about 9459 x 9459), unless
+the environment variable ``MOBILEZOO_MAX_IMAGE_PIXELS`` sets another (loader workers inherit
+it). Above twice Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` Pillow itself refuses to open the
+file; raise that too for larger images.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +26,71 @@ class BadSampleError(ValueError):
     """A data file is missing, unreadable or inconsistent; the message names the file."""
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+#: the default pixel limit: Pillow's decompression-bomb warning threshold
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "MOBILEZOO_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The pixel limit of images and masks: ``$MOBILEZOO_MAX_IMAGE_PIXELS`` or 89,478,485."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a positive integer, got {text!r}")
+    return value
+
+
+@contextmanager
+def open_checked(path: Path, what: str, max_pixels: int | None = None) -> Iterator[Image.Image]:
+    """``Image.open`` whose header size is checked against the pixel limit before any
+    pixel is decoded.
+
+    Raises:
+        BadSampleError: the image is larger than ``max_pixels`` (default
+            ``max_image_pixels()``), or Pillow refuses it as a decompression bomb.
+    """
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            # the limit below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise BadSampleError(
+            f"{path}: {what} refused as a possible decompression bomb ({err}); the pixel "
+            f"limit is {limit} (${MAX_PIXELS_ENV}, and PIL.Image.MAX_IMAGE_PIXELS for Pillow)"
+        ) from err
+    with img:
+        width, height = img.size
+        if width * height > limit:
+            raise BadSampleError(
+                f"{path}: {what} is {width}x{height} = {width * height} pixels, above the "
+                f"limit of {limit} (a decompression bomb or an absurd size; set "
+                f"${MAX_PIXELS_ENV} to allow larger files)"
+            )
+        if width < 1 or height < 1:
+            raise BadSampleError(f"{path}: {what} has no pixels ({width}x{height})")
+        yield img
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as ``uint8`` RGB ``[H, W, 3]``, upright per its EXIF orientation.
 
     Grayscale, palette, RGBA, CMYK and 16-bit images are converted to 8-bit RGB (16-bit
     values are scaled down, alpha is dropped).
 
+    Args:
+        path: the image file.
+        max_pixels: pixel limit (default ``max_image_pixels()``, see the module docstring).
+
     Raises:
-        BadSampleError: the file is missing, empty, truncated or not an image.
+        BadSampleError: the file is missing, empty, truncated, not an image, or larger than
+            the pixel limit (decompression bombs).
     """
     path = Path(path)
     if not path.is_file():
@@ -28,10 +98,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise BadSampleError(f"{path}: image file is empty")
     try:
-        with Image.open(path) as img:
+        with open_checked(path, "image", max_pixels) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
+    except BadSampleError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BadSampleError(f"{path}: not a readable image ({err})") from err
 
@@ -50,28 +122,43 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def read_label_png(path: str | os.PathLike) -> np.ndarray:
+#: PIL modes a label mask may have: palette, 8-bit, 32-bit and 16-bit single channel
+MASK_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L")
+
+
+def read_label_png(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read a label mask (palette or grayscale PNG) as ``uint8`` ``[H, W]`` of raw values.
 
     For a palette PNG the pixel values are the palette indices (the VOC convention: index
-    = class, 255 = void), not the colours.
+    = class, 255 = void), not the colours. 16- and 32-bit masks are accepted when every
+    value fits 0..255; a negative or larger value is an error, never wrapped around.
 
     Raises:
-        BadSampleError: the file is missing, unreadable, or has more than one channel.
+        BadSampleError: the file is missing, unreadable, larger than the pixel limit, of a
+            mode other than ``MASK_MODES`` (RGB, RGBA, 1-bit, float...), or holds values
+            outside 0..255.
     """
     path = Path(path)
     if not path.is_file():
         raise BadSampleError(f"{path}: mask file not found")
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("P", "L", "I", "I;16"):
+        with open_checked(path, "mask", max_pixels) as img:
+            if img.mode not in MASK_MODES:
                 raise BadSampleError(
-                    f"{path}: mask must be a palette or single-channel PNG, got mode {img.mode}"
+                    f"{path}: mask must be a palette or single-channel PNG (modes "
+                    f"{', '.join(MASK_MODES)}), got mode {img.mode}"
                 )
+            img.load()
             mask = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except BadSampleError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BadSampleError(f"{path}: not a readable mask ({err})") from err
-    if mask.max(initial=0) > 255:
-        raise BadSampleError(f"{path}: mask values above 255 (max {int(mask.max())})")
+    if mask.dtype != np.uint8 and mask.size:
+        low, high = int(mask.min()), int(mask.max())
+        if low < 0 or high > 255:
+            raise BadSampleError(
+                f"{path}: mask values must be 0..255 (a class or 255 = void), found "
+                f"{low}..{high} in mode {img.mode}"
+            )
     return mask.astype(np.uint8)

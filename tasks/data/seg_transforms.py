@@ -100,6 +100,10 @@ class SegmentationDataset(Dataset):
         num_classes: classes of the data set; mask values that are neither a class nor
             ``ignore_index`` (after ``label_map``) raise ``BadSampleError``.
         ignore_index: the void label.
+        valid_values: optional ``bool [256]`` table of the raw mask values the data set
+            may hold (before ``label_map``); any other value raises ``BadSampleError``
+            naming the file (e.g. Cityscapes: label ids 0..33 and 255, so a corrupt mask is
+            not silently mapped to void).
 
     Returns dicts with ``image`` ``[3, H, W]`` float32, ``mask`` ``[H, W]`` int64 and
     ``path`` (the image file).
@@ -112,9 +116,15 @@ class SegmentationDataset(Dataset):
         num_classes: int,
         label_map: np.ndarray | None = None,
         ignore_index: int = IGNORE_INDEX,
+        valid_values: np.ndarray | None = None,
     ) -> None:
         if label_map is not None and (label_map.shape != (256,) or label_map.dtype != np.uint8):
             raise ValueError(f"label_map must be uint8 of shape (256,), got {label_map.shape}")
+        if valid_values is not None and (
+            valid_values.shape != (256,) or valid_values.dtype != np.bool_
+        ):
+            raise ValueError(f"valid_values must be bool of shape (256,), got {valid_values.shape}")
+        self.valid_values = valid_values
         self.samples = list(samples)
         self.transform = transform
         self.num_classes = num_classes
@@ -134,6 +144,15 @@ class SegmentationDataset(Dataset):
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
                 f"{image_path} is {image.shape[1]}x{image.shape[0]}"
             )
+        if self.valid_values is not None:
+            bad = ~self.valid_values[mask]
+            if bad.any():
+                values = sorted({int(v) for v in np.unique(mask[bad])})[:10]
+                allowed = np.flatnonzero(self.valid_values).tolist()
+                raise BadSampleError(
+                    f"{mask_path}: raw label values {values} are not label ids of this data "
+                    f"set ({_ranges(allowed)})"
+                )
         if self.label_map is not None:
             mask = self.label_map[mask]
         bad = (mask >= self.num_classes) & (mask != self.ignore_index)
@@ -155,6 +174,20 @@ class SegmentationDataset(Dataset):
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
             "path": str(self.samples[index][0]),
         }
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5, 255]`` -> ``"0..2, 5, 255"``."""
+    parts: list[str] = []
+    start = prev = None
+    for v in [*values, None]:
+        if v is not None and prev is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}..{prev}")
+        start = prev = v
+    return ", ".join(parts)
 
 
 def collate_segmentation(
@@ -212,7 +245,8 @@ class SegmentationDataModule(BaseDataModule):
     """What the segmentation data modules share: transforms, loaders and ``predict``.
 
     Subclasses implement ``samples(split)`` (the ``(image, mask)`` file pairs of a split)
-    and set ``class_names``; they may set ``label_map`` and ``palette``.
+    and set ``class_names``; they may set ``label_map``, ``valid_mask_values`` (raw mask
+    values allowed before ``label_map``, see ``SegmentationDataset``) and ``palette``.
 
     Args:
         crop_size: training crop side (513 for VOC, 769 for Cityscapes), or
@@ -228,6 +262,7 @@ class SegmentationDataModule(BaseDataModule):
 
     class_names: tuple[str, ...] = ()
     label_map: np.ndarray | None = None
+    valid_mask_values: np.ndarray | None = None
     palette: list[int] | None = None
     train_split: str = "train"
     val_split: str = "val"
@@ -272,6 +307,7 @@ class SegmentationDataModule(BaseDataModule):
             self.train_transform if train else self.eval_transform,
             self.num_classes,
             self.label_map,
+            valid_values=self.valid_mask_values,
         )
 
     def setup(self, stage: str) -> None:

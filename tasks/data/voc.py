@@ -20,6 +20,7 @@ from typing import Literal
 
 from tasks.data.seg_transforms import SegmentationDataModule
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
+from tasks.data.validate import AnnotationError
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,47 @@ def find_voc2012(root: str | Path) -> Path:
 
 def read_id_list(path: Path) -> list[str]:
     """Image ids of a split list: one per line; a line may also be an image path followed
-    by a mask path (the common trainaug list format), whose file stem is taken."""
+    by a mask path (the common trainaug list format), whose file stem is taken.
+
+    Blank lines are skipped. Errors name the file, the line and the field: a line with
+    more than two fields, an image and a mask path of different images, or an id listed
+    twice (an image evaluated or trained on twice would weigh double).
+
+    Raises:
+        FileNotFoundError: the list does not exist.
+        AnnotationError: a malformed line, a duplicate id, or no id at all.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"split list not found: {path}")
-    ids = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise AnnotationError(path, "file", "(text)", f"is not UTF-8 text ({err})") from err
+    ids: list[str] = []
+    line_of: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
+        where = f"line {number}"
+        if len(fields) > 2:
+            raise AnnotationError(
+                path, where, "(line)", f"must be 'id' or 'image mask', got {len(fields)} fields"
+            )
         stem = Path(fields[0]).stem
-        if not stem:
-            raise ValueError(f"{path}:{number}: cannot read an image id from {line!r}")
+        if not stem or stem.startswith("."):
+            raise AnnotationError(path, where, "image", f"holds no image id: {fields[0]!r}")
+        if len(fields) == 2 and Path(fields[1]).stem != stem:
+            raise AnnotationError(
+                path, where, "mask",
+                f"{fields[1]!r} is not the mask of image {fields[0]!r} (file stems differ)",
+            )  # fmt: skip
+        first = line_of.setdefault(stem, number)
+        if first != number:
+            raise AnnotationError(path, where, "image", f"id {stem!r} is also on line {first}")
         ids.append(stem)
     if not ids:
-        raise ValueError(f"{path}: the split list is empty")
+        raise AnnotationError(path, "file", "(lines)", "the split list is empty")
     return ids
 
 

@@ -10,7 +10,8 @@ from lightning.pytorch import Trainer
 from tasks import ClassificationTask, ImageFolderDataModule
 from tasks.cli import main as cli_main
 from tasks.data.demo_classification import make_classification_demo
-from tasks.data.io import BadSampleError
+from tasks.data.io import BadSampleError, read_image
+from tests.tasks.test_io import png_header_only
 
 CONFIG = Path(__file__).parents[2] / "configs" / "classification_demo_mobilenetv2.yaml"
 
@@ -41,6 +42,15 @@ def test_skip_counts_and_keeps_batches_full(data_with_bad_files: Path, workers: 
     images, skipped = _loader_batches(data_with_bad_files, "skip", workers)
     assert images == 12  # 12 files, 3 full batches: bad ones replaced, not dropped
     assert skipped == 2
+
+
+def test_decompression_bomb_is_skipped_like_other_bad_files(data_with_bad_files: Path) -> None:
+    bomb = data_with_bad_files / "train" / "square" / "0000.jpg"
+    png_header_only(bomb, 100_000, 100_000)  # a PNG named .jpg: the header decides
+    with pytest.raises(BadSampleError, match=r"square/0000\.jpg: .*decompression bomb"):
+        read_image(bomb)
+    images, skipped = _loader_batches(data_with_bad_files, "skip", workers=0)
+    assert images == 12 and skipped == 3
 
 
 def test_skipped_samples_are_logged_in_training(data_with_bad_files: Path) -> None:

@@ -86,3 +86,68 @@ def test_rgb_mask_is_rejected(tmp_path: Path) -> None:
     Image.fromarray(RGB).save(tmp_path / "m.png")
     with pytest.raises(BadSampleError, match="m.png: mask must be a palette or single-channel"):
         read_label_png(tmp_path / "m.png")
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` 8-bit gray pixels, with no pixel data:
+    the few bytes a decompression bomb needs to be opened."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(10_000, 10_000), (100_000, 100_000), (1, 2**31 - 1)],
+    ids=["above-limit", "pillow-bomb", "absurd-shape"],
+)
+@pytest.mark.parametrize("reader", [read_image, read_label_png], ids=["image", "mask"])
+def test_decompression_bombs_are_bad_samples(tmp_path: Path, reader, width, height) -> None:
+    path = tmp_path / "bomb.png"
+    png_header_only(path, width, height)
+    with pytest.raises(BadSampleError, match=r"bomb.png: .*(above the limit|decompression bomb)"):
+        reader(path)
+
+
+def test_pixel_limit_is_set_by_environment(tmp_path: Path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png").shape == (20, 30, 3)
+    monkeypatch.setenv("MOBILEZOO_MAX_IMAGE_PIXELS", "599")
+    with pytest.raises(BadSampleError, match=r"a.png: image is 30x20 = 600 pixels, above .* 599"):
+        read_image(tmp_path / "a.png")
+    monkeypatch.setenv("MOBILEZOO_MAX_IMAGE_PIXELS", "600")
+    assert read_label_png(tmp_path / "a.png").shape == (20, 30)
+    monkeypatch.setenv("MOBILEZOO_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="MOBILEZOO_MAX_IMAGE_PIXELS must be a positive integer"):
+        read_image(tmp_path / "a.png")
+
+
+@pytest.mark.parametrize(
+    ("values", "suffix", "message"),
+    [
+        (np.array([[-1, 0], [3, 200]], np.int32), "tif", r"found -1\.\.200 in mode I"),
+        (np.array([[0, 300], [3, 4]], np.uint16), "png", r"found 0\.\.300 in mode I;16"),
+        (np.array([[0.0, 1.0], [3.0, 4.0]], np.float32), "tif", "got mode F"),
+        (np.zeros((2, 2, 4), np.uint8), "png", "got mode RGBA"),
+    ],
+    ids=["int32-negative", "int16-above-255", "float", "rgba"],
+)
+def test_mask_modes_and_values_outside_0_255_are_named(tmp_path, values, suffix, message):
+    path = tmp_path / f"m.{suffix}"
+    Image.fromarray(values).save(path)
+    with pytest.raises(BadSampleError, match=f"m.{suffix}: .*{message}"):
+        read_label_png(path)
+
+
+def test_wide_masks_with_byte_values_are_read(tmp_path: Path) -> None:
+    values = np.array([[0, 7], [19, 255]])
+    Image.fromarray(values.astype(np.int32)).save(tmp_path / "m.tif")
+    Image.fromarray(values.astype(np.uint16)).save(tmp_path / "m.png")
+    for name in ("m.tif", "m.png"):
+        np.testing.assert_array_equal(read_label_png(tmp_path / name), values)

@@ -88,7 +88,9 @@ def test_corrupt_image_and_bad_mask_values_name_the_file(tmp_path: Path) -> None
 
 def test_read_id_list_formats(tmp_path: Path) -> None:
     path = tmp_path / "list.txt"
-    path.write_text("a\n\nb c\n/JPEGImages/d.jpg /SegmentationClassAug/d.png\n")
+    path.write_text(
+        "a\n\nb SegmentationClass/b.png\n/JPEGImages/d.jpg /SegmentationClassAug/d.png\n"
+    )
     assert read_id_list(path) == ["a", "b", "d"]
     path.write_text("\n")
     with pytest.raises(ValueError, match="empty"):
