@@ -33,6 +33,7 @@ from tasks.checkpoint_io import (
     read_checkpoint,
     shorten,
 )
+from tasks.data.validate import AnnotationError
 
 log = logging.getLogger("mobilezoo")
 
@@ -152,8 +153,9 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
     try:
         _run(args)
-    except CheckpointError as err:
-        # Untrusted or unusable checkpoints: one line naming the file, no traceback.
+    except (CheckpointError, AnnotationError) as err:
+        # Untrusted or unusable checkpoints and annotation files: one line naming the file
+        # and the problem, no traceback.
         sys.stderr.write(f"mobilezoo: error: {err}\n")
         raise SystemExit(2) from None
     except SIGTERMException:

@@ -462,3 +462,26 @@ def test_imagefolder_symlink_loop_is_read_once(tmp_path: Path, caplog) -> None:
         dm.setup("fit")
     assert len(dm.train_set) == 4
     assert "1 folders reached twice through a symlink ignored" in caplog.text
+
+
+def test_the_cli_reports_a_bad_annotation_file_in_one_line(tmp_path: Path, capsys,
+                                                           monkeypatch) -> None:  # fmt: skip
+    from tasks.cli import main as cli_main
+
+    data = coco_dict()
+    data["images"][1]["id"] = 1  # two images share an id
+    (tmp_path / "annotations").mkdir()
+    for split in ("train2017", "val2017"):
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    monkeypatch.setattr("sys.argv", ["mobilezoo"])
+    config = Path(__file__).parents[2] / "configs" / "detection_coco_ssdlite_mobilenetv2.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["validate", "-c", str(config), f"--data.init_args.root={tmp_path}",
+                  "--trainer.logger=false", "--trainer.devices=1", "--trainer.accelerator=cpu",
+                  "--trainer.strategy=auto", "--trainer.num_nodes=1",
+                  "--trainer.sync_batchnorm=false", "--model.init_args.weights_backbone=null",
+                  "--model.init_args.width_mult=0.35"])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mobilezoo: error: ") and "instances_val2017.json" in err[-1]
+    assert "Traceback" not in "\n".join(err)
