@@ -37,17 +37,20 @@ log = logging.getLogger("mobilezoo")
 META_KEY = "mobilezoo"
 
 
-class Preprocess(nn.Module):
-    """The preprocessing an entry's model was trained with: ``(x - mean) / std`` after an
-    optional bilinear resize.
+Stat = float | tuple[float, float, float]
 
-    Input: a ``uint8`` (0..255) or float (0..255) image ``[3, H, W]`` or batch
+
+class Preprocess(nn.Module):
+    """The preprocessing an entry's model was trained with: ``(x - mean) / std`` (per
+    channel when given three values) after an optional bilinear resize.
+
+    Input: a ``uint8`` (0..255) or float (0..255) RGB image ``[3, H, W]`` or batch
     ``[B, 3, H, W]``. Output: float ``[B, 3, h, w]`` with ``(h, w) = size`` when ``size`` is
     set, else the input size.
     """
 
     def __init__(
-        self, size: tuple[int, int] | None, mean: float, std: float, align_corners: bool = False
+        self, size: tuple[int, int] | None, mean: Stat, std: Stat, align_corners: bool = False
     ) -> None:
         super().__init__()
         self.size = size
@@ -61,7 +64,9 @@ class Preprocess(nn.Module):
             x = x.unsqueeze(0)
         if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
             x = F.interpolate(x, self.size, mode="bilinear", align_corners=self.align_corners)
-        return (x - self.mean) / self.std
+        mean = torch.tensor(self.mean, dtype=x.dtype).reshape(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).reshape(1, -1, 1, 1)
+        return (x - mean) / std
 
     def extra_repr(self) -> str:
         return f"size={self.size}, mean={self.mean}, std={self.std}"
@@ -83,7 +88,8 @@ class WeightsEntry:
             excluded for detection, TF's extra ImageNet background class dropped).
         architecture: builder options the weights need.
         input_size: ``(H, W)`` the model was trained/exported at.
-        mean, std: ``(pixel - mean) / std`` gives the expected input range.
+        mean, std: ``(pixel - mean) / std`` gives the expected input (one value, or one
+            per RGB channel).
         padding: convolution padding the weights were trained with (``"tf"``: "SAME").
         categories: class names in output order.
         metric: the published number, e.g. ``"VOC 2012 val mIoU 75.32"``.
@@ -100,8 +106,8 @@ class WeightsEntry:
     num_classes: int
     architecture: dict[str, Any]
     input_size: tuple[int, int]
-    mean: float
-    std: float
+    mean: Stat
+    std: Stat
     categories: Callable[[], Sequence[str]]
     metric: str
     metric_source: str
@@ -115,10 +121,20 @@ class WeightsEntry:
 
     @property
     def value_range(self) -> tuple[float, float]:
-        return ((0 - self.mean) / self.std, (255 - self.mean) / self.std)
+        """Model input of pixel values 0 and 255 (the lowest of the channels for 0, the
+        highest for 255 when normalized per channel)."""
+        means = self.mean if isinstance(self.mean, tuple) else (self.mean,) * 3
+        stds = self.std if isinstance(self.std, tuple) else (self.std,) * 3
+        return (
+            min(-m / s for m, s in zip(means, stds, strict=True)),
+            max((255 - m) / s for m, s in zip(means, stds, strict=True)),
+        )
 
-    def transforms(self, resize: bool = True) -> Preprocess:
-        """The matching preprocessing (resize to ``input_size`` unless ``resize=False``)."""
+    def transforms(self, resize: bool | None = None) -> Preprocess:
+        """The matching preprocessing. ``resize`` (default: True except for segmentation,
+        which TF evaluates on the full image) resizes to ``input_size``."""
+        if resize is None:
+            resize = self.builder != "deeplabv3_mobilenet_v2"
         return Preprocess(
             self.input_size if resize else None,
             self.mean,
@@ -140,6 +156,8 @@ class WeightsEntry:
 
 
 _TF_RANGE = {"mean": 127.5, "std": 127.5}  # [-1, 1], TF-slim / DeepLab / OD API
+_TORCHVISION_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_TORCHVISION_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 _CORAL = "https://github.com/google-coral/test_data/raw/master/"
 _TF_DOWNLOAD = "http://download.tensorflow.org/models/"
 _DEEPLAB_ZOO = "TF DeepLab model zoo (tensorflow/models research/deeplab/g3doc/model_zoo.md)"
@@ -153,16 +171,16 @@ ENTRIES: tuple[WeightsEntry, ...] = (
     WeightsEntry(
         "mobilenet_v2_classifier", "imagenet",
         "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth", None, "torchvision",
-        1000, {}, (224, 224), 0.0, 1.0, imagenet_categories,
+        1000, {}, (224, 224), _TORCHVISION_MEAN, _TORCHVISION_STD, imagenet_categories,
         "ImageNet val top-1 71.878", "torchvision MobileNet_V2_Weights.IMAGENET1K_V1",
-        "torchvision's own weights (torchvision normalization: /255, ImageNet mean/std)",
+        "torchvision's own file, loaded unchanged",
     ),
     WeightsEntry(
         "mobilenet_v2_classifier", "imagenet_v2",
         "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", None, "torchvision",
-        1000, {}, (224, 224), 0.0, 1.0, imagenet_categories,
+        1000, {}, (224, 224), _TORCHVISION_MEAN, _TORCHVISION_STD, imagenet_categories,
         "ImageNet val top-1 72.154", "torchvision MobileNet_V2_Weights.IMAGENET1K_V2",
-        "torchvision's own weights (torchvision normalization: /255, ImageNet mean/std)",
+        "torchvision's own file, loaded unchanged",
     ),
     WeightsEntry(
         "mobilenet_v2_classifier", "imagenet_tf",

@@ -28,4 +28,4 @@ def photo(name: str, size: int) -> np.ndarray:
 
     path = need(TF_WEIGHTS / "photos" / name)
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR))
+        return np.array(image.convert("RGB").resize((size, size), Image.BILINEAR))
