@@ -33,6 +33,10 @@ class SegmentationTask(BaseTask):
         width_mult: backbone width multiplier.
         weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
             ``mobilenet_v2`` state dict file.
+        weights: trained weights of the whole model: a name of
+            ``heads.pretrained.list_weights("deeplabv3_mobilenet_v2")`` or a file from
+            ``mobilezoo convert``; with another ``num_classes`` the class predictors are
+            re-initialized (fine-tuning). See ``heads.deeplabv3_mobilenet_v2``.
         dropout: dropout before the classifier.
         frozen_stages, freeze_bn: see ``backbones.MobileNetV2``.
         bn_momentum: BatchNorm momentum of backbone and head (PyTorch convention).
@@ -61,6 +65,7 @@ class SegmentationTask(BaseTask):
         aspp: bool = False,
         width_mult: float = 1.0,
         weights_backbone: str | None = None,
+        weights: str | None = None,
         dropout: float = 0.1,
         frozen_stages: int = 0,
         freeze_bn: bool = False,
@@ -87,6 +92,7 @@ class SegmentationTask(BaseTask):
             aspp=aspp,
             width_mult=width_mult,
             weights_backbone=weights_backbone,
+            weights=weights,
             dropout=dropout,
             frozen_stages=frozen_stages,
             freeze_bn=freeze_bn,
