@@ -163,8 +163,10 @@ _TF_DOWNLOAD = "http://download.tensorflow.org/models/"
 _DEEPLAB_ZOO = "TF DeepLab model zoo (tensorflow/models research/deeplab/g3doc/model_zoo.md)"
 _VOC_ARCH = {"width_mult": 1.0, "divisible_by": 8, "padding": "tf", "align_corners": True}
 _NOT_CHECKED_TAR = (
-    "not yet: needs the TF checkpoint / frozen-graph reader (not implemented); the "
-    "name mapping is the one checked on the TFLite files"
+    "not on the real file (not obtainable here): its frozen_inference_graph.pb is read with "
+    "TF's GraphDef protos, tested on a graph written with them (tests/tasks/"
+    "test_tf_graphdef.py); the backbone/head name mapping is the one checked against the "
+    "TF Lite runtime"
 )
 
 ENTRIES: tuple[WeightsEntry, ...] = (
@@ -245,8 +247,11 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         "tf_tar", 80, {"width_mult": 1.0, "padding": "tf"}, (300, 300), **_TF_RANGE,
         categories=coco_categories, metric="COCO mAP 22",
         metric_source="TF Object Detection API model zoo (tf1_detection_zoo.md)",
-        checked="name mapping only: every variable of TF's graph maps once with the right "
-        "shape (tests/tasks/test_tf_names.py); " + _NOT_CHECKED_TAR,
+        checked="not on the real file (not obtainable here): every variable of TF's graph "
+        "maps once with the right shape, classes and box order (tests/tasks/test_tf_names.py),"
+        " and a frozen graph written with TF's protos converts (tests/tasks/"
+        "test_tf_graphdef.py); scores are TF's sigmoid logits read by our softmax "
+        "post-processing",
         member="frozen_inference_graph.pb",
     ),
 )  # fmt: skip

@@ -184,13 +184,18 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
         if resizes:
             hints["align_corners"] = resizes[-1]
         return read_tflite_variables(path), "tflite", hints
-    if path.suffix in (".pb", ".index") or path.name.startswith("model.ckpt"):
+    if path.suffix == ".pb":
+        from tasks.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
+
+        return read_frozen_graph_variables(path), "tf", frozen_graph_hints(path)
+    if path.suffix in (".index", ".meta") or ".ckpt" in path.name:
         raise NotImplementedError(
-            f"{path}: TF checkpoints and frozen graphs cannot be read yet (only .tflite files); "
-            "convert the model to TF Lite with TensorFlow's converter, or wait for the "
-            "checkpoint reader"
+            f"{path}: TF checkpoints (model.ckpt.index + .data) cannot be read yet; use the "
+            "tarball's frozen_inference_graph.pb or a .tflite file"
         )
-    raise ValueError(f"{path}: unknown TF file type {path.suffix!r}; expected a .tflite file")
+    raise ValueError(
+        f"{path}: unknown TF file type {path.suffix!r}; expected .tflite or a frozen graph .pb"
+    )
 
 
 def _out_channels(array: np.ndarray, layout: Layout) -> int:
@@ -327,6 +332,21 @@ def save_converted(model: nn.Module, meta: dict[str, Any], output: str | Path) -
     return output
 
 
+def _convert_tar_member(
+    entry: WeightsEntry, source: Path, overrides: dict[str, Any]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Convert ``entry.member`` (a .tflite or frozen .pb) found inside the tarball."""
+    with tarfile.open(source) as tar, tempfile.TemporaryDirectory() as tmp:
+        member = next((m for m in tar.getmembers() if Path(m.name).name == entry.member), None)
+        if member is None or not member.isfile():
+            raise ValueError(f"{source} has no file {entry.member}")
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        target = Path(tmp) / Path(member.name).name
+        target.write_bytes(extracted.read())
+        return convert_file(target, entry.builder, **overrides)
+
+
 def convert_entry(entry: WeightsEntry, source: Path, output: Path) -> Path:
     """Convert the downloaded source file of a weights entry into ``output``."""
     overrides = {
@@ -335,22 +355,9 @@ def convert_entry(entry: WeightsEntry, source: Path, output: Path) -> Path:
     overrides.update(entry.extra)
     if entry.file_format == "tflite":
         model, meta = convert_file(source, entry.builder, **overrides)
-    elif entry.file_format == "tflite_in_tar":
-        with tarfile.open(source) as tar, tempfile.TemporaryDirectory() as tmp:
-            member = next((m for m in tar.getmembers() if Path(m.name).name == entry.member), None)
-            if member is None or not member.isfile():
-                raise ValueError(f"{source} has no file {entry.member}")
-            target = Path(tmp) / Path(member.name).name
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            target.write_bytes(extracted.read())
-            model, meta = convert_file(target, entry.builder, **overrides)
+    elif entry.file_format in ("tflite_in_tar", "tf_tar"):
+        model, meta = _convert_tar_member(entry, source, overrides)
     else:
-        raise NotImplementedError(
-            f"weights {entry.name!r} come as a TF checkpoint / frozen graph ({entry.url}); "
-            "the reader for those formats is not implemented yet. Convert the model to TF "
-            "Lite with TensorFlow and run `mobilezoo convert model.tflite --output "
-            f"{output}`."
-        )
+        raise ValueError(f"cannot convert {entry.file_format!r} files")
     meta["entry"] = entry.name
     return save_converted(model, meta, output)

@@ -33,10 +33,10 @@ def test_weights_command_details_show_urls(capsys: pytest.CaptureFixture[str]) -
 def test_convert_refuses_checkpoints_with_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    graph = tmp_path / "frozen_inference_graph.pb"
-    graph.write_bytes(b"\x00")
+    index = tmp_path / "model.ckpt.index"
+    index.write_bytes(b"\x00")
     with pytest.raises(SystemExit) as info:
-        main(["convert", str(graph), "--output", str(tmp_path / "out.pt")])
+        main(["convert", str(index), "--output", str(tmp_path / "out.pt")])
     assert info.value.code == 2
     assert "cannot be read yet" in capsys.readouterr().err
 
