@@ -136,3 +136,19 @@ def test_8bit_classifier_same_top1_on_every_photo() -> None:
         with torch.no_grad():
             ours = model(to_tensor(image, 128.0, 128.0))[0]
         assert int(ours.argmax()) + 1 == int(reference.argmax()), name
+
+
+def test_8bit_classifier_probabilities_need_tf_padding() -> None:
+    """At 224 (even) only TF's "SAME" padding reproduces the runtime's probabilities."""
+    tf_model, _ = convert_file(need(QUANT_CLASSIFIER))
+    torch_model, _ = convert_file(QUANT_CLASSIFIER, padding="torch")
+    worst = {"tf": 0.0, "torch": 0.0}
+    for name in PHOTOS:
+        image = photo(name, 224)
+        reference = run_tflite(QUANT_CLASSIFIER, image)[1:].astype(np.float64) / 256.0
+        for key, model in (("tf", tf_model), ("torch", torch_model)):
+            with torch.no_grad():
+                probs = model(to_tensor(image, 128.0, 128.0))[0].softmax(0).numpy()
+            worst[key] = max(worst[key], float(np.abs(probs - reference).max()))
+    print(f"max probability difference to the 8-bit runtime: {worst}")
+    assert worst["tf"] < 0.03 < 0.1 < worst["torch"]
