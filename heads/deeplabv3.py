@@ -277,6 +277,36 @@ CLASS_PREDICTORS = ("head.classifier.",)
 
 
 @torch.no_grad()
+def predict_padded(
+    model: nn.Module, images: Tensor, size: int | Sequence[int], pad_value: float = 0.0
+) -> Tensor:
+    """TF DeepLab's evaluation protocol: pad the image at the bottom and right to the crop
+    size (with the mean pixel: 0 for inputs in [-1, 1]), run the model, crop the logits.
+
+    TF evaluates VOC at 513x513 and Cityscapes at 1025x2049 this way; running the model on
+    the unpadded image gives slightly different maps (image pooling and the stride grid
+    see other pixels), so a converted model reproduces TF's numbers only with this.
+
+    Args:
+        model: returns logits ``[B, C, h, w]`` at its input size.
+        images: ``[B, 3, H, W]`` normalized images with ``H, W <= size``.
+        size: crop size ``S`` or ``(S_h, S_w)``.
+        pad_value: value of the padded pixels after normalization.
+
+    Returns:
+        logits ``[B, C, H, W]``.
+    """
+    target_h, target_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    height, width = images.shape[-2:]
+    if height > target_h or width > target_w:
+        raise ValueError(
+            f"image {height}x{width} is larger than the crop size {target_h}x{target_w}"
+        )
+    padded = F.pad(images, (0, target_w - width, 0, target_h - height), value=pad_value)
+    return model(padded)[..., :height, :width]
+
+
+@torch.no_grad()
 def multiscale_flip_predict(
     model: nn.Module,
     images: Tensor,

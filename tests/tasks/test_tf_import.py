@@ -152,3 +152,27 @@ def test_8bit_classifier_probabilities_need_tf_padding() -> None:
             worst[key] = max(worst[key], float(np.abs(probs - reference).max()))
     print(f"max probability difference to the 8-bit runtime: {worst}")
     assert worst["tf"] < 0.03 < 0.1 < worst["torch"]
+
+
+def test_tf_evaluation_protocol_pads_to_the_crop_size(float_deeplab) -> None:
+    """TF evaluates a smaller image padded (bottom/right, mean pixel) to the crop size:
+    ``predict_padded`` gives the runtime's logits on the image's own pixels; running on the
+    unpadded image does not."""
+    from PIL import Image
+
+    from heads import predict_padded
+
+    model, _ = float_deeplab
+    with Image.open(need(FLOAT_DEEPLAB.parent / "photos" / "cat.bmp")) as image:
+        small = np.array(image.convert("RGB").resize((241, 181), Image.BILINEAR))
+    x = small.astype(np.float32) / 127.5 - 1.0  # [181, 241, 3]
+    padded = np.zeros((257, 257, 3), dtype=np.float32)
+    padded[:181, :241] = x
+    reference = run_tflite(FLOAT_DEEPLAB, padded)[:181, :241]
+    tensor = torch.from_numpy(x).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        ours = predict_padded(model, tensor, 257)[0].permute(1, 2, 0).numpy()
+        unpadded = model(tensor)[0].permute(1, 2, 0).numpy()
+    assert ours.shape == (181, 241, 21)
+    assert np.abs(ours - reference).max() < 1e-3
+    assert np.abs(unpadded - reference).max() > 0.1
