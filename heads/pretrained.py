@@ -164,9 +164,9 @@ _DEEPLAB_ZOO = "TF DeepLab model zoo (tensorflow/models research/deeplab/g3doc/m
 _VOC_ARCH = {"width_mult": 1.0, "divisible_by": 8, "padding": "tf", "align_corners": True}
 _NOT_CHECKED_TAR = (
     "not on the real file (not obtainable here): its frozen_inference_graph.pb is read with "
-    "TF's GraphDef protos, tested on a graph written with them (tests/tasks/"
-    "test_tf_graphdef.py); the backbone/head name mapping is the one checked against the "
-    "TF Lite runtime"
+    "TF's GraphDef protos, tested on graphs written by TensorFlow (tests/tasks/"
+    "test_tf_checkpoint.py, test_tf_graphdef.py); the backbone/head name mapping is the one "
+    "checked against the TF Lite runtime"
 )
 
 ENTRIES: tuple[WeightsEntry, ...] = (

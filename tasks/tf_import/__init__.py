@@ -1,8 +1,11 @@
 """Import of TensorFlow's released MobileNetV2, SSDLite and DeepLab weights.
 
-Readers give ``{tf_variable_name: numpy array}``; ``names`` maps TF names to our modules;
-``convert`` assembles state dicts and whole models. Needs the ``tf`` extra (``tflite``,
-``flatbuffers``); never imported by ``import backbones`` or ``import heads``.
+Readers give ``{tf_variable_name: numpy array}``: ``tflite`` (TF Lite flatbuffers, float
+and 8-bit, via the ``tflite`` schema package), ``graphdef`` (frozen graphs, via TF's protos
+in ``tensorboard``) and ``checkpoint`` (TF V2 checkpoints, decoded directly). ``names`` maps
+TF names to our modules; ``convert`` assembles state dicts and whole models; ``cli`` holds
+``mobilezoo weights`` / ``convert``; ``verify`` compares with the TF Lite runtime. Needs the
+``tf`` extra; never imported by ``import backbones`` or ``import heads``.
 """
 
 from tasks.tf_import.convert import (

@@ -69,11 +69,13 @@ def convert_main(args: Sequence[str]) -> None:
     """``mobilezoo convert FILE --output model.pt [--builder B] [--output_stride N]``."""
     parser = argparse.ArgumentParser(
         prog="mobilezoo convert",
-        description="Convert a TensorFlow Lite file (float or 8-bit) of MobileNetV2, Mobile "
-        "DeepLabv3 or SSDLite into a weights file: use it as weights=<file> of the builder "
+        description="Convert a TensorFlow Lite file (float or 8-bit), frozen graph or "
+        "checkpoint of MobileNetV2, Mobile DeepLabv3 or SSDLite into a weights file: use it as weights=<file> of the builder "
         "or as model.init_args.weights of a training/evaluation config.",
     )
-    parser.add_argument("file", help="a .tflite file")
+    parser.add_argument(
+        "file", help="a .tflite file, a frozen graph .pb or a checkpoint (model.ckpt.index)"
+    )
     parser.add_argument("--output", required=True, help="where to write the .pt file")
     parser.add_argument(
         "--builder",

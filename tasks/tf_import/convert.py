@@ -170,7 +170,12 @@ def convert_variables(
 # -- whole files ------------------------------------------------------------------------------
 def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dict[str, Any]]:
     """TF variables of a file, their layout, and what the file says about the architecture
-    (``output_stride``, ``align_corners`` for TF Lite DeepLab files)."""
+    (``output_stride``, ``align_corners`` for TF Lite DeepLab files).
+
+    Args:
+        path: a ``.tflite`` file, a frozen graph ``.pb``, or a TF checkpoint (its
+            ``.index`` file or its prefix ``.../model.ckpt``).
+    """
     path = Path(path)
     if path.suffix == ".tflite":
         from tasks.tf_import.tflite import TFLiteFile, read_tflite_variables
@@ -188,13 +193,13 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
         from tasks.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
 
         return read_frozen_graph_variables(path), "tf", frozen_graph_hints(path)
-    if path.suffix in (".index", ".meta") or ".ckpt" in path.name:
-        raise NotImplementedError(
-            f"{path}: TF checkpoints (model.ckpt.index + .data) cannot be read yet; use the "
-            "tarball's frozen_inference_graph.pb or a .tflite file"
-        )
+    if path.suffix == ".index" or path.with_name(path.name + ".index").is_file():
+        from tasks.tf_import.checkpoint import read_checkpoint
+
+        return read_checkpoint(path), "tf", {}
     raise ValueError(
-        f"{path}: unknown TF file type {path.suffix!r}; expected .tflite or a frozen graph .pb"
+        f"{path}: unknown TF file type {path.suffix!r}; expected .tflite, a frozen graph .pb "
+        "or a checkpoint (model.ckpt.index or the prefix model.ckpt)"
     )
 
 
