@@ -249,9 +249,10 @@ ENTRIES: tuple[WeightsEntry, ...] = (
         metric_source="TF Object Detection API model zoo (tf1_detection_zoo.md)",
         checked="not on the real file (not obtainable here): every variable of TF's graph "
         "maps once with the right shape, classes and box order (tests/tasks/test_tf_names.py),"
-        " and a frozen graph written with TF's protos converts (tests/tasks/"
-        "test_tf_graphdef.py); scores are TF's sigmoid logits read by our softmax "
-        "post-processing",
+        " a frozen graph written with TF's protos converts (tests/tasks/test_tf_graphdef.py), "
+        "and the converted model reproduces the same network built with TF ops within 4e-4 "
+        "(tests/tasks/test_tf_checkpoint.py); scores are TF's sigmoid logits read by our "
+        "softmax post-processing",
         member="frozen_inference_graph.pb",
     ),
 )  # fmt: skip

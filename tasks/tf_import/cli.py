@@ -20,7 +20,7 @@ def checked_summary(entry: WeightsEntry) -> str:
             return "agrees with the 8-bit TF Lite runtime (test)"
         return "equals the TF Lite runtime (test)"
     if entry.builder == "ssdlite_mobilenet_v2":
-        return "names, shapes, box/class order (test); real file not run"
+        return "names, shapes, box/class order, TF-ops outputs (tests); real file not run"
     return "mapping checked on TF Lite files; real frozen graph not run"
 
 

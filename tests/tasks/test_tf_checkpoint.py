@@ -66,3 +66,39 @@ def test_frozen_graph_written_by_tensorflow() -> None:
     for name, value in expected.items():
         np.testing.assert_array_equal(read[name], value)
     assert frozen_graph_hints(SMALL / "frozen.pb") == {"align_corners": True}
+
+
+def test_converted_ssdlite_reproduces_tensorflow_ops() -> None:
+    """An SSDLite built with TF ops from TF's variable names (make_tf_fixtures.py: "SAME"
+    convolutions, BN epsilon 1e-3, 300x300) against our converted model: box encodings
+    and class logits equal after the box-code and COCO-label reordering."""
+    import torch
+
+    from heads import ssdlite_mobilenet_v2
+    from heads.categories import coco_category_ids
+    from tasks.tf_import import convert_variables, ssdlite_mappings
+
+    spec = importlib.util.spec_from_file_location("make_tf_fixtures", DATA / "make_tf_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    reference = np.load(SMALL / "ssdlite_outputs.npz")
+    model = ssdlite_mobilenet_v2(num_classes=80, image_size=300, padding="tf").eval()
+    variables = fixtures.ssdlite_fixture_variables()
+    state, unused = convert_variables(model, variables, ssdlite_mappings(model), "tf")
+    assert unused == []
+    model.load_state_dict(state)
+    image = torch.from_numpy(fixtures.ssdlite_fixture_image()).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        cls_logits, box_deltas = model.forward_raw(image)
+    assert box_deltas.shape == (1, 1917, 4)  # TF's 1917 anchors at 300x300
+    tf_boxes = reference["box_encodings"][:, [1, 0, 3, 2]]  # (ty, tx, th, tw) -> ours
+    np.testing.assert_allclose(box_deltas[0].numpy(), tf_boxes, rtol=1e-3, atol=1e-3)
+    anchors = reference["class_anchors"]
+    tf_classes = reference["class_logits"][:, [0, *coco_category_ids()]]
+    np.testing.assert_allclose(cls_logits[0, anchors].numpy(), tf_classes, rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        symmetric = ssdlite_mobilenet_v2(num_classes=80, image_size=300).eval()
+        symmetric.load_state_dict(state)
+        _, other = symmetric.forward_raw(image)
+    assert np.abs(other[0].numpy() - tf_boxes).max() > 1e-2  # PyTorch padding differs
