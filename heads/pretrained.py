@@ -96,6 +96,8 @@ class WeightsEntry:
         metric_source: where it is published.
         checked: how this project checked the import.
         member: file inside the tarball, for ``"tflite_in_tar"`` / ``"tf_tar"``.
+        extra: builder options used for the conversion only (e.g. the ``output_stride``
+            a TF Lite file was exported at); the user's builder call may choose others.
     """
 
     builder: str

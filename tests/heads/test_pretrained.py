@@ -172,3 +172,17 @@ def test_classifier_keeps_torchvision_names() -> None:
     assert names[:2] == ["imagenet", "imagenet_v2"]
     model = mobilenet_v2_classifier(padding="tf")
     assert model.backbone.padding == "tf"
+
+
+def test_weights_api_imports_none_of_the_tf_readers() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import backbones, heads; from heads.pretrained import list_weights; "
+        "heads.deeplabv3_mobilenet_v2(); list_weights(); "
+        "bad = [m for m in ('tflite', 'flatbuffers', 'tensorboard', 'ai_edge_litert', "
+        "'google.protobuf', 'tasks') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
