@@ -6,12 +6,19 @@ weight files load without renaming.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 # BatchNorm defaults of PyTorch. TF trains with eps 1e-3 and decay 0.9997; the detection
 # and segmentation builders pass those through ``bn_eps`` / ``bn_momentum``.
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
+
+#: ``"torch"``: symmetric padding ``(k - 1) // 2 * dilation``; ``"tf"``: TF's "SAME" padding
+Padding = Literal["torch", "tf"]
+PADDINGS: tuple[str, ...] = ("torch", "tf")
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -26,6 +33,36 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
+def check_padding(padding: str) -> None:
+    """Raise ``ValueError`` unless ``padding`` is one of ``PADDINGS``."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow's "SAME" padding, computed from the input size.
+
+    TF pads ``total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` per side pair
+    and puts the odd pixel *after* (bottom/right): a stride-2 3x3 conv on an even size pads
+    0 before and 1 after, where PyTorch's ``padding=1`` pads 1 on both sides. On odd sizes
+    and at stride 1 (odd kernels) both agree. Same parameters and state-dict keys as
+    ``nn.Conv2d``; the ``padding`` attribute is 0 (the padding is applied in ``forward``).
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["padding"] = 0
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads: list[int] = []
+        for dim in (-1, -2):  # F.pad takes the last dimension first
+            size, k = x.shape[dim], self.kernel_size[dim]
+            s, d = self.stride[dim], self.dilation[dim]
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
 class ConvBNReLU6(nn.Sequential):
     """``Conv2d -> BatchNorm2d -> ReLU6`` (indices 0, 1, 2), "same" padding for odd kernels.
 
@@ -37,6 +74,9 @@ class ConvBNReLU6(nn.Sequential):
         groups: ``in_channels`` for a depthwise convolution.
         dilation: dilation rate; padding grows with it so the spatial size only depends on stride.
         activation: append ReLU6 when True.
+        bn_eps, bn_momentum: BatchNorm settings.
+        padding: ``"torch"`` (symmetric) or ``"tf"`` (TF "SAME": a ``Conv2dSame`` for
+            strided convolutions, where the two differ on even input sizes).
     """
 
     def __init__(
@@ -50,15 +90,17 @@ class ConvBNReLU6(nn.Sequential):
         activation: bool = True,
         bn_eps: float = BN_EPS,
         bn_momentum: float = BN_MOMENTUM,
+        padding: Padding = "torch",
     ) -> None:
-        padding = (kernel_size - 1) // 2 * dilation
+        check_padding(padding)
+        conv_type = Conv2dSame if padding == "tf" and stride > 1 else nn.Conv2d
         layers: list[nn.Module] = [
-            nn.Conv2d(
+            conv_type(
                 in_channels,
                 out_channels,
                 kernel_size,
                 stride,
-                padding,
+                padding=(kernel_size - 1) // 2 * dilation,
                 dilation=dilation,
                 groups=groups,
                 bias=False,
@@ -75,7 +117,9 @@ class InvertedResidual(nn.Module):
     """MobileNetV2 bottleneck: 1x1 expand -> 3x3 depthwise -> 1x1 linear projection.
 
     The expansion (``conv[0]``) is skipped when ``expand_ratio == 1``. The residual is added
-    only when ``stride == 1`` and ``in_channels == out_channels``.
+    only when ``stride == 1`` and ``in_channels == out_channels``. The expansion has
+    ``round(in_channels * expand_ratio)`` channels, or ``hidden_channels`` when given (TF-slim
+    rounds it to a multiple of 8 even when the block widths are not rounded).
 
     Shapes: ``[B, in_channels, H, W] -> [B, out_channels, H / stride, W / stride]``.
     """
@@ -89,17 +133,21 @@ class InvertedResidual(nn.Module):
         dilation: int = 1,
         bn_eps: float = BN_EPS,
         bn_momentum: float = BN_MOMENTUM,
+        padding: Padding = "torch",
+        hidden_channels: int | None = None,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
-        hidden = round(in_channels * expand_ratio)
+        hidden = round(in_channels * expand_ratio) if hidden_channels is None else hidden_channels
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(ConvBNReLU6(in_channels, hidden, kernel_size=1, **bn))
         layers += [
-            ConvBNReLU6(hidden, hidden, 3, stride, groups=hidden, dilation=dilation, **bn),
+            ConvBNReLU6(
+                hidden, hidden, 3, stride, groups=hidden, dilation=dilation, padding=padding, **bn
+            ),
             nn.Conv2d(hidden, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
         ]

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from backbones.layers import BN_EPS, BN_MOMENTUM, ConvBNReLU6, InvertedResidual, make_divisible
+from backbones.layers import (
+    BN_EPS,
+    BN_MOMENTUM,
+    ConvBNReLU6,
+    InvertedResidual,
+    Padding,
+    check_padding,
+    make_divisible,
+)
 from backbones.weights import load_torchvision_state_dict
 
 # Paper Table 2: expansion t, output channels c, repeats n, stride of the first repeat s.
@@ -33,6 +41,8 @@ EXPANSION_SUFFIX = "_expansion"
 # The last layer of each resolution: the "stage ends" at strides 2, 4, 8, 16 and 32.
 STAGE_ENDS = ("layer_2", "layer_4", "layer_7", "layer_14", "layer_19")
 VALID_OUTPUT_STRIDES = (8, 16, 32)
+# TF-slim's min_depth: no block narrower than 8 channels, whatever the rounding.
+MIN_CHANNELS = 8
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,14 @@ class MobileNetV2(nn.Module):
             ``mobilenet_v2`` (``features.*`` keys, extra keys ignored).
         bn_eps: BatchNorm epsilon (TF uses 1e-3).
         bn_momentum: BatchNorm momentum (PyTorch convention; TF decay 0.9997 = 0.0003).
+        divisible_by: channel rounding of ``width_mult`` (TF-slim's ``divisible_by``): 8
+            (torchvision and TF-slim's classifiers) or 1 (no rounding, e.g. TF DeepLab's
+            width-0.5 models keep 12 and 72 channels where 8 gives 16 and 96). The
+            expansion widths are rounded to 8 either way, as in TF-slim. Identical at
+            width 1.0.
+        padding: ``"torch"`` (symmetric, default) or ``"tf"`` (TF "SAME": stride-2 convs
+            pad 0 before and 1 after on even sizes), needed to reproduce TF-trained
+            weights at even input sizes (224, 300, 320). Parameters and MAdds are equal.
 
     Forward:
         ``x``: ``[B, 3, H, W]`` normalized image. Returns ``{name: [B, C, H / s, W / s]}``
@@ -90,8 +108,13 @@ class MobileNetV2(nn.Module):
         weights: str | Path | None = None,
         bn_eps: float = BN_EPS,
         bn_momentum: float = BN_MOMENTUM,
+        divisible_by: int = 8,
+        padding: Padding = "torch",
     ) -> None:
         super().__init__()
+        if divisible_by < 1:
+            raise ValueError(f"divisible_by must be a positive integer, got {divisible_by}")
+        check_padding(padding)
         if not width_mult > 0:
             raise ValueError(f"width_mult must be a positive number, got {width_mult}")
         if output_stride not in VALID_OUTPUT_STRIDES:
@@ -99,8 +122,12 @@ class MobileNetV2(nn.Module):
         self.width_mult = width_mult
         self.output_stride = output_stride
         self.freeze_bn = freeze_bn
+        self.divisible_by = divisible_by
+        self.padding = padding
 
-        layers, self.feature_info = _build_layers(width_mult, output_stride, bn_eps, bn_momentum)
+        layers, self.feature_info = _build_layers(
+            width_mult, output_stride, bn_eps, bn_momentum, divisible_by, padding
+        )
         names = [info.name for info in self.feature_info]
         self.out_features = tuple(STAGE_ENDS if out_features is None else out_features)
         unknown = [n for n in self.out_features if n not in names]
@@ -210,16 +237,25 @@ def _init_weights(module: nn.Module) -> None:
 
 
 def _build_layers(
-    width_mult: float, output_stride: int, bn_eps: float, bn_momentum: float
+    width_mult: float,
+    output_stride: int,
+    bn_eps: float,
+    bn_momentum: float,
+    divisible_by: int = 8,
+    padding: Padding = "torch",
 ) -> tuple[list[nn.Module], list[FeatureInfo]]:
     """All 19 layers and the info of every returnable feature at this width and stride."""
     bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
-    channels = make_divisible(STEM_CHANNELS * width_mult)
-    layers: list[nn.Module] = [ConvBNReLU6(3, channels, 3, stride=2, **bn)]
+
+    def width(c: float) -> int:
+        return make_divisible(c * width_mult, divisible_by, MIN_CHANNELS)
+
+    channels = width(STEM_CHANNELS)
+    layers: list[nn.Module] = [ConvBNReLU6(3, channels, 3, stride=2, padding=padding, **bn)]
     stride, rate = 2, 1
     infos = [FeatureInfo("layer_1", channels, stride, 1)]
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
-        out_channels = make_divisible(c * width_mult)
+        out_channels = width(c)
         for i in range(n):
             layer_stride = s if i == 0 else 1
             layer_rate = 1
@@ -231,7 +267,15 @@ def _build_layers(
             else:
                 layer_rate = rate
             block = InvertedResidual(
-                channels, out_channels, layer_stride, t, dilation=layer_rate, **bn
+                channels,
+                out_channels,
+                layer_stride,
+                t,
+                dilation=layer_rate,
+                padding=padding,
+                # TF-slim: expand_input_by_factor(6) rounds to 8; the t=1 block does not.
+                hidden_channels=make_divisible(channels * t, 8) if t != 1 else channels,
+                **bn,
             )
             index = len(layers) + 1
             if t != 1:
@@ -248,7 +292,7 @@ def _build_layers(
             layers.append(block)
             infos.append(FeatureInfo(f"layer_{index}", out_channels, stride, index))
             channels = out_channels
-    last = make_divisible(LAST_CHANNELS * max(1.0, width_mult))
+    last = make_divisible(LAST_CHANNELS * max(1.0, width_mult), divisible_by, MIN_CHANNELS)
     layers.append(ConvBNReLU6(channels, last, 1, **bn))
     infos.append(FeatureInfo(f"layer_{len(layers)}", last, stride, len(layers)))
     return layers, infos
@@ -263,6 +307,8 @@ def mobilenet_v2(
     weights: str | Path | None = None,
     bn_eps: float = BN_EPS,
     bn_momentum: float = BN_MOMENTUM,
+    divisible_by: int = 8,
+    padding: Padding = "torch",
 ) -> MobileNetV2:
     """Build a MobileNetV2 feature extractor; see ``MobileNetV2`` for the arguments."""
     return MobileNetV2(
@@ -274,4 +320,6 @@ def mobilenet_v2(
         weights=weights,
         bn_eps=bn_eps,
         bn_momentum=bn_momentum,
+        divisible_by=divisible_by,
+        padding=padding,
     )

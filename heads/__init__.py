@@ -6,6 +6,7 @@ from heads.deeplabv3 import (
     MobileDeepLabV3,
     deeplabv3_mobilenet_v2,
     multiscale_flip_predict,
+    predict_padded,
 )
 from heads.inference import optimize_for_inference
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
@@ -21,5 +22,6 @@ __all__ = [
     "mobilenet_v2_classifier",
     "multiscale_flip_predict",
     "optimize_for_inference",
+    "predict_padded",
     "ssdlite_mobilenet_v2",
 ]

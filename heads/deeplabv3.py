@@ -15,7 +15,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
+from heads.pretrained import architecture_of, load_weights
 
 #: the 320-channel map the paper's "MNet V2*" heads read
 DEEPLAB_FEATURE = "layer_18"
@@ -140,6 +142,9 @@ class MobileDeepLabV3(nn.Module):
         num_classes: number of classes (21 for PASCAL VOC, 19 for Cityscapes).
         atrous_rates: ASPP rates, ``()`` without ASPP.
         dropout, bn_eps, bn_momentum: see ``DeepLabV3Head``.
+        align_corners: of the final bilinear upsampling. ``False`` (default) lines up pixel
+            centres; ``True`` is what TF DeepLab does (``tf.image.resize_bilinear(...,
+            align_corners=True)``), needed to reproduce its released models exactly.
 
     Forward:
         ``images``: ``[B, 3, H, W]`` normalized to [-1, 1] (any H, W, odd included).
@@ -154,6 +159,7 @@ class MobileDeepLabV3(nn.Module):
         dropout: float = 0.1,
         bn_eps: float = HEAD_BN_EPS,
         bn_momentum: float = HEAD_BN_MOMENTUM,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         if len(backbone.out_features) != 1:
@@ -167,11 +173,18 @@ class MobileDeepLabV3(nn.Module):
         )
         self.num_classes = num_classes
         self.output_stride = backbone.strides()[0]
+        self.align_corners = align_corners
+
+    def forward_logits(self, images: Tensor) -> Tensor:
+        """Logits at the head's resolution: ``[B, num_classes, ceil(H / os), ceil(W / os)]``."""
+        return self.head(self.backbone(images)[self.feature])
 
     def forward(self, images: Tensor) -> Tensor:
-        logits = self.head(self.backbone(images)[self.feature])
-        # align_corners=False: pixel centres line up with the input's (ONNX-exportable).
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.forward_logits(images)
+        # Both settings export to ONNX; False lines up pixel centres, True is TF's.
+        return F.interpolate(
+            logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners
+        )
 
 
 def deeplabv3_mobilenet_v2(
@@ -185,6 +198,10 @@ def deeplabv3_mobilenet_v2(
     freeze_bn: bool = False,
     bn_eps: float = HEAD_BN_EPS,
     bn_momentum: float = HEAD_BN_MOMENTUM,
+    divisible_by: int = 8,
+    padding: Padding = "torch",
+    align_corners: bool = False,
+    weights: str | Path | None = None,
 ) -> MobileDeepLabV3:
     """Mobile DeepLabv3 on MobileNetV2 ``layer_18`` (paper Table 7, "MNet V2*").
 
@@ -206,12 +223,32 @@ def deeplabv3_mobilenet_v2(
             the value torchvision's ImageNet weights were trained with).
         bn_momentum: BatchNorm momentum (PyTorch convention). TF DeepLab's decay 0.9997
             would be 0.0003; 0.1 adapts the running statistics within short runs too.
+        divisible_by, padding: backbone channel rounding and convolution padding (see
+            ``backbones.MobileNetV2``); TF's width-0.5 DeepLab needs ``divisible_by=1``.
+        align_corners: of the final upsampling (see ``MobileDeepLabV3``).
+        weights: trained weights of the whole model: a name from
+            ``heads.pretrained.list_weights("deeplabv3_mobilenet_v2")`` (e.g. ``"voc_tf"``)
+            or a file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())``.
+            A named entry sets ``width_mult``, ``divisible_by``, ``padding`` and
+            ``align_corners`` to the values its model was trained with. With a different
+            ``num_classes`` everything but the classifier is loaded (fine-tuning).
 
     Returns:
         ``MobileDeepLabV3``: ``[B, 3, H, W]`` -> logits ``[B, num_classes, H, W]``.
     """
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    arch = architecture_of(
+        "deeplabv3_mobilenet_v2",
+        weights,
+        width_mult=width_mult,
+        divisible_by=divisible_by,
+        padding=padding,
+        align_corners=align_corners,
+        aspp=aspp,
+    )
+    width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
+    align_corners, aspp = arch["align_corners"], arch["aspp"]
     backbone = MobileNetV2(
         width_mult=width_mult,
         output_stride=output_stride,
@@ -221,11 +258,52 @@ def deeplabv3_mobilenet_v2(
         weights=weights_backbone,
         bn_eps=bn_eps,
         bn_momentum=bn_momentum,
+        divisible_by=divisible_by,
+        padding=padding,
     )
     rates: tuple[int, ...] = ()
     if aspp:
         rates = tuple(r * 16 // output_stride for r in ASPP_RATES_OS16)
-    return MobileDeepLabV3(backbone, num_classes, rates, dropout, bn_eps, bn_momentum)
+    model = MobileDeepLabV3(
+        backbone, num_classes, rates, dropout, bn_eps, bn_momentum, align_corners=align_corners
+    )
+    if weights is not None:
+        load_weights(model, "deeplabv3_mobilenet_v2", weights, CLASS_PREDICTORS)
+    return model
+
+
+#: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
+CLASS_PREDICTORS = ("head.classifier.",)
+
+
+@torch.no_grad()
+def predict_padded(
+    model: nn.Module, images: Tensor, size: int | Sequence[int], pad_value: float = 0.0
+) -> Tensor:
+    """TF DeepLab's evaluation protocol: pad the image at the bottom and right to the crop
+    size (with the mean pixel: 0 for inputs in [-1, 1]), run the model, crop the logits.
+
+    TF evaluates VOC at 513x513 and Cityscapes at 1025x2049 this way; running the model on
+    the unpadded image gives slightly different maps (image pooling and the stride grid
+    see other pixels), so a converted model reproduces TF's numbers only with this.
+
+    Args:
+        model: returns logits ``[B, C, h, w]`` at its input size.
+        images: ``[B, 3, H, W]`` normalized images with ``H, W <= size``.
+        size: crop size ``S`` or ``(S_h, S_w)``.
+        pad_value: value of the padded pixels after normalization.
+
+    Returns:
+        logits ``[B, C, H, W]``.
+    """
+    target_h, target_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    height, width = images.shape[-2:]
+    if height > target_h or width > target_w:
+        raise ValueError(
+            f"image {height}x{width} is larger than the crop size {target_h}x{target_w}"
+        )
+    padded = F.pad(images, (0, target_w - width, 0, target_h - height), value=pad_value)
+    return model(padded)[..., :height, :width]
 
 
 @torch.no_grad()
@@ -234,6 +312,7 @@ def multiscale_flip_predict(
     images: Tensor,
     scales: Sequence[float] = (1.0,),
     flip: bool = False,
+    align_corners: bool | None = None,
 ) -> Tensor:
     """Class probabilities averaged over input scales and left-right flips (the paper's
     "MF" evaluation, as TF DeepLab does it: softmax at the input size, then the mean).
@@ -243,6 +322,9 @@ def multiscale_flip_predict(
         images: ``[B, 3, H, W]`` normalized images.
         scales: input scale factors, e.g. ``(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)``.
         flip: also run every scale on the left-right flipped image.
+        align_corners: of the bilinear resizing of images and logits; ``None`` takes the
+            model's ``align_corners`` attribute (``True`` for TF-converted DeepLab models,
+            as TF DeepLab resizes), else ``False``.
 
     Returns:
         probabilities ``[B, C, H, W]`` (softmax, averaged over ``len(scales) * (1 + flip)``
@@ -250,6 +332,8 @@ def multiscale_flip_predict(
     """
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
+    if align_corners is None:
+        align_corners = bool(getattr(model, "align_corners", False))
     height, width = images.shape[-2:]
     total: Tensor | None = None
     passes = 0
@@ -258,14 +342,14 @@ def multiscale_flip_predict(
             scaled = images
         else:
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=align_corners)
         for flipped in (False, True) if flip else (False,):
             x = scaled.flip(-1) if flipped else scaled
             logits = model(x)
             if flipped:
                 logits = logits.flip(-1)
             logits = F.interpolate(
-                logits, size=(height, width), mode="bilinear", align_corners=False
+                logits, size=(height, width), mode="bilinear", align_corners=align_corners
             )
             probs = logits.softmax(dim=1)
             total = probs if total is None else total + probs

@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from backbones.layers import ConvBNReLU6
+from backbones.layers import ConvBNReLU6, Padding
 from backbones.mobilenetv2 import MobileNetV2
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
 from heads.detection_loss import MultiBoxLoss
 from heads.postprocess import SSDPostprocessor
+from heads.pretrained import architecture_of, load_weights
 
 SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
 EXTRA_DEPTHS = (512, 256, 256, 128)
@@ -27,12 +28,16 @@ SSD_BN = {"bn_eps": 1e-3, "bn_momentum": 0.03}
 HEAD_INIT_STD = 0.03
 
 
-def _extra_layer(in_channels: int, depth: int) -> nn.Sequential:
+#: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
+CLASS_PREDICTORS = ("head.cls_predictors.",)
+
+
+def _extra_layer(in_channels: int, depth: int, padding: Padding = "torch") -> nn.Sequential:
     """1x1 conv to depth/2 -> 3x3 depthwise stride 2 -> 1x1 conv to depth (BN + ReLU6 each)."""
     mid = depth // 2
     return nn.Sequential(
         ConvBNReLU6(in_channels, mid, 1, **SSD_BN),
-        ConvBNReLU6(mid, mid, 3, stride=2, groups=mid, **SSD_BN),
+        ConvBNReLU6(mid, mid, 3, stride=2, groups=mid, padding=padding, **SSD_BN),
         ConvBNReLU6(mid, depth, 1, **SSD_BN),
     )
 
@@ -104,6 +109,8 @@ class SSDLite(nn.Module):
         postprocessor: detection post-processing (default ``SSDPostprocessor()``).
         image_size: the square input size the model is meant for; informative only,
             anchors follow the actual input.
+        padding: of the extra layers' stride-2 convs: ``"torch"`` (symmetric) or ``"tf"``
+            ("SAME", as TF's released detectors; see ``backbones.MobileNetV2``).
 
     Forward (``images`` ``[B, 3, H, W]``, normalized to [-1, 1]):
         - eval: a list of ``B`` dicts with ``boxes`` ``[D, 4]`` (x1, y1, x2, y2 in input
@@ -127,6 +134,7 @@ class SSDLite(nn.Module):
         loss: MultiBoxLoss | None = None,
         postprocessor: SSDPostprocessor | None = None,
         image_size: int = 320,
+        padding: Padding = "torch",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -136,7 +144,7 @@ class SSDLite(nn.Module):
         channels = backbone.channels(self.taps)
         extras, in_ch = [], channels[-1]
         for depth in extra_depths:
-            extras.append(_extra_layer(in_ch, depth))
+            extras.append(_extra_layer(in_ch, depth, padding))
             in_ch = depth
         self.extras = nn.ModuleList(extras)
         self.anchor_generator = SSDAnchorGenerator(
@@ -242,6 +250,9 @@ def ssdlite_mobilenet_v2(
     max_detections: int = 100,
     neg_pos_ratio: float = 3.0,
     min_negatives: int = 0,
+    divisible_by: int = 8,
+    padding: Padding = "torch",
+    weights: str | Path | None = None,
 ) -> SSDLite:
     """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
 
@@ -256,21 +267,41 @@ def ssdlite_mobilenet_v2(
         frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
         score_threshold, nms_iou, max_detections: post-processing (see ``SSDPostprocessor``).
         neg_pos_ratio, min_negatives: hard negative mining (see ``MultiBoxLoss``).
+        divisible_by: backbone channel rounding (see ``backbones.MobileNetV2``).
+        padding: ``"torch"`` or ``"tf"`` ("SAME") for the backbone and the extra layers.
+        weights: trained weights of the whole detector: a name from
+            ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` (``"coco_tf"``) or a
+            file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())``. A
+            named entry sets ``width_mult`` and ``padding``. With another ``num_classes``
+            everything but the class predictors' last convs is loaded (fine-tuning; what
+            is skipped is logged).
 
     At 320x320 with 80 classes: 4,3xx,xxx parameters and 0.79 G multiply-adds (paper: 4.3M,
     0.8B); the exact numbers are pinned in ``tests/heads/test_ssdlite.py``.
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
+    arch = architecture_of(
+        "ssdlite_mobilenet_v2",
+        weights,
+        width_mult=width_mult,
+        divisible_by=divisible_by,
+        padding=padding,
+        anchor_layout=anchor_layout,
+    )
+    width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
+    anchor_layout = arch["anchor_layout"]
     backbone = MobileNetV2(
         width_mult=width_mult,
         out_features=list(SSDLITE_FEATURES),
         frozen_stages=frozen_stages,
         weights=weights_backbone,
+        divisible_by=divisible_by,
+        padding=padding,
         **SSD_BN,
     )
     box_coder = BoxCoder()
-    return SSDLite(
+    model = SSDLite(
         backbone,
         num_classes,
         anchor_layout=anchor_layout,
@@ -282,4 +313,8 @@ def ssdlite_mobilenet_v2(
             max_detections=max_detections,
         ),
         image_size=image_size,
+        padding=padding,
     )
+    if weights is not None:
+        load_weights(model, "ssdlite_mobilenet_v2", weights, CLASS_PREDICTORS)
+    return model

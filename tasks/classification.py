@@ -26,7 +26,9 @@ class ClassificationTask(BaseTask):
     Args:
         num_classes: number of classes (must match the data).
         width_mult: backbone width multiplier.
-        weights: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision state dict file.
+        weights: ``None``, ``"imagenet"``, ``"imagenet_v2"``, a TF entry (``"imagenet_tf"``,
+            ``"imagenet_tf_8bit"``: inputs in [-1, 1]), a ``mobilezoo convert`` file or a
+            torchvision state dict file.
         dropout: dropout before the last layer (paper: 0.2).
         frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
         label_smoothing: cross-entropy label smoothing (0 = off).

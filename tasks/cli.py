@@ -1,5 +1,6 @@
 """The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
-``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``)."""
+``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``), ``mobilezoo weights``
+and ``mobilezoo convert`` (named weights, TF import; see ``tasks.tf_import.cli``)."""
 
 from __future__ import annotations
 
@@ -196,6 +197,11 @@ def _run(args: list[str] | None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["export"]:
         export_main(argv[1:])
+        return
+    if argv[:1] in (["weights"], ["convert"]):  # named weights and TF import
+        from tasks.tf_import import cli as tf_cli
+
+        (tf_cli.weights_main if argv[0] == "weights" else tf_cli.convert_main)(argv[1:])
         return
     MobileZooCLI(
         BaseTask,

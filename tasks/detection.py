@@ -36,6 +36,10 @@ class DetectionTask(BaseTask):
         image_size: square input size; must equal the data module's ``image_size``.
         weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
             ``mobilenet_v2`` state-dict file.
+        weights: trained weights of the whole model: a name of
+            ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` or a file from
+            ``mobilezoo convert``; with another ``num_classes`` the class predictors are
+            re-initialized (fine-tuning). See ``heads.ssdlite_mobilenet_v2``.
         anchor_layout: ``"tf"`` (3 anchors on the first map) or ``"torchvision"`` (6).
         frozen_stages: backbone stages to freeze.
         neg_pos_ratio: hard negatives per positive anchor (3).
@@ -61,6 +65,7 @@ class DetectionTask(BaseTask):
         width_mult: float = 1.0,
         image_size: int = 320,
         weights_backbone: str | None = None,
+        weights: str | None = None,
         anchor_layout: AnchorLayout = "tf",
         frozen_stages: int = 0,
         neg_pos_ratio: float = 3.0,
@@ -80,6 +85,7 @@ class DetectionTask(BaseTask):
             width_mult=width_mult,
             image_size=image_size,
             weights_backbone=weights_backbone,
+            weights=weights,
             anchor_layout=anchor_layout,
             frozen_stages=frozen_stages,
             score_threshold=score_threshold,

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict
+from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
 from tasks.base import BaseTask, _default_optimizer
 from tasks.data.io import read_image
 from tasks.data.seg_transforms import voc_palette
@@ -33,6 +33,10 @@ class SegmentationTask(BaseTask):
         width_mult: backbone width multiplier.
         weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
             ``mobilenet_v2`` state dict file.
+        weights: trained weights of the whole model: a name of
+            ``heads.pretrained.list_weights("deeplabv3_mobilenet_v2")`` or a file from
+            ``mobilezoo convert``; with another ``num_classes`` the class predictors are
+            re-initialized (fine-tuning). See ``heads.deeplabv3_mobilenet_v2``.
         dropout: dropout before the classifier.
         frozen_stages, freeze_bn: see ``backbones.MobileNetV2``.
         bn_momentum: BatchNorm momentum of backbone and head (PyTorch convention).
@@ -40,6 +44,9 @@ class SegmentationTask(BaseTask):
         eval_scales: input scales of validation/test/predict; several give multi-scale
             evaluation, e.g. ``[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]`` (paper's "MF" rows).
         eval_flip: also average over left-right flips at evaluation.
+        eval_pad_to: evaluate single-scale as TF DeepLab does: pad each image to this
+            square size (513 for VOC) instead of running it at its own size (see
+            ``heads.predict_padded``); for reproducing TF-converted models' numbers.
         class_names: names for the per-class IoU logs (default: the data module's
             ``class_names``, else the class index).
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see
@@ -64,6 +71,7 @@ class SegmentationTask(BaseTask):
         aspp: bool = False,
         width_mult: float = 1.0,
         weights_backbone: str | None = None,
+        weights: str | None = None,
         dropout: float = 0.1,
         frozen_stages: int = 0,
         freeze_bn: bool = False,
@@ -71,6 +79,7 @@ class SegmentationTask(BaseTask):
         ignore_index: int = 255,
         eval_scales: tuple[float, ...] = (1.0,),
         eval_flip: bool = False,
+        eval_pad_to: int | None = None,
         class_names: list[str] | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -90,6 +99,7 @@ class SegmentationTask(BaseTask):
             aspp=aspp,
             width_mult=width_mult,
             weights_backbone=weights_backbone,
+            weights=weights,
             dropout=dropout,
             frozen_stages=frozen_stages,
             freeze_bn=freeze_bn,
@@ -99,6 +109,7 @@ class SegmentationTask(BaseTask):
         self.ignore_index = ignore_index
         self.eval_scales = tuple(float(s) for s in eval_scales)
         self.eval_flip = eval_flip
+        self.eval_pad_to = eval_pad_to
         self.class_names = list(class_names) if class_names is not None else None
         self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
         self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
@@ -140,6 +151,8 @@ class SegmentationTask(BaseTask):
     def _log_probs(self, images: Tensor) -> Tensor:
         """Log class probabilities ``[B, C, H, W]`` at the configured scales and flips."""
         if self.eval_scales == (1.0,) and not self.eval_flip:
+            if self.eval_pad_to is not None:
+                return F.log_softmax(predict_padded(self.model, images, self.eval_pad_to), dim=1)
             return F.log_softmax(self(images), dim=1)
         probs = multiscale_flip_predict(self.model, images, self.eval_scales, self.eval_flip)
         return probs.clamp(min=1e-12).log()

@@ -1,0 +1,460 @@
+"""Named trained weights for the builders (torchvision-style entries) and how they load.
+
+Every entry names its official source file (URL, sha256 where known), the input it expects
+(size, value range, padding), its categories, the published metric with its source and how
+this project checked the import. A builder given ``weights="<name>"`` takes its
+architecture options (``width_mult``, ``divisible_by``, ``padding``, ...) from the entry,
+then loads a converted state dict cached under ``$TORCH_HOME/hub/checkpoints/mobilezoo``.
+The first use downloads the source file (progress bar, sha256 checked) and converts it with
+``tasks.tf_import`` (imported only then: ``import heads`` needs torch alone).
+
+A converted file (``mobilezoo convert``) is ``{"state_dict": ..., "mobilezoo": {...}}``;
+its ``"mobilezoo"`` part records the builder and architecture it was converted for, so
+``weights=<that file>`` builds the right model too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from heads.categories import CITYSCAPES_CLASSES, VOC_CLASSES, coco_categories, imagenet_categories
+
+log = logging.getLogger("mobilezoo")
+
+#: key of the metadata in files written by ``mobilezoo convert``
+META_KEY = "mobilezoo"
+
+
+Stat = float | tuple[float, float, float]
+
+
+class Preprocess(nn.Module):
+    """The preprocessing an entry's model was trained with: ``(x - mean) / std`` (per
+    channel when given three values) after an optional bilinear resize.
+
+    Input: a ``uint8`` (0..255) or float (0..255) RGB image ``[3, H, W]`` or batch
+    ``[B, 3, H, W]``. Output: float ``[B, 3, h, w]`` with ``(h, w) = size`` when ``size`` is
+    set, else the input size.
+    """
+
+    def __init__(
+        self, size: tuple[int, int] | None, mean: Stat, std: Stat, align_corners: bool = False
+    ) -> None:
+        super().__init__()
+        self.size = size
+        self.mean = mean
+        self.std = std
+        self.align_corners = align_corners
+
+    def forward(self, image: Tensor) -> Tensor:
+        x = image.float()
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
+            x = F.interpolate(x, self.size, mode="bilinear", align_corners=self.align_corners)
+        mean = torch.tensor(self.mean, dtype=x.dtype).reshape(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).reshape(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, mean={self.mean}, std={self.std}"
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One set of trained weights for one builder.
+
+    Attributes:
+        builder: builder function name, e.g. ``"deeplabv3_mobilenet_v2"``.
+        name: entry name passed as ``weights=``, e.g. ``"voc_tf"``.
+        url: the official release file.
+        sha256: of that file (``None`` where not known: then it is not checked).
+        file_format: ``"tflite"`` (a ``.tflite`` file), ``"tflite_in_tar"`` (the ``.tflite``
+            inside a ``.tgz``), ``"tf_tar"`` (a TF model-zoo tarball holding a checkpoint and
+            a frozen graph) or ``"torchvision"``.
+        num_classes: outputs of the converted model (background included for segmentation,
+            excluded for detection, TF's extra ImageNet background class dropped).
+        architecture: builder options the weights need.
+        input_size: ``(H, W)`` the model was trained/exported at.
+        mean, std: ``(pixel - mean) / std`` gives the expected input (one value, or one
+            per RGB channel).
+        padding: convolution padding the weights were trained with (``"tf"``: "SAME").
+        categories: class names in output order.
+        metric: the published number, e.g. ``"VOC 2012 val mIoU 75.32"``.
+        metric_source: where it is published.
+        checked: how this project checked the import.
+        member: file inside the tarball, for ``"tflite_in_tar"`` / ``"tf_tar"``.
+        extra: builder options used for the conversion only (e.g. the ``output_stride``
+            a TF Lite file was exported at); the user's builder call may choose others.
+    """
+
+    builder: str
+    name: str
+    url: str
+    sha256: str | None
+    file_format: str
+    num_classes: int
+    architecture: dict[str, Any]
+    input_size: tuple[int, int]
+    mean: Stat
+    std: Stat
+    categories: Callable[[], Sequence[str]]
+    metric: str
+    metric_source: str
+    checked: str
+    member: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def padding(self) -> str:
+        return str(self.architecture.get("padding", "torch"))
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """Model input of pixel values 0 and 255 (the lowest of the channels for 0, the
+        highest for 255 when normalized per channel)."""
+        means = self.mean if isinstance(self.mean, tuple) else (self.mean,) * 3
+        stds = self.std if isinstance(self.std, tuple) else (self.std,) * 3
+        return (
+            min(-m / s for m, s in zip(means, stds, strict=True)),
+            max((255 - m) / s for m, s in zip(means, stds, strict=True)),
+        )
+
+    def transforms(self, resize: bool | None = None) -> Preprocess:
+        """The matching preprocessing. ``resize`` (default: True except for segmentation,
+        which TF evaluates on the full image) resizes to ``input_size``."""
+        if resize is None:
+            resize = self.builder != "deeplabv3_mobilenet_v2"
+        return Preprocess(
+            self.input_size if resize else None,
+            self.mean,
+            self.std,
+            bool(self.architecture.get("align_corners", False)),
+        )
+
+    @property
+    def cache_path(self) -> Path:
+        """Where the converted state dict is cached."""
+        return (
+            Path(torch.hub.get_dir()) / "checkpoints" / META_KEY / f"{self.builder}-{self.name}.pt"
+        )
+
+    @property
+    def download_path(self) -> Path:
+        """Where the downloaded source file is kept."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
+
+
+_TF_RANGE = {"mean": 127.5, "std": 127.5}  # [-1, 1], TF-slim / DeepLab / OD API
+_TORCHVISION_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_TORCHVISION_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+_CORAL = "https://github.com/google-coral/test_data/raw/master/"
+_TF_DOWNLOAD = "http://download.tensorflow.org/models/"
+_DEEPLAB_ZOO = "TF DeepLab model zoo (tensorflow/models research/deeplab/g3doc/model_zoo.md)"
+_VOC_ARCH = {"width_mult": 1.0, "divisible_by": 8, "padding": "tf", "align_corners": True}
+_NOT_CHECKED_TAR = (
+    "not on the real file (not obtainable here): its frozen_inference_graph.pb is read with "
+    "TF's GraphDef protos, tested on graphs written by TensorFlow (tests/tasks/"
+    "test_tf_checkpoint.py, test_tf_graphdef.py); the backbone/head name mapping is the one "
+    "checked against the TF Lite runtime"
+)
+
+ENTRIES: tuple[WeightsEntry, ...] = (
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet",
+        "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth", None, "torchvision",
+        1000, {}, (224, 224), _TORCHVISION_MEAN, _TORCHVISION_STD, imagenet_categories,
+        "ImageNet val top-1 71.878", "torchvision MobileNet_V2_Weights.IMAGENET1K_V1",
+        "torchvision's own file, loaded unchanged",
+    ),
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet_v2",
+        "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", None, "torchvision",
+        1000, {}, (224, 224), _TORCHVISION_MEAN, _TORCHVISION_STD, imagenet_categories,
+        "ImageNet val top-1 72.154", "torchvision MobileNet_V2_Weights.IMAGENET1K_V2",
+        "torchvision's own file, loaded unchanged",
+    ),
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet_tf",
+        "https://storage.googleapis.com/mobilenet_v2/checkpoints/mobilenet_v2_1.0_224.tgz",
+        None, "tflite_in_tar", 1000, {"width_mult": 1.0, "padding": "tf"}, (224, 224),
+        **_TF_RANGE, categories=imagenet_categories,
+        metric="ImageNet val top-1 71.8",
+        metric_source="TF-slim MobileNetV2 table (research/slim/nets/mobilenet/README.md)",
+        checked="not on this float file (not obtainable here); the same reader and mapping "
+        "are checked against the TFLite runtime on the 8-bit file (imagenet_tf_8bit)",
+        member="mobilenet_v2_1.0_224.tflite",
+    ),
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet_tf_8bit",
+        _CORAL + "mobilenet_v2_1.0_224_quant.tflite",
+        "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776", "tflite",
+        1000, {"width_mult": 1.0, "padding": "tf"}, (224, 224), 128.0, 128.0,
+        imagenet_categories, "ImageNet val top-1 70.8 (8-bit; float parent 71.8)",
+        "TF-slim MobileNetV2 table (quantized row)",
+        "tests/tasks/test_tf_import.py: dequantized into the float model, same top-1 as the "
+        "8-bit TFLite runtime on every test photo",
+    ),
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "voc_tf",
+        _TF_DOWNLOAD + "deeplabv3_mnv2_pascal_train_aug_2018_01_29.tar.gz", None, "tf_tar",
+        21, _VOC_ARCH, (513, 513), **_TF_RANGE, categories=lambda: VOC_CLASSES,
+        metric="VOC 2012 val mIoU 75.32 (OS16, single scale)", metric_source=_DEEPLAB_ZOO,
+        checked=_NOT_CHECKED_TAR, member="frozen_inference_graph.pb",
+    ),
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "voc_tf_8bit",
+        _CORAL + "deeplabv3_mnv2_pascal_quant.tflite",
+        "350af47fd346ea6d74b58833a351f583ba860e9806ec5bd292ff8d8f1f249398", "tflite",
+        21, _VOC_ARCH, (513, 513), **_TF_RANGE, categories=lambda: VOC_CLASSES,
+        metric="VOC 2012 val mIoU 74.26 (8-bit; float parent 75.32)", metric_source=_DEEPLAB_ZOO,
+        checked="tests/tasks/test_tf_import.py: dequantized into the float model, per-pixel "
+        "argmax agreement with the 8-bit TFLite runtime >= 97% on every test photo",
+    ),
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "voc_tf_w050_257",
+        "https://storage.googleapis.com/download.tensorflow.org/models/tflite/gpu/"
+        "deeplabv3_257_mv_gpu.tflite",
+        "68a539782c2c6a72f8aac3724600124a85ed977162b44e84cbae5db717c933c6", "tflite",
+        21, {"width_mult": 0.5, "divisible_by": 1, "padding": "tf", "align_corners": True},
+        (257, 257), **_TF_RANGE, categories=lambda: VOC_CLASSES,
+        metric="none published for this export (DeepLab zoo: mobilenetv2_dm05 VOC 70.19)",
+        metric_source="TensorFlow Lite segmentation example model",
+        checked="tests/tasks/test_tf_import.py: logits equal the float TFLite runtime's "
+        "within 1e-3, per-pixel argmax agreement >= 99.9% on every test photo",
+        extra={"output_stride": 8},
+    ),
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "cityscapes_tf",
+        _TF_DOWNLOAD + "deeplabv3_mnv2_cityscapes_train_2018_02_05.tar.gz", None, "tf_tar",
+        19, _VOC_ARCH, (769, 769), **_TF_RANGE, categories=lambda: CITYSCAPES_CLASSES,
+        metric="Cityscapes val mIoU 70.71 (OS16, single scale)", metric_source=_DEEPLAB_ZOO,
+        checked=_NOT_CHECKED_TAR, member="frozen_inference_graph.pb",
+    ),
+    WeightsEntry(
+        "ssdlite_mobilenet_v2", "coco_tf",
+        _TF_DOWNLOAD + "object_detection/ssdlite_mobilenet_v2_coco_2018_05_09.tar.gz", None,
+        "tf_tar", 80, {"width_mult": 1.0, "padding": "tf"}, (300, 300), **_TF_RANGE,
+        categories=coco_categories, metric="COCO mAP 22",
+        metric_source="TF Object Detection API model zoo (tf1_detection_zoo.md)",
+        checked="not on the real file (not obtainable here): every variable of TF's graph "
+        "maps once with the right shape, classes and box order (tests/tasks/test_tf_names.py),"
+        " a frozen graph written with TF's protos converts (tests/tasks/test_tf_graphdef.py), "
+        "and the converted model reproduces the same network built with TF ops within 4e-4 "
+        "(tests/tasks/test_tf_checkpoint.py); scores are TF's sigmoid logits read by our "
+        "softmax post-processing",
+        member="frozen_inference_graph.pb",
+    ),
+)  # fmt: skip
+
+
+def list_weights(builder: str | None = None) -> list[WeightsEntry]:
+    """All entries, or those of one builder."""
+    return [e for e in ENTRIES if builder is None or e.builder == builder]
+
+
+def get_weights(builder: str, name: str) -> WeightsEntry:
+    """The entry ``name`` of ``builder``; ``ValueError`` names the valid choices."""
+    for entry in ENTRIES:
+        if entry.builder == builder and entry.name == name:
+            return entry
+    names = [e.name for e in list_weights(builder)]
+    raise ValueError(f"weights for {builder} must be one of {names} or a file, got {name!r}")
+
+
+def is_entry_name(builder: str, weights: object) -> bool:
+    """True when ``weights`` names an entry of ``builder``."""
+    return isinstance(weights, str) and any(e.name == weights for e in list_weights(builder))
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The ``"mobilezoo"`` metadata of a converted file (``{}`` for a plain state dict)."""
+    try:
+        obj = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception:  # not ours to judge here; the state-dict loader reports it
+        return {}
+    meta = obj.get(META_KEY) if isinstance(obj, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def architecture_of(
+    builder: Callable[..., Any] | str, weights: str | Path | None, **given: Any
+) -> dict[str, Any]:
+    """Builder options after applying those that ``weights`` needs.
+
+    An entry (or a converted file's metadata) overrides the builder's defaults; a value the
+    user set to something else than both the default and the weights' raises
+    ``ValueError`` (the weights would not fit).
+    """
+    name = builder if isinstance(builder, str) else builder.__name__
+    if weights is None:
+        return dict(given)
+    if is_entry_name(name, weights):
+        needed = get_weights(name, str(weights)).architecture
+    elif Path(str(weights)).expanduser().is_file():
+        meta = read_meta(weights)
+        if meta.get("builder") not in (None, name):
+            raise ValueError(f"{weights} was converted for {meta['builder']}, not for {name}")
+        needed = meta.get("architecture", {})
+    else:
+        return dict(given)
+    fn = builder if callable(builder) else None
+    defaults = _defaults(fn, name)
+    out = dict(given)
+    for key, value in needed.items():
+        if key not in out:
+            continue
+        if out[key] != value and key in defaults and out[key] != defaults[key]:
+            raise ValueError(f"weights {weights!s} need {key}={value!r}, got {key}={out[key]!r}")
+        out[key] = value
+    return out
+
+
+def _defaults(fn: Callable[..., Any] | None, name: str) -> dict[str, Any]:
+    if fn is None:
+        module = importlib.import_module(
+            {
+                "deeplabv3_mobilenet_v2": "heads.deeplabv3",
+                "ssdlite_mobilenet_v2": "heads.ssdlite",
+                "mobilenet_v2_classifier": "heads.classifier",
+            }[name]
+        )
+        fn = getattr(module, name)
+    return {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_source(entry: WeightsEntry, progress: bool = True) -> Path:
+    """The entry's source file: downloaded once into the hub cache, sha256 checked.
+
+    Raises:
+        RuntimeError: no network (the message says which file to put where) or a checksum
+            mismatch.
+    """
+    path = entry.download_path
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(entry.url, str(path), progress=progress)
+        except Exception as err:  # URLError, HTTPError, socket errors...
+            raise RuntimeError(
+                f"could not download {entry.builder} weights {entry.name!r} from {entry.url} "
+                f"({type(err).__name__}: {err}). Offline, put that file at {path}, or a file "
+                f"converted with `mobilezoo convert` at {entry.cache_path}."
+            ) from err
+    if entry.sha256 is not None:
+        actual = _sha256(path)
+        if actual != entry.sha256:
+            raise RuntimeError(
+                f"{path} has sha256 {actual}, expected {entry.sha256} ({entry.url}); "
+                "delete it to download again"
+            )
+    return path
+
+
+def entry_state_dict(entry: WeightsEntry, progress: bool = True) -> dict[str, Tensor]:
+    """Converted state dict of an entry: from the cache, or downloaded and converted once."""
+    from backbones.weights import load_state_dict_file
+
+    if entry.file_format == "torchvision":
+        raise ValueError(f"{entry.name!r} is torchvision's file; load it with the classifier")
+    if not entry.cache_path.is_file():
+        source = fetch_source(entry, progress)
+        try:
+            tf_import = importlib.import_module("tasks.tf_import")
+        except ImportError as err:
+            raise RuntimeError(
+                f"converting {source} needs the TF readers: pip install 'mobilezoo[tf]' "
+                f"({err}); or convert elsewhere with `mobilezoo convert` and put the result "
+                f"at {entry.cache_path}"
+            ) from err
+        tf_import.convert_entry(entry, source, entry.cache_path)
+    return load_state_dict_file(entry.cache_path)
+
+
+def load_weights(
+    model: nn.Module,
+    builder: str,
+    weights: str | Path,
+    class_predictors: Sequence[str],
+    progress: bool = True,
+) -> list[str]:
+    """Load named or file weights into a built model (see ``load_for_finetuning``)."""
+    from backbones.weights import load_state_dict_file
+
+    if is_entry_name(builder, weights):
+        state = entry_state_dict(get_weights(builder, str(weights)), progress)
+    else:
+        state = load_state_dict_file(weights)
+    return load_for_finetuning(model, state, class_predictors, source=str(weights))
+
+
+def load_for_finetuning(
+    model: nn.Module,
+    state: dict[str, Tensor],
+    class_predictors: Sequence[str],
+    source: str = "weights",
+) -> list[str]:
+    """Load every tensor of ``state``; class predictors whose shape differs are skipped.
+
+    When the model has another number of classes than the weights, the layers under the
+    ``class_predictors`` prefixes keep their fresh initialization and everything else is
+    loaded: the fine-tuning recipe. What was skipped is logged (logger ``"mobilezoo"``).
+
+    Returns:
+        The skipped state-dict keys (empty when the classes match).
+
+    Raises:
+        ValueError: a tensor is missing, unexpected, or of another shape outside the class
+            predictors (the weights are for another architecture).
+    """
+    own = model.state_dict()
+    prefixes = tuple(class_predictors)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    wrong = [k for k in mismatched if not k.startswith(prefixes)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
+            if keys
+        )
+        raise ValueError(f"{source} does not fit this model ({detail})")
+    model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+    if mismatched:
+        shapes = ", ".join(
+            f"{k} {tuple(state[k].shape)}->{tuple(own[k].shape)}" for k in mismatched
+        )
+        log.warning(
+            "fine-tuning from %s: loaded %d tensors, kept the fresh initialization of %d "
+            "class-predictor tensors whose shape differs (%s)",
+            source,
+            len(state) - len(mismatched),
+            len(mismatched),
+            shapes,
+        )
+    return mismatched

@@ -1,0 +1,41 @@
+"""Import of TensorFlow's released MobileNetV2, SSDLite and DeepLab weights.
+
+Readers give ``{tf_variable_name: numpy array}``: ``tflite`` (TF Lite flatbuffers, float
+and 8-bit, via the ``tflite`` schema package), ``graphdef`` (frozen graphs, via TF's protos
+in ``tensorboard``) and ``checkpoint`` (TF V2 checkpoints, decoded directly). ``names`` maps
+TF names to our modules; ``convert`` assembles state dicts and whole models; ``cli`` holds
+``mobilezoo weights`` / ``convert``; ``verify`` compares with the TF Lite runtime. Needs the
+``tf`` extra; never imported by ``import backbones`` or ``import heads``.
+"""
+
+from tasks.tf_import.convert import (
+    convert_entry,
+    convert_file,
+    convert_variables,
+    infer_builder,
+    read_variables,
+    save_converted,
+    to_torch_layout,
+)
+from tasks.tf_import.names import (
+    ConvMapping,
+    backbone_mappings,
+    classifier_mappings,
+    deeplab_mappings,
+    ssdlite_mappings,
+)
+
+__all__ = [
+    "ConvMapping",
+    "backbone_mappings",
+    "classifier_mappings",
+    "convert_entry",
+    "convert_file",
+    "convert_variables",
+    "deeplab_mappings",
+    "infer_builder",
+    "read_variables",
+    "save_converted",
+    "ssdlite_mappings",
+    "to_torch_layout",
+]

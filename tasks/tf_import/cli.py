@@ -1,0 +1,104 @@
+"""``mobilezoo weights`` (the table of named weights) and ``mobilezoo convert`` (a local TF
+file into a weights file for the builders and the tasks' ``weights`` option)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from heads.pretrained import WeightsEntry, list_weights
+
+
+def checked_summary(entry: WeightsEntry) -> str:
+    """One-line summary of ``entry.checked`` for tables."""
+    if entry.file_format == "torchvision":
+        return "torchvision's file"
+    if entry.file_format == "tflite_in_tar":
+        return "reader and mapping checked on the 8-bit sibling"
+    if entry.file_format == "tflite":
+        if "8bit" in entry.name:
+            return "agrees with the 8-bit TF Lite runtime (test)"
+        return "equals the TF Lite runtime (test)"
+    if entry.builder == "ssdlite_mobilenet_v2":
+        return "names, shapes, box/class order, TF-ops outputs (tests); real file not run"
+    return "mapping checked on TF Lite files; real frozen graph not run"
+
+
+def weights_table(builder: str | None = None) -> str:
+    """A markdown table of the entries (of one builder, or all)."""
+    header = ("builder", "weights=", "input", "range", "padding", "classes", "published", "checked")
+    rows = [header, tuple("---" for _ in header)]
+    for e in list_weights(builder):
+        low, high = e.value_range
+        rows.append(
+            (
+                e.builder,
+                e.name,
+                f"{e.input_size[0]}x{e.input_size[1]}",
+                "ImageNet mean/std" if isinstance(e.mean, tuple) else f"[{low:.3g}, {high:.3g}]",
+                e.padding,
+                str(e.num_classes),
+                e.metric,
+                checked_summary(e),
+            )
+        )
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def weights_main(args: Sequence[str]) -> None:
+    """``mobilezoo weights [--builder NAME] [--details]``."""
+    parser = argparse.ArgumentParser(
+        prog="mobilezoo weights", description="List the named weights of every builder."
+    )
+    parser.add_argument("--builder", choices=sorted({e.builder for e in list_weights()}))
+    parser.add_argument(
+        "--details", action="store_true", help="also print URL, checksum and sources"
+    )
+    options = parser.parse_args(list(args))
+    print(weights_table(options.builder))
+    if options.details:
+        for e in list_weights(options.builder):
+            print(
+                f"\n{e.builder}(weights={e.name!r})\n  url: {e.url}\n  sha256: {e.sha256 or '-'}"
+                f"\n  metric: {e.metric} ({e.metric_source})\n  checked: {e.checked}"
+                f"\n  cache: {e.cache_path}"
+            )
+
+
+def convert_main(args: Sequence[str]) -> None:
+    """``mobilezoo convert FILE --output model.pt [--builder B] [--output_stride N]``."""
+    parser = argparse.ArgumentParser(
+        prog="mobilezoo convert",
+        description="Convert a TensorFlow Lite file (float or 8-bit), frozen graph or "
+        "checkpoint of MobileNetV2, Mobile DeepLabv3 or SSDLite into a weights file: use it as weights=<file> of the builder "
+        "or as model.init_args.weights of a training/evaluation config.",
+    )
+    parser.add_argument(
+        "file", help="a .tflite file, a frozen graph .pb or a checkpoint (model.ckpt.index)"
+    )
+    parser.add_argument("--output", required=True, help="where to write the .pt file")
+    parser.add_argument(
+        "--builder",
+        choices=("mobilenet_v2_classifier", "deeplabv3_mobilenet_v2", "ssdlite_mobilenet_v2"),
+        help="expected model (default: read from the file's tensor names)",
+    )
+    parser.add_argument(
+        "--output_stride", type=int, choices=(8, 16, 32), help="DeepLab: override the file's"
+    )
+    options = parser.parse_args(list(args))
+    from tasks.tf_import.convert import convert_file, save_converted
+
+    overrides = {}
+    if options.output_stride is not None:
+        overrides["output_stride"] = options.output_stride
+    try:
+        model, meta = convert_file(options.file, options.builder, **overrides)
+    except (ValueError, KeyError, FileNotFoundError, NotImplementedError, ImportError) as err:
+        parser.exit(2, f"mobilezoo convert: error: {err}\n")
+    path = save_converted(model, meta, options.output)
+    arch = ", ".join(f"{k}={v!r}" for k, v in meta["architecture"].items())
+    print(
+        f"wrote {path}: {meta['builder']}(num_classes={meta['num_classes']}, {arch}) "
+        f"from {meta['source']}\nuse: {meta['builder']}(weights={str(path)!r}) or "
+        f"model.init_args.weights: {path}"
+    )
