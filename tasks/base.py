@@ -3,6 +3,8 @@ checkpoint hyper-parameters."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -57,6 +59,30 @@ class BaseTask(LightningModule):
         self.lr_scheduler = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.decay_norm_and_bias = decay_norm_and_bias
+
+    def resolve_architecture(
+        self, builder: Callable[..., Any], weights: str | None, **given: Any
+    ) -> dict[str, Any]:
+        """The builder's architecture options for ``weights``, recorded as hyper-parameters.
+
+        ``given`` maps option names to the task's values, ``None`` meaning "what the
+        weights need, else the builder's default". A named weights entry (or a converted
+        file) decides ``width_mult``, ``divisible_by``, ``padding``, ... The resolved values
+        go into ``self.hparams``, so a checkpoint rebuilds exactly this architecture without
+        the weights (``padding="tf"`` and ``"torch"`` have the same shapes: a checkpoint that
+        forgot it would load and give other numbers).
+        """
+        from heads.pretrained import architecture_of
+
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(builder).parameters.items()
+            if name in given
+        }
+        chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
+        resolved = architecture_of(builder, weights, **chosen)
+        self.hparams.update(resolved)
+        return resolved
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A backstop for any checkpoint callback: tasks.ModelCheckpoint skips such states.

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from backbones.layers import Padding
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask, _default_optimizer
 from tasks.metrics import SetMean
@@ -32,13 +33,16 @@ class ClassificationTask(BaseTask):
         dropout: dropout before the last layer (paper: 0.2).
         frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
         label_smoothing: cross-entropy label smoothing (0 = off).
+        divisible_by, padding: backbone channel rounding and convolution padding (see
+            ``backbones.MobileNetV2``); ``None``: what ``weights`` needs, else the default
+            (8, ``"torch"``). The values used are saved in checkpoints.
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], labels [B])``. Logged: ``train/loss``,
     ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``).
     """
 
-    architecture_hparams = ("num_classes", "width_mult")
+    architecture_hparams = ("num_classes", "width_mult", "divisible_by", "padding")
 
     def __init__(
         self,
@@ -48,16 +52,22 @@ class ClassificationTask(BaseTask):
         dropout: float = 0.2,
         frozen_stages: int = 0,
         label_smoothing: float = 0.0,
+        divisible_by: int | None = None,
+        padding: Padding | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         decay_norm_and_bias: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        arch = self.resolve_architecture(
+            mobilenet_v2_classifier, weights, width_mult=width_mult,
+            divisible_by=divisible_by, padding=padding,
+        )  # fmt: skip
         self.model = mobilenet_v2_classifier(
             num_classes=num_classes,
-            width_mult=width_mult,
             weights=weights,
+            **arch,
             dropout=dropout,
             frozen_stages=frozen_stages,
         )

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.io import write_jpeg
 from torchvision.utils import draw_bounding_boxes
 
+from backbones.layers import Padding
 from heads.anchors import AnchorLayout
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
@@ -56,7 +57,9 @@ class DetectionTask(BaseTask):
     numbers ``val/map``, ``val/map_50``, ... ``val/mar_large`` (and ``test/*``).
     """
 
-    architecture_hparams = ("num_classes", "width_mult", "image_size", "anchor_layout")
+    architecture_hparams = (
+        "num_classes", "width_mult", "image_size", "anchor_layout", "divisible_by", "padding",
+    )  # fmt: skip
     evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
 
     def __init__(
@@ -68,6 +71,8 @@ class DetectionTask(BaseTask):
         weights: str | None = None,
         anchor_layout: AnchorLayout = "tf",
         frozen_stages: int = 0,
+        divisible_by: int | None = None,
+        padding: Padding | None = None,
         neg_pos_ratio: float = 3.0,
         min_negatives: int = 0,
         score_threshold: float = 0.001,
@@ -80,13 +85,15 @@ class DetectionTask(BaseTask):
         decay_norm_and_bias: bool = False,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        arch = self.resolve_architecture(
+            ssdlite_mobilenet_v2, weights, width_mult=width_mult, image_size=image_size,
+            anchor_layout=anchor_layout, divisible_by=divisible_by, padding=padding,
+        )  # fmt: skip
         self.model = ssdlite_mobilenet_v2(
             num_classes=num_classes,
-            width_mult=width_mult,
-            image_size=image_size,
             weights_backbone=weights_backbone,
             weights=weights,
-            anchor_layout=anchor_layout,
+            **arch,
             frozen_stages=frozen_stages,
             score_threshold=score_threshold,
             nms_iou=nms_iou,

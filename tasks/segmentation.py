@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
+from backbones.layers import Padding
 from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
 from tasks.base import BaseTask, _default_optimizer
 from tasks.data.io import read_image
@@ -40,6 +41,11 @@ class SegmentationTask(BaseTask):
         dropout: dropout before the classifier.
         frozen_stages, freeze_bn: see ``backbones.MobileNetV2``.
         bn_momentum: BatchNorm momentum of backbone and head (PyTorch convention).
+        divisible_by, padding: backbone channel rounding and convolution padding (see
+            ``backbones.MobileNetV2``); ``None``: what ``weights`` needs, else the default
+            (8, ``"torch"``). The values used are saved in checkpoints.
+        align_corners: of the final upsampling (``None``: what ``weights`` needs, else
+            ``False``; TF's DeepLab models need ``True``).
         ignore_index: label value left out of loss and metrics (void).
         eval_scales: input scales of validation/test/predict; several give multi-scale
             evaluation, e.g. ``[0.5, 0.75, 1.0, 1.25, 1.5, 1.75]`` (paper's "MF" rows).
@@ -61,8 +67,10 @@ class SegmentationTask(BaseTask):
     ``val/iou_<class>`` (and ``test/*``), from one confusion matrix over the whole set.
     """
 
-    architecture_hparams = ("num_classes", "width_mult", "aspp")
-    evaluation_hparams = ("output_stride", "eval_scales", "eval_flip")
+    architecture_hparams = (
+        "num_classes", "width_mult", "aspp", "divisible_by", "padding", "align_corners",
+    )  # fmt: skip
+    evaluation_hparams = ("output_stride", "eval_scales", "eval_flip", "eval_pad_to")
 
     def __init__(
         self,
@@ -76,6 +84,9 @@ class SegmentationTask(BaseTask):
         frozen_stages: int = 0,
         freeze_bn: bool = False,
         bn_momentum: float = 0.1,
+        divisible_by: int | None = None,
+        padding: Padding | None = None,
+        align_corners: bool | None = None,
         ignore_index: int = 255,
         eval_scales: tuple[float, ...] = (1.0,),
         eval_flip: bool = False,
@@ -93,13 +104,17 @@ class SegmentationTask(BaseTask):
             raise ValueError(
                 f"class_names has {len(class_names)} names but num_classes={num_classes}"
             )
+        arch = self.resolve_architecture(
+            deeplabv3_mobilenet_v2, weights, width_mult=width_mult, divisible_by=divisible_by,
+            padding=padding, align_corners=align_corners,
+        )  # fmt: skip
         self.model = deeplabv3_mobilenet_v2(
             num_classes=num_classes,
             output_stride=output_stride,
             aspp=aspp,
-            width_mult=width_mult,
             weights_backbone=weights_backbone,
             weights=weights,
+            **arch,
             dropout=dropout,
             frozen_stages=frozen_stages,
             freeze_bn=freeze_bn,

@@ -253,3 +253,29 @@ def test_an_unchanged_url_checkpoint_is_not_downloaded_again(tmp_path: Path, htt
     digest = hashlib.sha256(first.read_bytes()).hexdigest()
     fetch_checkpoint(f"{url}/model.ckpt#sha256={digest}")  # pinned and cached: no request
     assert _QuietHandler.downloads == 1
+
+
+def test_a_checkpoint_from_converted_weights_rebuilds_their_architecture(
+    tmp_path: Path, captured: dict
+) -> None:
+    from heads import deeplabv3_mobilenet_v2
+    from heads.pretrained import META_KEY
+
+    options = {"width_mult": 0.5, "divisible_by": 1, "padding": "tf", "align_corners": True}
+    source = deeplabv3_mobilenet_v2(num_classes=4, **options)
+    converted = tmp_path / "converted.pt"
+    meta = {"builder": "deeplabv3_mobilenet_v2", "architecture": options}
+    torch.save({"state_dict": source.state_dict(), META_KEY: meta}, converted)
+    task = SegmentationTask(num_classes=4, weights=str(converted))
+    assert {k: task.hparams[k] for k in options} == options  # recorded, not just used
+    path = tmp_path / "finetuned.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": {
+        "_class_path": "tasks.SegmentationTask", **task.hparams}}, path)  # fmt: skip
+    converted.unlink()  # the checkpoint alone must be enough
+    _seg("validate", path)
+    rebuilt = captured["task"]
+    assert {k: rebuilt.hparams[k] for k in options} == options
+    rebuilt.load_state_dict(task.state_dict())
+    x = torch.randn(1, 3, 66, 66)  # even size: "tf" and "torch" padding differ here
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.model.eval()(x), task.model.eval()(x))
