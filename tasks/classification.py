@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask, _default_optimizer
+from tasks.prediction_writers import ClassificationPredictionWriter  # noqa: F401  (old import path)
 
 
 class ClassificationTask(BaseTask):
@@ -113,35 +110,3 @@ class ClassificationTask(BaseTask):
         scores, labels = probs.topk(min(5, self.num_classes), dim=1)
         paths = batch["path"] if isinstance(batch, dict) else None
         return {"labels": labels, "scores": scores, "paths": paths}
-
-
-class ClassificationPredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv``: one row per image with its top-5 classes and scores.
-
-    Class names come from the data module's ``classes`` when it has them.
-
-    Args:
-        output_dir: folder for ``predictions.csv`` (created).
-    """
-
-    def __init__(self, output_dir: str = "predictions") -> None:
-        super().__init__(write_interval="epoch")
-        self.output_dir = Path(output_dir)
-
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # type: ignore[no-untyped-def]
-        names = getattr(trainer.datamodule, "classes", None)
-        rows = []
-        for batch in predictions:
-            for path, labels, scores in zip(batch["paths"], batch["labels"].tolist(), batch["scores"].tolist(), strict=True):  # fmt: skip
-                top = [names[i] if names else str(i) for i in labels]
-                rows.append([path, *(f"{c}:{p:.4f}" for c, p in zip(top, scores, strict=True))])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        path = self.output_dir / f"predictions{suffix}.csv"
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(
-                ["path", *(f"top{k + 1}" for k in range(len(rows[0]) - 1 if rows else 0))]
-            )
-            writer.writerows(rows)
-        rank_zero_info(f"wrote {len(rows)} predictions to {path}")
