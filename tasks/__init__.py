@@ -1,9 +1,6 @@
 """The Lightning layer: tasks, data modules and the ``mobilezoo`` command."""
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
+import tasks.quiet  # noqa: F401  (first: filters foreign warnings before they are raised)
 from tasks.base import BaseTask
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule

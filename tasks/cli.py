@@ -1,5 +1,6 @@
 """The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
-``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``)."""
+``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``) and ``mobilezoo plot``
+(the curves of a finished run; see ``tasks.plots``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 import tasks  # noqa: F401  (registers the zoo's tasks and data modules by short name)
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, MetricsSummary
+from tasks.cli_session import (
+    add_session_arguments,
+    after_instantiate,
+    parse_with_short_errors,
+    parser_kwargs,
+)
 
 
 class MobileZooCLI(LightningCLI):
@@ -23,6 +30,16 @@ class MobileZooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_lightning_class_args(MetricsSummary, "metrics_summary")
         parser.add_lightning_class_args(FiniteLossCheck, "finite_loss_check")
+        add_session_arguments(parser)
+
+    def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
+        # misspelled keys: one line naming the closest valid key; predict without input
+        # images stops here, before any checkpoint is read
+        parse_with_short_errors(self, parser, args, super().parse_arguments)
+
+    def after_instantiate_classes(self) -> None:
+        # validate/test/predict of a checkpoint write next to its run; --draw_threshold
+        after_instantiate(self)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -68,6 +85,11 @@ def _run(args: list[str] | None) -> None:
     if argv[:1] == ["export"]:
         export_main(argv[1:])
         return
+    if argv[:1] == ["plot"]:
+        from tasks.plots import plot_main
+
+        plot_main(argv[1:])
+        return
     MobileZooCLI(
         BaseTask,
         LightningDataModule,
@@ -75,6 +97,7 @@ def _run(args: list[str] | None) -> None:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_kwargs=parser_kwargs(MobileZooCLI.subcommands()),
         args=args,
     )
 
