@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask, _default_optimizer
@@ -28,7 +28,10 @@ class ClassificationTask(BaseTask):
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], labels [B])``. Logged: ``train/loss``,
-    ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``).
+    ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``). With fewer than 5 classes
+    the top-k metric is named after its k: ``val/top4`` on 4 classes (top-5 would be 1.0
+    by definition). ``last_confmat["val"]`` / ``["test"]`` hold the confusion matrix of the
+    last finished evaluation (rows: true class).
     """
 
     def __init__(
@@ -62,6 +65,10 @@ class ClassificationTask(BaseTask):
         )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.confmats = nn.ModuleDict(
+            {p: MulticlassConfusionMatrix(num_classes) for p in ("val", "test")}
+        )
+        self.last_confmat: dict[str, Tensor] = {}
         self.num_classes = num_classes
 
     def forward(self, images: Tensor) -> Tensor:
@@ -90,11 +97,23 @@ class ClassificationTask(BaseTask):
         logits = self(images)
         loss = self.criterion(logits, labels)
         metrics.update(logits, labels)
+        self.confmats[prefix].update(logits.argmax(dim=1), labels)
         self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
         self.log_dict(metrics, prog_bar=prefix == "val", batch_size=images.shape[0])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")
+
+    def _keep_confmat(self, prefix: str) -> None:
+        # compute() sums over processes (a collective: every rank calls it)
+        self.last_confmat[prefix] = self.confmats[prefix].compute().cpu()
+        self.confmats[prefix].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._keep_confmat("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._keep_confmat("test")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")

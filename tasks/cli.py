@@ -15,13 +15,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import tasks  # noqa: F401  (registers the zoo's tasks and data modules by short name)
 from tasks.base import BaseTask
-from tasks.callbacks import FiniteLossCheck, MetricsSummary
+from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
 from tasks.cli_session import (
     add_session_arguments,
     after_instantiate,
     parse_with_short_errors,
     parser_kwargs,
 )
+from tasks.figures import EvaluationFigures
 
 
 class MobileZooCLI(LightningCLI):
@@ -30,6 +31,8 @@ class MobileZooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_lightning_class_args(MetricsSummary, "metrics_summary")
         parser.add_lightning_class_args(FiniteLossCheck, "finite_loss_check")
+        parser.add_lightning_class_args(LearningRateLog, "lr_log")
+        parser.add_lightning_class_args(EvaluationFigures, "evaluation_figures")
         add_session_arguments(parser)
 
     def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]

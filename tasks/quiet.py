@@ -6,6 +6,7 @@ one message of one library, with the reason it is harmless here.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -19,3 +20,14 @@ _IGNORED = [
 
 for _message, _category in _IGNORED:
     warnings.filterwarnings("ignore", message=_message, category=_category or Warning)
+
+
+class _DropAdverts(logging.Filter):
+    """Drop Lightning's "💡 Tip: ... try installing litlogger" advertisement."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropAdverts())
