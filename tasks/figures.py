@@ -158,6 +158,14 @@ def evaluation_figures(module: LightningModule, prefix: str) -> dict[str, Any]:
     return figures
 
 
+def _run_dir(trainer: Trainer) -> Path | None:
+    """The logger's folder; ``None`` without a real logger (``logger=False``, or the dummy
+    logger of ``fast_dev_run``): then nothing is drawn or written."""
+    if not trainer.loggers or trainer.fast_dev_run or not trainer.is_global_zero:
+        return None
+    return Path(trainer.log_dir) if trainer.log_dir else None
+
+
 class EvaluationFigures(Callback):
     """Validation images and evaluation figures in TensorBoard and as PNG files.
 
@@ -177,7 +185,7 @@ class EvaluationFigures(Callback):
     def _keep(self, trainer: Trainer, batch: Any, batch_idx: int, prefix: str) -> None:
         if batch_idx != 0 or trainer.sanity_checking or not self.num_images:
             return
-        if not trainer.is_global_zero or not trainer.loggers:
+        if _run_dir(trainer) is None:
             return
         k = self.num_images
         if isinstance(batch, dict):
@@ -205,7 +213,7 @@ class EvaluationFigures(Callback):
             if isinstance(logger, TensorBoardLogger):
                 for i, picture in enumerate(pictures):
                     logger.experiment.add_image(f"{prefix}_images/{i}", picture, step, dataformats="HWC")  # fmt: skip
-        path = Path(trainer.log_dir or ".") / "images" / f"{prefix}_examples.png"
+        path = (_run_dir(trainer) or Path(".")) / "images" / f"{prefix}_examples.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image_grid(pictures)).save(path)
 
@@ -216,7 +224,8 @@ class EvaluationFigures(Callback):
         self._log_examples(trainer, pl_module, "test")
 
     def _log_figures(self, trainer: Trainer, pl_module: LightningModule, prefix: str) -> None:
-        if not self.figures or not trainer.is_global_zero or not trainer.loggers:
+        run = _run_dir(trainer)
+        if not self.figures or run is None:
             return
         try:
             figures = evaluation_figures(pl_module, prefix)
@@ -225,7 +234,7 @@ class EvaluationFigures(Callback):
             return
         from tasks.plots import save_figure
 
-        folder = Path(trainer.log_dir or ".") / "plots"
+        folder = run / "plots"
         for name, fig in figures.items():
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):

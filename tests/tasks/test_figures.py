@@ -116,7 +116,9 @@ def test_examples_are_the_same_images_every_validation(tmp_path):
     class _T:  # the bits of a Trainer the callback reads
         sanity_checking = False
         is_global_zero = True
+        fast_dev_run = False
         loggers = [object()]
+        log_dir = str(tmp_path)
 
     batch = (torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2), None)
     callback._keep(_T(), batch, 0, "val")
