@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from backbones.mobilenetv2 import MobileNetV2
+from backbones.weights import names_weights_option
 
 #: the 320-channel map the paper's "MNet V2*" heads read
 DEEPLAB_FEATURE = "layer_18"
@@ -174,6 +175,7 @@ class MobileDeepLabV3(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@names_weights_option("weights_backbone")
 def deeplabv3_mobilenet_v2(
     num_classes: int = 21,
     output_stride: int = 16,
