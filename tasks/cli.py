@@ -22,6 +22,7 @@ from tasks.cli_session import (
     parse_with_short_errors,
     parser_kwargs,
 )
+from tasks.data.summary import DataSummary
 from tasks.figures import EvaluationFigures
 
 
@@ -33,6 +34,7 @@ class MobileZooCLI(LightningCLI):
         parser.add_lightning_class_args(FiniteLossCheck, "finite_loss_check")
         parser.add_lightning_class_args(LearningRateLog, "lr_log")
         parser.add_lightning_class_args(EvaluationFigures, "evaluation_figures")
+        parser.add_lightning_class_args(DataSummary, "data_summary")
         add_session_arguments(parser)
 
     def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]

@@ -181,6 +181,7 @@ class EvaluationFigures(Callback):
         self.figures = figures
         self.draw_threshold = draw_threshold
         self._batch: dict[str, Any] = {}
+        self._validated = False  # a real validation (not the sanity check) ran in fit
 
     def _keep(self, trainer: Trainer, batch: Any, batch_idx: int, prefix: str) -> None:
         if batch_idx != 0 or trainer.sanity_checking or not self.num_images:
@@ -246,9 +247,15 @@ class EvaluationFigures(Callback):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == "validate":
             self._log_figures(trainer, pl_module, "val")
+        elif not trainer.sanity_checking:
+            self._validated = True
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_figures(trainer, pl_module, "test")
 
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._validated = False
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._log_figures(trainer, pl_module, "val")
+        if self._validated:  # not the sanity check's numbers
+            self._log_figures(trainer, pl_module, "val")
