@@ -5,9 +5,11 @@ from tasks.base import BaseTask
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.coco import COCODataModule
-from tasks.data.demo_classification import DemoClassificationDataModule
-from tasks.data.demo_detection import DemoDetectionDataModule
-from tasks.data.demo_segmentation import DemoSegmentationDataModule
+from tasks.data.demo import (
+    DemoClassificationDataModule,
+    DemoDetectionDataModule,
+    DemoSegmentationDataModule,
+)
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.voc import VOCSegmentationDataModule
 from tasks.detection import DetectionPredictionWriter, DetectionTask
