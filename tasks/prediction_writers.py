@@ -281,9 +281,10 @@ class ClassificationPredictionWriter(_FolderWriter):
         names = getattr(trainer.datamodule, "classes", None)
         rows = []
         for batch in predictions:
-            for path, labels, scores in zip(batch["paths"], batch["labels"].tolist(), batch["scores"].tolist(), strict=True):  # fmt: skip
+            paths = batch["paths"] or [None] * len(batch["labels"])  # a plain tensor batch
+            for path, labels, scores in zip(paths, batch["labels"].tolist(), batch["scores"].tolist(), strict=True):  # fmt: skip
                 top = [names[i] if names else str(i) for i in labels]
-                rel = self.relative(path).as_posix()
+                rel = self.relative(path).as_posix() if path is not None else ""
                 rows.append([rel, *(f"{c}:{p:.4f}" for c, p in zip(top, scores, strict=True))])
         self._dir.mkdir(parents=True, exist_ok=True)
         suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
