@@ -85,6 +85,8 @@ def parse_with_short_errors(
             _check_predict_input(cli.config["predict"])
     except ArgumentError as err:
         text = short_error(prog, str(err), argv, lambda a: _valid_keys(parser, a, subcommand))
+        if subcommand is None:  # no or an unknown command: name the ones outside LightningCLI too
+            text += f"\nalso: {', '.join(f'mobilezoo {c}' for c in EXTRA_COMMANDS)}"
         sys.stderr.write(text + "\n")
         raise SystemExit(2) from None
     finally:

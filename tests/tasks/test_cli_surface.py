@@ -91,3 +91,9 @@ def test_validate_and_predict_write_next_to_the_checkpoint(tmp_path, recwarn) ->
               f"--data.init_args.predict_dir={tmp_path / 'demo' / 'val'}"])  # fmt: skip
     assert (logs / "version_0" / "predict" / "last" / "predictions" / "predictions.csv").is_file()
     assert sorted(p.name for p in logs.iterdir()) == ["version_0"]
+
+
+def test_unknown_command_lists_the_commands_outside_lightning_too(capsys) -> None:
+    lines = _error_lines(capsys, ["fitt"])
+    assert "invalid choice: 'fitt'" in lines[0]
+    assert lines[-1] == "also: mobilezoo export, mobilezoo plot"
