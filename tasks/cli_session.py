@@ -120,6 +120,9 @@ def after_instantiate(cli: Any) -> None:
         for callback in cli.trainer.callbacks:
             if isinstance(callback, DetectionPredictionWriter):
                 callback.draw_threshold = float(threshold)
+    for tb in cli.trainer.loggers:
+        if isinstance(tb, TensorBoardLogger):
+            tb._default_hp_metric = False  # no "hp_metric = -1" placeholder curve
     ckpt_path = config.get("ckpt_path")
     logger = config.get("trainer", {}).get("logger")
     if subcommand == "fit" or not ckpt_path or logger not in (None, True):
