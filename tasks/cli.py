@@ -19,8 +19,8 @@ from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
 from tasks.cli_session import (
     add_session_arguments,
     after_instantiate,
+    mobilezoo_parser_kwargs,
     parse_with_short_errors,
-    parser_kwargs,
 )
 from tasks.data.summary import DataSummary
 from tasks.figures import EvaluationFigures
@@ -28,6 +28,11 @@ from tasks.figures import EvaluationFigures
 
 class MobileZooCLI(LightningCLI):
     """LightningCLI over the zoo's tasks (``model:``) and data modules (``data:``)."""
+
+    def __init__(self, *args, parser_kwargs=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # program name, help text, no abbreviated keys (see tasks.cli_session)
+        kwargs["parser_kwargs"] = parser_kwargs or mobilezoo_parser_kwargs(self.subcommands())
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_lightning_class_args(MetricsSummary, "metrics_summary")
@@ -102,7 +107,6 @@ def _run(args: list[str] | None) -> None:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        parser_kwargs=parser_kwargs(MobileZooCLI.subcommands()),
         args=args,
     )
 

@@ -29,7 +29,7 @@ EXTRA_COMMANDS = {
 }
 
 
-def parser_kwargs(subcommands: dict[str, Any]) -> dict[str, Any]:
+def mobilezoo_parser_kwargs(subcommands: dict[str, Any]) -> dict[str, Any]:
     """Parser settings of LightningCLI: program name, help text, and no abbreviated keys
     (``--trainer.max_epoch`` is an error, not ``max_epochs``)."""
     others = "; ".join(f"{name}: {text}" for name, text in EXTRA_COMMANDS.items())
