@@ -1,7 +1,7 @@
 """Pictures of validation and test, in TensorBoard and as PNG files next to the metrics.
 
-``EvaluationFigures`` (added to every ``mobilezoo`` run) draws, at every validation, the
-first ``num_images`` validation images with the model's predictions (boxes with class and
+``EvaluationFigures`` (added to every ``mobilezoo`` run) draws, at every validation, a fixed
+handful of validation images (spread over the set) with the model's predictions (boxes with class and
 score, mask overlays next to the ground truth, top-5 labels), and at the end of
 ``validate`` / ``test`` / ``fit`` the evaluation figures: per-class AP bars and
 precision-recall curves (detection, from COCOeval's precision array), the confusion matrix
@@ -170,8 +170,8 @@ class EvaluationFigures(Callback):
     """Validation images and evaluation figures in TensorBoard and as PNG files.
 
     Args:
-        num_images: how many of the first validation images to draw at each validation
-            (always the same ones); 0 turns the images off.
+        num_images: how many validation images to draw at each validation (always the
+            same ones, spread evenly over the set); 0 turns the images off.
         figures: draw the end-of-evaluation figures (needs matplotlib).
         draw_threshold: smallest detection score drawn on the validation images.
     """
@@ -183,29 +183,36 @@ class EvaluationFigures(Callback):
         self._batch: dict[str, Any] = {}
         self._validated = False  # a real validation (not the sanity check) ran in fit
 
-    def _keep(self, trainer: Trainer, batch: Any, batch_idx: int, prefix: str) -> None:
-        if batch_idx != 0 or trainer.sanity_checking or not self.num_images:
-            return
-        if _run_dir(trainer) is None:
-            return
-        k = self.num_images
-        if isinstance(batch, dict):
-            self._batch[prefix] = {
-                key: v[:k].detach().cpu() for key, v in batch.items() if isinstance(v, torch.Tensor)
-            }
-        else:
-            self._batch[prefix] = [_images(batch)[:k].detach().cpu()]
+    def fixed_batch(self, trainer: Trainer, prefix: str) -> Any:
+        """``num_images`` samples spread evenly over the evaluation set (the same ones at
+        every validation, and several classes even when the set is sorted by class),
+        collated as the loader collates them; ``None`` when there is nothing to draw."""
+        if prefix in self._batch:
+            return self._batch[prefix]
+        loaders = trainer.val_dataloaders if prefix == "val" else trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        dataset = getattr(loader, "dataset", None)
+        try:
+            n = len(dataset)  # type: ignore[arg-type]
+        except TypeError:  # an iterable data set: no fixed handful to pick
+            return None
+        k = min(self.num_images, n)
+        if k == 0:
+            return None
+        indices = sorted({int(i) for i in np.linspace(0, n - 1, k).round()})
+        samples = [dataset[i] for i in indices]  # type: ignore[index]
+        collate = getattr(loader, "collate_fn", None) or torch.utils.data.default_collate
+        self._batch[prefix] = collate(samples)
+        return self._batch[prefix]
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def]  # fmt: skip
-        if dataloader_idx == 0:
-            self._keep(trainer, batch, batch_idx, "val")
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):  # type: ignore[no-untyped-def]  # fmt: skip
-        if dataloader_idx == 0:
-            self._keep(trainer, batch, batch_idx, "test")
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._validated = False
+        self._batch = {}
 
     def _log_examples(self, trainer: Trainer, pl_module: LightningModule, prefix: str) -> None:
-        batch = self._batch.pop(prefix, None)
+        if trainer.sanity_checking or not self.num_images or _run_dir(trainer) is None:
+            return
+        batch = self.fixed_batch(trainer, prefix)
         if batch is None:
             return
         pictures = draw_examples(pl_module, batch, trainer.datamodule, self.draw_threshold)
@@ -252,9 +259,6 @@ class EvaluationFigures(Callback):
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._log_figures(trainer, pl_module, "test")
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._validated = False
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._validated:  # not the sanity check's numbers

@@ -110,17 +110,12 @@ def test_plot_draws_the_curves_of_a_run(tmp_path, capsys):
     assert "no TensorBoard event files" in capsys.readouterr().err
 
 
-def test_examples_are_the_same_images_every_validation(tmp_path):
-    callback = EvaluationFigures(num_images=2)
+def test_examples_are_a_fixed_handful_spread_over_the_set():
+    from torch.utils.data import DataLoader, TensorDataset
 
-    class _T:  # the bits of a Trainer the callback reads
-        sanity_checking = False
-        is_global_zero = True
-        fast_dev_run = False
-        loggers = [object()]
-        log_dir = str(tmp_path)
-
-    batch = (torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2), None)
-    callback._keep(_T(), batch, 0, "val")
-    callback._keep(_T(), (batch[0] + 100, None), 1, "val")  # later batches are ignored
-    assert callback._batch["val"][0][:, 0, 0, 0].tolist() == [0.0, 1.0]
+    callback = EvaluationFigures(num_images=3)
+    loader = DataLoader(TensorDataset(torch.arange(10.0)), batch_size=4)
+    trainer = type("T", (), {"val_dataloaders": loader})()
+    first = callback.fixed_batch(trainer, "val")
+    assert first[0].tolist() == [0.0, 4.0, 9.0]  # evenly spread, not the first batch
+    assert callback.fixed_batch(trainer, "val") is first  # the same at every validation
