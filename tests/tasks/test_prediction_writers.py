@@ -106,3 +106,23 @@ def test_labels_sit_on_a_tag_of_the_class_colour():
     assert tuple(drawn[45, 10]) == colour  # the outline
     assert class_colour(1) != class_colour(2)
     assert text_colour((255, 255, 0)) == (0, 0, 0) and text_colour((0, 0, 128)) == (255,) * 3
+
+
+def test_every_data_module_names_its_predict_folder_predict_dir(tmp_path):
+    import inspect
+
+    import tasks
+
+    modules = [tasks.COCODataModule, tasks.DemoDetectionDataModule, tasks.VOCSegmentationDataModule,
+               tasks.CityscapesDataModule, tasks.DemoSegmentationDataModule,
+               tasks.ImageFolderDataModule, tasks.DemoClassificationDataModule]  # fmt: skip
+    for module in modules:
+        assert "predict_dir" in inspect.signature(module.__init__).parameters, module.__name__
+
+
+def test_old_detection_option_name_still_works_with_a_warning(tmp_path):
+    from tasks import DemoDetectionDataModule
+
+    with pytest.warns(UserWarning, match="data.predict_folder is deprecated; use data.predict_dir"):
+        dm = DemoDetectionDataModule(root=str(tmp_path / "d"), predict_folder=str(tmp_path))
+    assert dm.predict_dir == str(tmp_path)
