@@ -176,7 +176,9 @@ class EvaluationFigures(Callback):
         draw_threshold: smallest detection score drawn on the validation images.
     """
 
-    def __init__(self, num_images: int = 8, figures: bool = True, draw_threshold: float = 0.3):
+    def __init__(
+        self, num_images: int = 8, figures: bool = True, draw_threshold: float = 0.3
+    ) -> None:
         self.num_images = num_images
         self.figures = figures
         self.draw_threshold = draw_threshold
