@@ -118,8 +118,11 @@ def _iou_per_class(confmat: np.ndarray) -> np.ndarray:
     return np.divide(tp, union, out=np.full_like(tp, np.nan), where=union > 0)
 
 
-def evaluation_figures(module: LightningModule, prefix: str) -> dict[str, Any]:
-    """``{name: matplotlib figure}`` of the last finished evaluation with ``prefix``."""
+def evaluation_figures(
+    module: LightningModule, prefix: str, datamodule: Any = None
+) -> dict[str, Any]:
+    """``{name: matplotlib figure}`` of the last finished evaluation with ``prefix``; class
+    names from the task, else the data module (``classes`` or ``class_names``)."""
     from tasks import plots
 
     if isinstance(module, DetectionTask):
@@ -145,7 +148,14 @@ def evaluation_figures(module: LightningModule, prefix: str) -> dict[str, Any]:
     if confmat is None:
         return {}
     confmat = confmat.cpu().numpy() if isinstance(confmat, torch.Tensor) else np.asarray(confmat)
-    names = list(getattr(module, "class_names", None) or range(len(confmat)))
+    names = list(
+        getattr(module, "class_names", None)
+        or getattr(datamodule, "classes", None)
+        or getattr(datamodule, "class_names", None)
+        or range(len(confmat))
+    )
+    if len(names) != len(confmat):
+        names = list(range(len(confmat)))
     figures = {
         "confusion_matrix": plots.confusion_matrix(
             confmat, [str(n) for n in names], f"{prefix} confusion matrix (rows: true)"
@@ -238,7 +248,7 @@ class EvaluationFigures(Callback):
         if not self.figures or run is None:
             return
         try:
-            figures = evaluation_figures(pl_module, prefix)
+            figures = evaluation_figures(pl_module, prefix, trainer.datamodule)
         except ImportError as err:  # matplotlib missing
             rank_zero_info(f"evaluation figures skipped ({err}); pip install matplotlib")
             return

@@ -70,6 +70,10 @@ def test_classification_validate_writes_confusion_matrix(tmp_path):
     run = _validate(task, dm, tmp_path)
     assert (run / "plots" / "val_confusion_matrix.png").is_file()
     assert int(task.last_confmat["val"].sum()) == 8  # every validation image counted once
+    from tasks.figures import evaluation_figures
+
+    fig = evaluation_figures(task, "val", dm)["confusion_matrix"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == dm.classes  # names, not 0..3
 
 
 def test_no_logger_no_files(tmp_path, monkeypatch):
