@@ -82,7 +82,8 @@ def export_main(args: list[str]) -> None:
     if args and not args[0].startswith("-"):
         args = ["--source", *args]  # the source may be given positionally
     config = parser.parse_args(args)
-    init = parser.instantiate_classes(config)
+    # jsonargparse 4.49 renamed instantiate_classes (deprecated) to instantiate
+    init = getattr(parser, "instantiate", parser.instantiate_classes)(config)
     options = {k: v for k, v in init.items() if k != "config"}
     try:
         export(**options)
