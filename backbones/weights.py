@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+_Builder = TypeVar("_Builder", bound=Callable[..., Any])
 
 # torchvision's MobileNet_V2_Weights; kept here so that a file already in the torch hub
 # cache loads without importing torchvision.
@@ -48,6 +53,41 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
+class WeightsDownloadError(RuntimeError):
+    """Named ImageNet weights could not be downloaded. The message says where to put the
+    file by hand and names ``option``, the setting that takes a local file instead: a model
+    builder re-raises it with its own name (``weights_backbone``) via ``for_option``."""
+
+    def __init__(self, name: str, url: str, dest: Path, cause: str, option: str = "weights"):
+        self.name, self.url, self.dest, self.cause, self.option = name, url, dest, cause, option
+        super().__init__(
+            f"could not download {name} weights from {url} ({cause}). On an offline machine, "
+            f"copy that file to {dest} (the torch hub cache, set by TORCH_HOME) or set "
+            f"{option} to the path of a torchvision mobilenet_v2 state dict."
+        )
+
+    def for_option(self, option: str) -> WeightsDownloadError:
+        """The same error, naming ``option`` as the setting to change."""
+        return WeightsDownloadError(self.name, self.url, self.dest, self.cause, option)
+
+
+def names_weights_option(option: str) -> Callable[[_Builder], _Builder]:
+    """Decorate a model builder whose weights argument is called ``option`` (for instance
+    ``weights_backbone``) so that a failed download names that argument."""
+
+    def decorate(builder: _Builder) -> _Builder:
+        @functools.wraps(builder)
+        def build(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return builder(*args, **kwargs)
+            except WeightsDownloadError as err:
+                raise err.for_option(option) from err.__cause__
+
+        return build  # type: ignore[return-value]
+
+    return decorate
+
+
 def _download_imagenet(name: str, dest: Path) -> None:
     """Fetch named weights through torchvision's weight enum into the hub cache."""
     try:
@@ -60,11 +100,7 @@ def _download_imagenet(name: str, dest: Path) -> None:
     try:
         torch.hub.download_url_to_file(url, str(dest), progress=True)
     except Exception as err:  # URLError, HTTPError, socket errors, ...
-        raise RuntimeError(
-            f"could not download {name} weights from {url} ({type(err).__name__}: {err}). "
-            f"On an offline machine, copy that file to {dest} (the torch hub cache, set by "
-            "TORCH_HOME) or pass weights=<path to a torchvision mobilenet_v2 state dict>."
-        ) from err
+        raise WeightsDownloadError(name, url, dest, f"{type(err).__name__}: {err}") from err
 
 
 def load_torchvision_state_dict(weights: str | Path, width_mult: float = 1.0) -> dict[str, Tensor]:

@@ -9,6 +9,7 @@ from heads.deeplabv3 import (
     predict_padded,
 )
 from heads.inference import optimize_for_inference
+from heads.registry import get_model, get_model_builder, list_models, register_model
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 
 __all__ = [
@@ -19,9 +20,13 @@ __all__ = [
     "SSDLite",
     "SSDLiteHead",
     "deeplabv3_mobilenet_v2",
+    "get_model",
+    "get_model_builder",
+    "list_models",
     "mobilenet_v2_classifier",
     "multiscale_flip_predict",
     "optimize_for_inference",
     "predict_padded",
+    "register_model",
     "ssdlite_mobilenet_v2",
 ]

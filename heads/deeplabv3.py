@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
+from backbones.weights import names_weights_option
 from heads.pretrained import architecture_of, load_weights
 
 #: the 320-channel map the paper's "MNet V2*" heads read
@@ -187,6 +188,7 @@ class MobileDeepLabV3(nn.Module):
         )
 
 
+@names_weights_option("weights_backbone")
 def deeplabv3_mobilenet_v2(
     num_classes: int = 21,
     output_stride: int = 16,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from backbones.layers import ConvBNReLU6, Padding
 from backbones.mobilenetv2 import MobileNetV2
+from backbones.weights import names_weights_option
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
 from heads.detection_loss import MultiBoxLoss
@@ -238,6 +239,7 @@ def _halve(n: int, stride: int) -> int:
     return n
 
 
+@names_weights_option("weights_backbone")
 def ssdlite_mobilenet_v2(
     num_classes: int = 80,
     width_mult: float = 1.0,

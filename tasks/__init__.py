@@ -1,17 +1,16 @@
 """The Lightning layer: tasks, data modules and the ``mobilezoo`` command."""
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
+import tasks.quiet  # noqa: F401  (first: filters foreign warnings before they are raised)
 from tasks.base import BaseTask
 from tasks.checkpointing import ModelCheckpoint
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.coco import COCODataModule
-from tasks.data.demo_classification import DemoClassificationDataModule
-from tasks.data.demo_detection import DemoDetectionDataModule
-from tasks.data.demo_segmentation import DemoSegmentationDataModule
+from tasks.data.demo import (
+    DemoClassificationDataModule,
+    DemoDetectionDataModule,
+    DemoSegmentationDataModule,
+)
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.voc import VOCSegmentationDataModule
 from tasks.detection import DetectionPredictionWriter, DetectionTask

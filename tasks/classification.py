@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from backbones.layers import Padding
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask, _default_optimizer
 from tasks.metrics import SetMean
+from tasks.prediction_writers import ClassificationPredictionWriter  # noqa: F401  (old import path)
 
 
 class ClassificationTask(BaseTask):
@@ -39,7 +36,10 @@ class ClassificationTask(BaseTask):
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], labels [B])``. Logged: ``train/loss``,
-    ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``).
+    ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``). With fewer than 5 classes
+    the top-k metric is named after its k: ``val/top4`` on 4 classes (top-5 would be 1.0
+    by definition). ``last_confmat["val"]`` / ``["test"]`` hold the confusion matrix of the
+    last finished evaluation (rows: true class).
     """
 
     architecture_hparams = ("num_classes", "width_mult", "divisible_by", "padding")
@@ -83,6 +83,10 @@ class ClassificationTask(BaseTask):
         self.test_metrics = metrics.clone(prefix="test/")
         # The set's mean loss, equal under DDP (see SetMean)
         self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
+        self.confmats = nn.ModuleDict(
+            {p: MulticlassConfusionMatrix(num_classes) for p in ("val", "test")}
+        )
+        self.last_confmat: dict[str, Tensor] = {}
         self.num_classes = num_classes
 
     def forward(self, images: Tensor) -> Tensor:
@@ -113,12 +117,24 @@ class ClassificationTask(BaseTask):
             logits, labels, reduction="sum", label_smoothing=self.criterion.label_smoothing
         )
         metrics.update(logits, labels)
+        self.confmats[prefix].update(logits.argmax(dim=1), labels)
         self.eval_loss[prefix].update(loss_sum, images.shape[0])
         self.log(f"{prefix}/loss", self.eval_loss[prefix], batch_size=images.shape[0])
         self.log_dict(metrics, prog_bar=prefix == "val", batch_size=images.shape[0])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.val_metrics, "val")
+
+    def _keep_confmat(self, prefix: str) -> None:
+        # compute() sums over processes (a collective: every rank calls it)
+        self.last_confmat[prefix] = self.confmats[prefix].compute().cpu()
+        self.confmats[prefix].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._keep_confmat("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._keep_confmat("test")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, "test")
@@ -134,35 +150,3 @@ class ClassificationTask(BaseTask):
         scores, labels = probs.topk(min(5, self.num_classes), dim=1)
         paths = batch["path"] if isinstance(batch, dict) else None
         return {"labels": labels, "scores": scores, "paths": paths}
-
-
-class ClassificationPredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv``: one row per image with its top-5 classes and scores.
-
-    Class names come from the data module's ``classes`` when it has them.
-
-    Args:
-        output_dir: folder for ``predictions.csv`` (created).
-    """
-
-    def __init__(self, output_dir: str = "predictions") -> None:
-        super().__init__(write_interval="epoch")
-        self.output_dir = Path(output_dir)
-
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # type: ignore[no-untyped-def]
-        names = getattr(trainer.datamodule, "classes", None)
-        rows = []
-        for batch in predictions:
-            for path, labels, scores in zip(batch["paths"], batch["labels"].tolist(), batch["scores"].tolist(), strict=True):  # fmt: skip
-                top = [names[i] if names else str(i) for i in labels]
-                rows.append([path, *(f"{c}:{p:.4f}" for c, p in zip(top, scores, strict=True))])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        suffix = f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        path = self.output_dir / f"predictions{suffix}.csv"
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(
-                ["path", *(f"top{k + 1}" for k in range(len(rows[0]) - 1 if rows else 0))]
-            )
-            writer.writerows(rows)
-        rank_zero_info(f"wrote {len(rows)} predictions to {path}")

@@ -1,6 +1,7 @@
 """The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
 ``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``), ``mobilezoo weights``
-and ``mobilezoo convert`` (named weights, TF import; see ``tasks.tf_import.cli``)."""
+and ``mobilezoo convert`` (named weights, TF import; see ``tasks.tf_import.cli``) and
+``mobilezoo plot`` (the curves of a finished run; see ``tasks.plots``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import tasks  # (registers the zoo's tasks and data modules by short name)
 from tasks.base import BaseTask
-from tasks.callbacks import FiniteLossCheck, MetricsSummary
+from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
 from tasks.checkpoint_hparams import check_hparams, check_types, merge_hparams
 from tasks.checkpoint_io import (
     CheckpointError,
@@ -34,7 +35,15 @@ from tasks.checkpoint_io import (
     read_checkpoint,
     shorten,
 )
+from tasks.cli_session import (
+    add_session_arguments,
+    after_instantiate,
+    mobilezoo_parser_kwargs,
+    parse_with_short_errors,
+)
+from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
+from tasks.figures import EvaluationFigures
 
 log = logging.getLogger("mobilezoo")
 
@@ -62,12 +71,27 @@ class MobileZooCLI(LightningCLI):
     zoo's, their values bounded), and every config is bounds-checked before anything is built.
     """
 
+    def __init__(self, *args, parser_kwargs=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        # program name, help text, no abbreviated keys (see tasks.cli_session)
+        kwargs["parser_kwargs"] = parser_kwargs or mobilezoo_parser_kwargs(self.subcommands())
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_lightning_class_args(MetricsSummary, "metrics_summary")
         parser.add_lightning_class_args(FiniteLossCheck, "finite_loss_check")
+        parser.add_lightning_class_args(LearningRateLog, "lr_log")
+        parser.add_lightning_class_args(EvaluationFigures, "evaluation_figures")
+        parser.add_lightning_class_args(DataSummary, "data_summary")
+        add_session_arguments(parser)
+
+    def after_instantiate_classes(self) -> None:
+        # validate/test/predict of a checkpoint write next to its run; --draw_threshold
+        after_instantiate(self)
 
     def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
-        super().parse_arguments(parser, args)
+        # misspelled keys: one line naming the closest valid key; predict without input
+        # images stops here, before any checkpoint is read
+        parse_with_short_errors(self, parser, args, super().parse_arguments)
         # What the user gave (-c files and command line), without defaults: it beats the
         # checkpoint's hyper-parameters.
         given = sys.argv[1:] if args is None else args
@@ -185,7 +209,8 @@ def export_main(args: list[str]) -> None:
     if args and not args[0].startswith("-"):
         args = ["--source", *args]  # the source may be given positionally
     config = parser.parse_args(args)
-    init = parser.instantiate_classes(config)
+    # jsonargparse 4.49 renamed instantiate_classes (deprecated) to instantiate
+    init = getattr(parser, "instantiate", parser.instantiate_classes)(config)
     options = {k: v for k, v in init.items() if k != "config"}
     try:
         export(**options)
@@ -202,6 +227,11 @@ def _run(args: list[str] | None) -> None:
         from tasks.tf_import import cli as tf_cli
 
         (tf_cli.weights_main if argv[0] == "weights" else tf_cli.convert_main)(argv[1:])
+        return
+    if argv[:1] == ["plot"]:
+        from tasks.plots import plot_main
+
+        plot_main(argv[1:])
         return
     MobileZooCLI(
         BaseTask,

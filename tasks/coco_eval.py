@@ -14,6 +14,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -67,6 +68,7 @@ def evaluate_coco(
     results: Sequence[dict[str, Any]],
     image_ids: Iterable[int] | None = None,
     backend: EvalBackend = "pycocotools",
+    details: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """COCOeval (``iouType="bbox"``) of ``results`` against ``ground_truth``.
 
@@ -79,6 +81,10 @@ def evaluate_coco(
             ``ground_truth``. Images evaluated with no result count as misses.
         backend: ``"pycocotools"`` (the reference) or ``"faster_coco_eval"`` (same
             numbers, faster).
+        details: if given, filled with COCOeval's ``precision`` array ``[T, R, K, A, M]``
+            (IoU thresholds, recall points, categories, areas, max detections; -1 where
+            undefined), ``iou_thresholds`` ``[T]``, ``recall_thresholds`` ``[R]`` and
+            ``category_ids`` ``[K]`` (for per-class AP and precision-recall plots).
 
     Returns:
         ``{name: value}`` for the 12 ``STAT_NAMES``; -1 where COCOeval has nothing to score
@@ -110,6 +116,11 @@ def evaluate_coco(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    if details is not None:
+        details["precision"] = np.asarray(evaluator.eval["precision"], dtype=np.float64)
+        details["iou_thresholds"] = np.asarray(evaluator.params.iouThrs, dtype=np.float64)
+        details["recall_thresholds"] = np.asarray(evaluator.params.recThrs, dtype=np.float64)
+        details["category_ids"] = [int(c) for c in evaluator.params.catIds]
     return {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
 
 
@@ -165,6 +176,9 @@ class COCOEvaluator:
     def reset(self) -> None:
         self._results: dict[int, list[dict[str, Any]]] = {}
 
+    #: ``evaluate_coco``'s details of the last ``compute`` (on rank 0 under DDP)
+    last_details: dict[str, Any] = {}
+
     def update(self, results: dict[int, list[dict[str, Any]]]) -> None:
         """Add ``{image_id: [COCO result dicts]}`` (see ``detections_to_coco``)."""
         self._results.update(results)
@@ -190,4 +204,7 @@ class COCOEvaluator:
             for image_id, dets in part.items():
                 merged.setdefault(image_id, dets)  # a padded duplicate counts once
         results = [r for dets in merged.values() for r in dets]
-        return evaluate_coco(self.ground_truth, results, merged.keys(), self.backend)
+        self.last_details = {}
+        return evaluate_coco(
+            self.ground_truth, results, merged.keys(), self.backend, self.last_details
+        )

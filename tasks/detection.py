@@ -1,29 +1,22 @@
 """Object detection task: SSDLite-MobileNetV2 trained with the multibox loss and scored
-with the official COCO metrics; a callback that writes drawn predictions and a results JSON."""
+with the official COCO metrics. ``DetectionPredictionWriter`` lives in
+``tasks.prediction_writers`` (imported here too, its old place)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torchvision.io import write_jpeg
-from torchvision.utils import draw_bounding_boxes
 
 from backbones.layers import Padding
 from heads.anchors import AnchorLayout
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
-from tasks.data.io import read_image
 from tasks.metrics import SetMean
+from tasks.prediction_writers import DetectionPredictionWriter  # noqa: F401  (old import path)
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 
@@ -225,99 +218,3 @@ class DetectionTask(BaseTask):
             )
             out.append({**det, "boxes": det["boxes"] * scale, "path": path, "orig_size": orig})
         return out
-
-
-class DetectionPredictionWriter(BasePredictionWriter):
-    """Write each predicted image with its boxes drawn, and ``detections.json``.
-
-    Files: ``{output_dir}/<image path relative to the predict folder>`` (JPEG with boxes,
-    class names and scores above ``draw_threshold``) and ``{output_dir}/detections.json``:
-    COCO results ``[{image_id, file_name, category_id, bbox: [x, y, w, h], score}]`` with
-    ``image_id`` the 1-based position of the image in the sorted folder listing.
-
-    Args:
-        output_dir: folder to write to (created).
-        draw_threshold: smallest score drawn on the images (all go to the JSON).
-        line_width: box outline width in pixels.
-    """
-
-    def __init__(
-        self, output_dir: str = "predictions", draw_threshold: float = 0.3, line_width: int = 2
-    ) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
-        self.draw_threshold = draw_threshold
-        self.line_width = line_width
-        self._results: list[dict[str, Any]] = []
-        self._root = Path(".")
-        self._ids: dict[str, int] = {}
-
-    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._results = []
-        loaders = trainer.predict_dataloaders
-        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
-        dataset = getattr(loader, "dataset", None)
-        self._root = Path(getattr(dataset, "folder", "."))
-        self._ids = {str(p): i + 1 for i, p in enumerate(getattr(dataset, "paths", []))}
-
-    def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: list[dict[str, Any]],
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        root = self._root
-        names = list(getattr(pl_module, "class_names", []))
-        cat_ids = list(getattr(pl_module, "category_ids", []))
-        for det in prediction:
-            path = Path(det["path"])
-            rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-            image_id = self._ids.get(str(path), len(self._ids) + 1)
-            boxes, scores = det["boxes"].float().cpu(), det["scores"].float().cpu()
-            labels = det["labels"].cpu().tolist()
-            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels, strict=True):
-                self._results.append(
-                    {
-                        "image_id": image_id,
-                        "file_name": str(rel),
-                        "category_id": cat_ids[label] if label < len(cat_ids) else label + 1,
-                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                        "score": score,
-                    }
-                )
-            keep = scores >= self.draw_threshold
-            image = torch.from_numpy(read_image(path).copy()).permute(2, 0, 1).contiguous()
-            text = [
-                f"{names[lb] if lb < len(names) else lb} {s:.2f}"
-                for lb, s in zip(
-                    [lb for lb, k in zip(labels, keep.tolist(), strict=True) if k],
-                    scores[keep].tolist(),
-                    strict=True,
-                )
-            ]
-            drawn = (
-                draw_bounding_boxes(image, boxes[keep], labels=text, width=self.line_width)
-                if keep.any()
-                else image
-            )
-            target = (self.output_dir / rel).with_suffix(".jpg")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_jpeg(drawn, str(target), quality=90)
-
-    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        results = self._results
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, results)
-            results = [r for part in parts for r in part]
-        if trainer.is_global_zero:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            results.sort(key=lambda r: (r["image_id"], -r["score"]))
-            (self.output_dir / "detections.json").write_text(json.dumps(results))
-            rank_zero_info(
-                f"wrote {len(results)} detections and the drawn images to {self.output_dir}"
-            )

@@ -35,6 +35,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
 from heads.inference import DetectorEnd2End, DetectorRaw
+from tasks.export_names import default_stem
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +405,8 @@ def export(
         source: a checkpoint (``.ckpt`` written by ``mobilezoo fit``) or a builder name:
             ``mobilenet_v2_classifier``, ``ssdlite_mobilenet_v2``, ``deeplabv3_mobilenet_v2``.
         output_dir: folder for the ONNX files.
-        name: file stem (default: the checkpoint's stem or the builder name).
+        name: file stem (default: ``tasks.export_names.default_stem``: the builder, the
+            run and the checkpoint, e.g. ``ssdlite_mobilenet_v2-detection_demo-version_0-last``).
         image_size: square input side of the graph (default: 224 classifier, the model's
             ``image_size`` (320) detector, 513 segmenter).
         detector_form: ``"raw"``, ``"end2end"`` (decoding + NMS in the graph) or ``"both"``.
@@ -427,7 +429,7 @@ def export(
     """
     model = load_model(source, builder_args)
     kind = model_kind(model)
-    stem = name or (Path(source).stem if str(source).endswith(".ckpt") else str(source))
+    stem = name or default_stem(source, kind)
     side = image_size or getattr(model, "image_size", None) or _DEFAULT_SIZE[kind]
     size = (int(side), int(side))
     out = Path(output_dir).expanduser()

@@ -1,26 +1,20 @@
-"""Semantic segmentation task (Mobile DeepLabv3) and a writer for predicted masks."""
+"""Semantic segmentation task (Mobile DeepLabv3). ``SegmentationPredictionWriter`` lives in
+``tasks.prediction_writers`` (imported here too, its old place)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
 from backbones.layers import Padding
 from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
 from tasks.base import BaseTask, _default_optimizer
-from tasks.data.io import read_image
-from tasks.data.seg_transforms import voc_palette
+from tasks.prediction_writers import SegmentationPredictionWriter  # noqa: F401  (old import path)
 from tasks.segmentation_metrics import SegmentationMetrics
 
 
@@ -245,68 +239,3 @@ class SegmentationTask(BaseTask):
             label = log_probs.argmax(dim=1)[0].to(torch.uint8).cpu()
             out.append({"mask": label, "path": batch["path"][i]})
         return out
-
-
-class SegmentationPredictionWriter(BasePredictionWriter):
-    """Writes each predicted mask as a palette PNG and, optionally, a colour overlay.
-
-    For an input ``<predict_dir>/a/b.jpg`` it writes ``<output_dir>/a/b.png`` (pixel value =
-    class index, palette colours for viewing) and ``<output_dir>/a/b_overlay.jpg``.
-
-    Args:
-        output_dir: folder for the outputs (created).
-        overlay: also write the image blended with the coloured mask.
-        alpha: weight of the mask colours in the overlay.
-
-    The palette is the data module's ``palette`` (flat ``[r, g, b, ...]``) when it has one
-    (Cityscapes), else the PASCAL VOC colour map.
-    """
-
-    def __init__(self, output_dir: str = "predictions", overlay: bool = True, alpha: float = 0.5):
-        super().__init__(write_interval="batch")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.output_dir = Path(output_dir)
-        self.overlay = overlay
-        self.alpha = alpha
-
-    def _palette(self, trainer: Trainer) -> list[int]:
-        palette = list(getattr(trainer.datamodule, "palette", None) or voc_palette())
-        return palette + [0] * (768 - len(palette))
-
-    def _relative(self, trainer: Trainer, path: Path) -> Path:
-        folder = getattr(trainer.datamodule, "predict_dir", None)
-        if folder is not None:
-            try:
-                return path.relative_to(Path(folder).expanduser())
-            except ValueError:
-                pass
-        return Path(path.name)
-
-    def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: Sequence[dict[str, Any]],
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        palette = self._palette(trainer)
-        colours = np.asarray(palette, dtype=np.float32).reshape(256, 3)
-        for item in prediction:
-            source = Path(item["path"])
-            target = self.output_dir / self._relative(trainer, source).with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            mask = item["mask"].numpy()
-            png = Image.fromarray(mask)
-            png.putpalette(palette)  # turns the "L" image into a "P" one
-            png.save(target)
-            if self.overlay:
-                image = read_image(source).astype(np.float32)
-                blended = (1 - self.alpha) * image + self.alpha * colours[mask]
-                overlay_path = target.with_name(target.stem + "_overlay.jpg")
-                Image.fromarray(blended.round().clip(0, 255).astype(np.uint8)).save(
-                    overlay_path, quality=90
-                )

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import albumentations as A
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -186,7 +187,9 @@ class COCODataModule(BaseDataModule):
         train_include_empty: also train on images without objects (evaluation always
             keeps them).
         mean, std: normalization (default maps pixels to [-1, 1]).
-        predict_folder: folder of images for ``predict``.
+        predict_dir: folder of images for ``predict`` (searched recursively), the same
+            option name as the segmentation and classification data modules.
+        predict_folder: deprecated name of ``predict_dir``.
         batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
             on_bad_sample: see
             ``BaseDataModule``.
@@ -212,7 +215,7 @@ class COCODataModule(BaseDataModule):
         train_include_empty: bool = False,
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_folder: str | None = None,
+        predict_dir: str | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -220,10 +223,14 @@ class COCODataModule(BaseDataModule):
         eval_batch_size: int | None = None,
         on_bad_sample: Literal["raise", "skip"] = "raise",
         allow_outside_root: bool = False,
+        predict_folder: str | None = None,
     ) -> None:
         super().__init__(
             batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
         )
+        if predict_folder is not None:
+            rank_zero_warn("data.predict_folder is deprecated; use data.predict_dir")
+            predict_dir = predict_dir or predict_folder
         for name, pattern in (
             ("annotation_pattern", annotation_pattern),
             ("image_dir_pattern", image_dir_pattern),
@@ -241,8 +248,8 @@ class COCODataModule(BaseDataModule):
         self.zoom_out_ratio = zoom_out_ratio
         self.train_include_empty = train_include_empty
         self.mean, self.std = tuple(mean), tuple(std)
-        self.predict_folder = predict_folder
         self.allow_outside_root = allow_outside_root
+        self.predict_dir = predict_dir
         self._annotations: dict[str, COCOAnnotations] = {}
         self._datasets: dict[str, COCODetectionDataset] = {}
 
@@ -326,10 +333,10 @@ class COCODataModule(BaseDataModule):
         return self._loader(self._datasets["test"], train=False, collate_fn=collate_detection)
 
     def predict_dataloader(self):
-        if self.predict_folder is None:
-            raise ValueError("set data.predict_folder (a folder of images) to run predict")
+        if self.predict_dir is None:
+            raise ValueError("set data.predict_dir (a folder of images) to run predict")
         transform = A.Compose(
             [A.Resize(self.image_size, self.image_size), normalize(self.mean, self.std)]
         )
-        dataset = PredictImageDataset(self.predict_folder, transform)
+        dataset = PredictImageDataset(self.predict_dir, transform)
         return self._loader(dataset, train=False, collate_fn=collate_predict)

@@ -291,6 +291,7 @@ class SegmentationDataModule(BaseDataModule):
             True, mean, std, crop_size, min_scale, max_scale, flip
         )
         self.eval_transform = segmentation_transforms(False, mean, std)
+        self.mean, self.std = tuple(mean), tuple(std)  # for drawing validation images
         self.predict_dir = predict_dir
 
     @property

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,8 @@ def test_demo_module_checks_its_arguments():
         DemoDetectionDataModule(num_classes=9)
 
 
-def test_demo_config_through_the_cli_fit_and_predict(tmp_path):
+def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     out = tmp_path / "run"
     common = [
         "-c", str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"),
@@ -50,12 +53,14 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path):
     cli_main(
         [
             "predict", *common,
-            f"--data.init_args.predict_folder={images}",
+            f"--data.init_args.predict_dir={images}",
             f"--trainer.callbacks.init_args.output_dir={preds}",
             "--model.init_args.score_threshold=0.0",
             "--trainer.enable_progress_bar=false",
+            "--draw_threshold=0.0",  # the command-line option reaches the writer
         ]
     )  # fmt: skip
+    assert re.search(r"on 2 images; \d+ drawn at score >= 0$", caplog.text, re.M)
     drawn = sorted(p.name for p in preds.glob("*.jpg"))
     assert drawn == ["000000.jpg", "000001.jpg"]
     results = json.loads((preds / "detections.json").read_text())

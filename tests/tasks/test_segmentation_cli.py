@@ -87,7 +87,7 @@ def test_cityscapes_config_fits_on_native_layout(
 
 
 def test_demo_config_fits_and_predicts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # the config writes predictions under ./outputs
+    monkeypatch.chdir(tmp_path)
     small = [
         "--data.train_images=4",
         "--data.val_images=2",
@@ -111,7 +111,8 @@ def test_demo_config_fits_and_predicts(tmp_path: Path, monkeypatch: pytest.Monke
             *small,
         ]
     )
-    out = tmp_path / "outputs" / "segmentation_demo" / "predictions"
+    # no checkpoint given: the predict run gets a run folder of its own, next to fit's
+    (out,) = (tmp_path / "run" / "lightning_logs").glob("version_*/predictions")
     with Image.open(out / "one.png") as png:
         assert png.mode == "P" and png.size == (56, 40)
         assert np.asarray(png).max() < 4

@@ -8,8 +8,8 @@ from typing import Literal
 import numpy as np
 
 from tasks.data.cache import generate_once, resolve_root, spec_hash
+from tasks.data.demo.shapes import SHAPES, draw_shape, random_color, soften, textured_background
 from tasks.data.imagefolder import ImageFolderDataModule
-from tasks.data.synthetic import SHAPES, draw_shape, random_color, soften, textured_background
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from tasks.data.cache import generate_once, resolve_root, spec_hash
+from tasks.data.demo.shapes import draw_shape, soften, textured_background
 from tasks.data.seg_transforms import IGNORE_INDEX, voc_palette
-from tasks.data.synthetic import draw_shape, soften, textured_background
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 from tasks.data.voc import VOCSegmentationDataModule
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from tasks.data.cache import generate_once, resolve_root, spec_hash
 from tasks.data.coco import COCOAnnotations, COCODataModule
+from tasks.data.demo.shapes import SHAPES, draw_shape, random_color, soften, textured_background
 from tasks.data.ssd_transforms import Augmentation
-from tasks.data.synthetic import SHAPES, draw_shape, random_color, soften, textured_background
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
 
@@ -129,13 +129,14 @@ class DemoDetectionDataModule(COCODataModule):
         train_include_empty: bool = True,
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_folder: str | None = None,
+        predict_dir: str | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
         on_bad_sample: Literal["raise", "skip"] = "raise",
+        predict_folder: str | None = None,
     ) -> None:
         if not 1 <= num_classes <= len(SHAPES):
             raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
@@ -166,10 +167,10 @@ class DemoDetectionDataModule(COCODataModule):
             str(root_path), "train", "val", None,
             image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,
             train_include_empty=train_include_empty, mean=mean, std=std,
-            predict_folder=predict_folder, batch_size=batch_size, num_workers=num_workers,
+            predict_dir=predict_dir, batch_size=batch_size, num_workers=num_workers,
             pin_memory=pin_memory, persistent_workers=persistent_workers,
             eval_batch_size=eval_batch_size,
-            on_bad_sample=on_bad_sample,
+            on_bad_sample=on_bad_sample, predict_folder=predict_folder,
         )  # fmt: skip
 
     def prepare_data(self) -> None:
