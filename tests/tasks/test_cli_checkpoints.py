@@ -59,6 +59,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def _seg(subcommand: str, ckpt: Path | str, *extra: str) -> None:
+    if subcommand == "predict":  # predict refuses to start without input images
+        extra = (f"--data.init_args.predict_dir={Path(str(ckpt)).parent}", *extra)
     cli_main([subcommand, "-c", str(SEG), f"--ckpt_path={ckpt}", "--trainer.logger=false",
               *extra])  # fmt: skip
 
