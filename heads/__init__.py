@@ -8,6 +8,7 @@ from heads.deeplabv3 import (
     multiscale_flip_predict,
 )
 from heads.inference import optimize_for_inference
+from heads.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 
 __all__ = [
@@ -16,10 +17,12 @@ __all__ = [
     "MobileDeepLabV3",
     "MobileNetV2Classifier",
     "SSDLite",
+    "SSDLiteDeepLabV3",
     "SSDLiteHead",
     "deeplabv3_mobilenet_v2",
     "mobilenet_v2_classifier",
     "multiscale_flip_predict",
     "optimize_for_inference",
+    "ssdlite_deeplabv3_mobilenet_v2",
     "ssdlite_mobilenet_v2",
 ]
