@@ -8,27 +8,35 @@ from tasks.base import BaseTask
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.coco import COCODataModule
+from tasks.data.coco_joint import COCOJointDataModule
 from tasks.data.demo_classification import DemoClassificationDataModule
 from tasks.data.demo_detection import DemoDetectionDataModule
+from tasks.data.demo_multitask import DemoMultiTaskDataModule
 from tasks.data.demo_segmentation import DemoSegmentationDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.voc import VOCSegmentationDataModule
 from tasks.detection import DetectionPredictionWriter, DetectionTask
+from tasks.multitask import MultiTaskTask
+from tasks.multitask_writer import MultiTaskPredictionWriter
 from tasks.schedulers import WarmupCosineLR, WarmupExponentialLR, WarmupPolyLR
 from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
 
 __all__ = [
     "BaseTask",
     "COCODataModule",
+    "COCOJointDataModule",
     "CityscapesDataModule",
     "ClassificationPredictionWriter",
     "ClassificationTask",
     "DemoClassificationDataModule",
     "DemoDetectionDataModule",
+    "DemoMultiTaskDataModule",
     "DemoSegmentationDataModule",
     "DetectionPredictionWriter",
     "DetectionTask",
     "ImageFolderDataModule",
+    "MultiTaskPredictionWriter",
+    "MultiTaskTask",
     "SegmentationPredictionWriter",
     "SegmentationTask",
     "VOCSegmentationDataModule",
