@@ -51,7 +51,7 @@ def export_joint(
         the written file (one file; the batch dimension is dynamic).
     """
     path = Path(path)
-    graph = JointRaw(model.eval(), image_size)
+    graph = JointRaw(model, image_size).eval()
     dynamic = {name: {0: "batch"} for name in ("images", *JOINT_OUTPUTS[:3])}
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -76,7 +76,7 @@ def check_joint_parity(
     """onnxruntime against PyTorch on ``images`` (their size must be the exported one)."""
     path = Path(path)
     ort_out = ort_session(path).run(None, {"images": images.numpy()})
-    graph = JointRaw(model.eval(), tuple(images.shape[-2:]))
+    graph = JointRaw(model, tuple(images.shape[-2:])).eval()
     with torch.no_grad():
         torch_out = graph(images)
     report = ParityReport(path, images.shape[0], tolerance=tolerance)
