@@ -7,6 +7,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from tasks.base import BaseTask
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
+from tasks.data.cityscapes_joint import CityscapesJointDataModule
 from tasks.data.coco import COCODataModule
 from tasks.data.coco_joint import COCOJointDataModule
 from tasks.data.demo_classification import DemoClassificationDataModule
@@ -26,6 +27,7 @@ __all__ = [
     "COCODataModule",
     "COCOJointDataModule",
     "CityscapesDataModule",
+    "CityscapesJointDataModule",
     "ClassificationPredictionWriter",
     "ClassificationTask",
     "DemoClassificationDataModule",
