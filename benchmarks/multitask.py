@@ -7,6 +7,7 @@ Latency: batch 1, fp32, the same thread count for every candidate, at 320x320 (S
 size) with COCO-sized heads (80 object classes, 81 mask classes). The joint model and the
 two single models are called in turn, one call each per round (``interleaved_medians``),
 so load from other processes hits all alike; compare the ratio column.
+``--det-classes 8 --seg-classes 19`` gives the Cityscapes heads.
 
 Training: the joint model, SSDLite and an output-stride-16 Mobile DeepLabv3 are trained for
 the same number of steps on the same batches of the generated demo (boxes + masks, 128 px,
@@ -54,54 +55,56 @@ def _settle(model: nn.Module, size: int) -> nn.Module:
 
 
 # -- complexity ----------------------------------------------------------------------------
-def complexity_rows(size: int) -> list[list[object]]:
+def complexity_rows(size: int, det: int = 80, seg: int = 81) -> list[list[object]]:
     x = torch.zeros(1, 3, size, size)
     rows: list[list[object]] = []
-    ssd = ssdlite_mobilenet_v2(80).eval()
+    ssd = ssdlite_mobilenet_v2(det).eval()
     ssd_madds = count_madds(ssd, x)
-    dl = {os: deeplabv3_mobilenet_v2(81, output_stride=os).eval() for os in (32, 16, 8)}
+    dl = {os: deeplabv3_mobilenet_v2(seg, output_stride=os).eval() for os in (32, 16, 8)}
     dl_madds = {os: count_madds(m, x) for os, m in dl.items()}
     single = ssd_madds + dl_madds[16]
 
     def row(name: str, params: int, madds: int) -> None:
         rows.append([name, f"{params / 1e6:.3f}", f"{madds / 1e9:.3f}", f"{madds / single:.2f}"])
 
-    row("SSDLite (80)", count_parameters(ssd), ssd_madds)
+    row(f"SSDLite ({det})", count_parameters(ssd), ssd_madds)
     for os, m in dl.items():
-        row(f"DeepLabv3 OS{os} (81)", count_parameters(m), dl_madds[os])
+        row(f"DeepLabv3 OS{os} ({seg})", count_parameters(m), dl_madds[os])
     row(
         "SSDLite + DeepLabv3 OS16, back to back",
         count_parameters(ssd) + count_parameters(dl[16]),
         single,
     )
     for skip in (None, "layer_4", "layer_7", "layer_14"):
-        m = ssdlite_deeplabv3_mobilenet_v2(80, 81, seg_skip=skip).eval()
+        m = ssdlite_deeplabv3_mobilenet_v2(det, seg, seg_skip=skip).eval()
         label = f"joint, skip {skip}" + (" (default)" if skip == "layer_7" else "")
         row(label, count_parameters(m), count_madds(m, x))
     # The alternative: a dilated stride-16 copy of layer_15..layer_18 for the mask branch.
     # Its cost over the stride-32 joint model is what OS16 DeepLab costs over OS32 DeepLab.
-    base = count_madds(ssdlite_deeplabv3_mobilenet_v2(80, 81, seg_skip=None).eval(), x)
+    base = count_madds(ssdlite_deeplabv3_mobilenet_v2(det, seg, seg_skip=None).eval(), x)
     extra_params = sum(
         p.numel() for i in range(14, 18) for p in dl[16].backbone.features[i].parameters()
     )
     row(
         "joint, stride-16 mask branch (layer_15..18 twice)",
-        count_parameters(ssdlite_deeplabv3_mobilenet_v2(80, 81, seg_skip=None)) + extra_params,
+        count_parameters(ssdlite_deeplabv3_mobilenet_v2(det, seg, seg_skip=None)) + extra_params,
         base + dl_madds[16] - dl_madds[32],
     )
     return rows
 
 
 # -- latency -------------------------------------------------------------------------------
-def latency_rows(size: int, threads: int, warmup: int, repeats: int) -> list[list[object]]:
+def latency_rows(
+    size: int, threads: int, warmup: int, repeats: int, det: int = 80, seg: int = 81
+) -> list[list[object]]:
     from tasks.export import export_onnx, ort_session
     from tasks.export_joint import export_joint
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    joint = _settle(ssdlite_deeplabv3_mobilenet_v2(80, 81), size)
-    ssd = _settle(ssdlite_mobilenet_v2(80), size)
-    dl = _settle(deeplabv3_mobilenet_v2(81, output_stride=16), size)
+    joint = _settle(ssdlite_deeplabv3_mobilenet_v2(det, seg), size)
+    ssd = _settle(ssdlite_mobilenet_v2(det), size)
+    dl = _settle(deeplabv3_mobilenet_v2(seg, output_stride=16), size)
     x = torch.randn(1, 3, size, size)
     xc = x.contiguous(memory_format=torch.channels_last)
     xn = x.numpy()
@@ -241,19 +244,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--det-classes", type=int, default=80, help="COCO 80, Cityscapes 8")
+    parser.add_argument("--seg-classes", type=int, default=81, help="COCO 81, Cityscapes 19")
     parser.add_argument("--train-steps", type=int, default=0, help="0: no demo training")
     parser.add_argument("--demo-root", default=None, help="demo data folder (default: cache)")
     parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args()
-    print(f"## Complexity at {args.size}x{args.size}, batch 1\n")
+    classes = f"{args.det_classes} object / {args.seg_classes} mask classes"
+    print(f"## Complexity at {args.size}x{args.size}, batch 1, {classes}\n")
     header = ["model", "params (M)", "MAdds (G)", "MAdds / back-to-back"]
-    print(markdown_table(header, complexity_rows(args.size)))
+    print(markdown_table(header, complexity_rows(args.size, args.det_classes, args.seg_classes)))
     if not args.no_latency:
         print(
             f"\n## Latency, batch 1, fp32, {args.threads} thread(s), {args.size}x{args.size}, "
-            f"median of {args.repeats} interleaved rounds\n"
+            f"{classes}, median of {args.repeats} interleaved rounds\n"
         )
-        rows = latency_rows(args.size, args.threads, args.warmup, args.repeats)
+        rows = latency_rows(
+            args.size, args.threads, args.warmup, args.repeats, args.det_classes, args.seg_classes
+        )
         header = ["path", "joint (ms)", "SSDLite + DeepLab OS16 (ms)", "ratio"]
         print(markdown_table(header, rows))
     if args.train_steps:
