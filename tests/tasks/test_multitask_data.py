@@ -8,6 +8,7 @@ from pathlib import Path
 
 import albumentations as A
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -21,6 +22,7 @@ from tasks.data.cityscapes_joint import (
 )
 from tasks.data.coco_joint import COCOJointDataModule, semantic_mask
 from tasks.data.demo_multitask import make_multitask_demo
+from tasks.data.io import BadSampleError
 from tasks.data.ssd_transforms import RandomZoomOut, bbox_params
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -126,7 +128,9 @@ def test_cityscapes_boxes_from_instance_ids(tmp_path):
 
 def test_cityscapes_joint_targets_ground_truth_and_void_canvas(tmp_path):
     _write_cityscapes_joint(tmp_path, {"train": 2, "val": 2})
-    dm = CityscapesJointDataModule(str(tmp_path), image_size=64, augmentation="none", batch_size=2)
+    dm = CityscapesJointDataModule(
+        str(tmp_path), image_size=64, augmentation="none", batch_size=2, num_workers=0
+    )
     dm.setup("fit")
     images, targets = next(iter(dm.val_dataloader()))
     assert images.shape == (2, 3, 64, 64)
@@ -186,3 +190,22 @@ def test_cityscapes_and_coco_configs_through_the_cli(tmp_path):
         ]
     )  # fmt: skip
     assert json.loads((coco / "annotations" / "instances_val2017.json").read_text())["images"]
+
+
+def test_bad_training_images_raise_by_name_or_are_skipped_and_counted(tmp_path):
+    make_multitask_demo(tmp_path, 3, 8, 2, 64, 3, 0.25, 0.5, seed=2)
+    (tmp_path / "train" / "000002.jpg").write_bytes(b"")
+    Image.new("RGB", (32, 64)).save(tmp_path / "train" / "000005.jpg")  # size differs from JSON
+
+    def batches(policy: str) -> tuple[int, int]:
+        dm = COCOJointDataModule(
+            str(tmp_path), "train", "val", image_size=64, augmentation="flip", batch_size=4,
+            on_bad_sample=policy,
+        )  # fmt: skip
+        dm.setup("fit")
+        images = sum(b[0].shape[0] for b in dm.train_dataloader())
+        return images, dm.skipped_samples
+
+    with pytest.raises(BadSampleError, match=r"train/00000[25]\.jpg"):
+        batches("raise")
+    assert batches("skip") == (8, 2)
