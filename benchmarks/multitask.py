@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +94,38 @@ def complexity_rows(size: int, det: int = 80, seg: int = 81) -> list[list[object
 
 
 # -- latency -------------------------------------------------------------------------------
+class _LowResJoint(nn.Module):
+    """The joint graph without the last upsampling: mask logits at stride 8."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        m = self.model
+        taps = m.backbone(images)
+        maps = [taps[name] for name in m.taps]
+        for layer in m.extras:
+            maps.append(layer(maps[-1]))
+        cls_logits, box_deltas = m.head(maps)
+        skip = taps[m.seg_skip_feature]
+        logits = F.interpolate(
+            m.seg_head(taps[m.seg_feature]), size=skip.shape[-2:], mode="bilinear"
+        )
+        return cls_logits, box_deltas, logits + m.seg_skip(skip)
+
+
+class _LowResDeepLab(nn.Module):
+    """DeepLab without the last upsampling: logits at stride 16."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model.head(self.model.backbone(images)[self.model.feature])
+
+
 def latency_rows(
     size: int, threads: int, warmup: int, repeats: int, det: int = 80, seg: int = 81
 ) -> list[list[object]]:
@@ -114,7 +146,10 @@ def latency_rows(
         export_joint(joint, folder / "joint.onnx", (size, size))
         export_onnx(DetectorRaw(ssd, (size, size)), "raw", folder / "ssd.onnx", (size, size))
         export_onnx(dl, "segmenter", folder / "dl.onnx", (size, size))
-        sess = {k: ort_session(folder / f"{k}.onnx", threads) for k in ("joint", "ssd", "dl")}
+        export_onnx(_LowResJoint(joint), "segmenter", folder / "joint_low.onnx", (size, size))
+        export_onnx(_LowResDeepLab(dl), "segmenter", folder / "dl_low.onnx", (size, size))
+        names = ("joint", "ssd", "dl", "joint_low", "dl_low")
+        sess = {k: ort_session(folder / f"{k}.onnx", threads) for k in names}
 
         def eager_joint() -> object:
             with torch.no_grad():
@@ -142,10 +177,16 @@ def latency_rows(
                 sess["ssd"].run(None, {"images": xn}),
                 sess["dl"].run(None, {"images": xn}),
             ),
+            # where the time goes: the same graphs without the last (full-size) upsampling
+            "ort-no-final-upsample joint": lambda: sess["joint_low"].run(None, {"images": xn}),
+            "ort-no-final-upsample pair": lambda: (
+                sess["ssd"].run(None, {"images": xn}),
+                sess["dl_low"].run(None, {"images": xn}),
+            ),
         }
         ms = interleaved_medians(cands, warmup, repeats)
     rows = []
-    for path in ("eager", "fast", "ort"):
+    for path in ("eager", "fast", "ort", "ort-no-final-upsample"):
         j, p = ms[f"{path} joint"], ms[f"{path} pair"]
         rows.append([path, j, p, f"{j / p:.2f}"])
     return rows
