@@ -58,7 +58,9 @@ class MultiTaskTask(BaseTask):
         segmentation_checkpoint: start from a ``SegmentationTask`` checkpoint (or a
             MobileDeepLabV3 state dict): its head and, unless a detection checkpoint is
             given too, its backbone (with both, the backbone comes from detection,
-            whose box head was trained on exactly these stride-32 features).
+            whose box head was trained on exactly these stride-32 features). Both are
+            read when the task is built, so they must still exist when a run is resumed
+            or a checkpoint of this task is loaded (its weights then replace them).
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], targets)`` with the detection keys and ``mask``:
