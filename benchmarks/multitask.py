@@ -199,7 +199,12 @@ def _lr(step: int, steps: int, base: float, warmup: int = 50) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train_demo(steps: int, threads: int, root: str | None) -> list[list[object]]:
+TRAIN_MODELS = ("joint", "ssdlite", "deeplab", "joint_noskip")
+
+
+def train_demo(
+    steps: int, threads: int, root: str | None, which: tuple[str, ...] = TRAIN_MODELS[:3]
+) -> list[list[object]]:
     import tasks  # noqa: F401  (albumentations set-up)
     from tasks.coco_eval import STAT_NAMES, COCOEvaluator, detections_to_coco
     from tasks.data.demo_multitask import DemoMultiTaskDataModule
@@ -212,19 +217,29 @@ def train_demo(steps: int, threads: int, root: str | None) -> list[list[object]]
     dm.setup("validate")
     ncls = dm.num_classes
     builders = {
-        "joint (SSDLite + DeepLab head, one pass)": lambda: ssdlite_deeplabv3_mobilenet_v2(
+        "joint": lambda: ssdlite_deeplabv3_mobilenet_v2(
             ncls, ncls + 1, width_mult=0.5, image_size=128, min_negatives=3
         ),
-        "SSDLite alone": lambda: ssdlite_mobilenet_v2(
+        "ssdlite": lambda: ssdlite_mobilenet_v2(
             ncls, width_mult=0.5, image_size=128, min_negatives=3
         ),
-        "DeepLabv3 OS16 alone": lambda: deeplabv3_mobilenet_v2(ncls + 1, width_mult=0.5),
+        "deeplab": lambda: deeplabv3_mobilenet_v2(ncls + 1, width_mult=0.5),
+        "joint_noskip": lambda: ssdlite_deeplabv3_mobilenet_v2(
+            ncls, ncls + 1, width_mult=0.5, image_size=128, min_negatives=3, seg_skip=None
+        ),
+    }
+    labels = {
+        "joint": "joint (one pass, layer_7 skip)",
+        "ssdlite": "SSDLite alone",
+        "deeplab": "DeepLabv3 OS16 alone",
+        "joint_noskip": "joint without the skip",
     }
     rows: list[list[object]] = []
-    for name, build in builders.items():
+    for key in which:
+        build, name = builders[key], labels[key]
         torch.manual_seed(0)
         model = build()
-        is_det, is_seg = name != "DeepLabv3 OS16 alone", name != "SSDLite alone"
+        is_det, is_seg = key != "deeplab", key != "ssdlite"
         opt = torch.optim.AdamW(model.parameters(), lr=0.004, weight_decay=1e-4)
         torch.manual_seed(0)  # the same batches, in the same order, for every model
         loader = dm.train_dataloader()
@@ -290,6 +305,11 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=0, help="0: no demo training")
     parser.add_argument("--demo-root", default=None, help="demo data folder (default: cache)")
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument(
+        "--train-models",
+        default="joint,ssdlite,deeplab",
+        help=f"comma-separated subset of {','.join(TRAIN_MODELS)}",
+    )
     args = parser.parse_args()
     classes = f"{args.det_classes} object / {args.seg_classes} mask classes"
     print(f"## Complexity at {args.size}x{args.size}, batch 1, {classes}\n")
@@ -307,7 +327,11 @@ def main() -> None:
         print(markdown_table(header, rows))
     if args.train_steps:
         print(f"\n## Demo training, {args.train_steps} steps of 16 images each, width 0.5\n")
-        rows = train_demo(args.train_steps, args.threads, args.demo_root)
+        which = tuple(args.train_models.split(","))
+        unknown = [m for m in which if m not in TRAIN_MODELS]
+        if unknown:
+            parser.error(f"--train-models: unknown {unknown}, choose from {TRAIN_MODELS}")
+        rows = train_demo(args.train_steps, args.threads, args.demo_root, which)
         header = ["model", "steps", "mAP", "AP50", "mIoU", "s/step"]
         print(markdown_table(header, _fmt(rows)))
 
