@@ -203,3 +203,31 @@ def test_bad_input_is_reported(tmp_path):
         ValueError, match=r"masks must have the images' size \(64, 64\), got \[\(32, 32\)\]"
     ):
         task.training_step((images, [target]), 0)
+
+
+@pytest.mark.slow
+def test_both_losses_fall_when_overfitting_a_few_images(tmp_path):
+    """Learning signal reaches both heads through the shared backbone."""
+    torch.set_num_threads(1)
+    dm = _demo(tmp_path, num_train=8, batch_size=8, augmentation="none")
+    task = MultiTaskTask(
+        **SMALL,
+        min_negatives=3,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=0.004),
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    images, targets = next(iter(dm.train_dataloader()))
+    losses = []
+    optimizer = task.configure_optimizers()
+    task.train()
+    for _ in range(40):
+        outputs = task.model.forward_outputs(images)
+        det = task.model.compute_loss(outputs, targets)["loss"]
+        seg = task._seg_loss(outputs["seg_logits"], task._masks(targets, images.shape[-2:]))
+        optimizer.zero_grad()
+        task.combine(det, seg).backward()
+        optimizer.step()
+        losses.append((float(det), float(seg)))
+    (det0, seg0), (det1, seg1) = losses[0], losses[-1]
+    assert det1 < 0.5 * det0 and seg1 < 0.5 * seg0, losses[::10]
