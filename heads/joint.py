@@ -139,17 +139,20 @@ class SSDLiteDeepLabV3(SSDLite):
             logits = logits + self.seg_skip(skip)
         return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
-    def _both(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
-        """The six SSDLite maps and the segmentation logits ``[B, S, H, W]``, one pass."""
-        taps = self.backbone(images)
+    def _detection_maps(self, taps: dict[str, Tensor]) -> list[Tensor]:
         maps = [taps[name] for name in self.taps]
         for layer in self.extras:
             maps.append(layer(maps[-1]))
-        return maps, self._segment(taps, images.shape[-2:])
+        return maps
+
+    def _both(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The six SSDLite maps and the segmentation logits ``[B, S, H, W]``, one pass."""
+        taps = self.backbone(images)
+        return self._detection_maps(taps), self._segment(taps, images.shape[-2:])
 
     def features(self, images: Tensor) -> list[Tensor]:
-        """The six detection maps (as ``SSDLite.features``)."""
-        return self._both(images)[0]
+        """The six detection maps only (as ``SSDLite.features``; no segmentation work)."""
+        return self._detection_maps(self.backbone(images))
 
     def forward_raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
         """``[B, 3, H, W]`` -> ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``,
