@@ -9,6 +9,7 @@ from heads.deeplabv3 import (
     predict_padded,
 )
 from heads.inference import optimize_for_inference
+from heads.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
 from heads.registry import get_model, get_model_builder, list_models, register_model
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 
@@ -18,6 +19,7 @@ __all__ = [
     "MobileDeepLabV3",
     "MobileNetV2Classifier",
     "SSDLite",
+    "SSDLiteDeepLabV3",
     "SSDLiteHead",
     "deeplabv3_mobilenet_v2",
     "get_model",
@@ -28,5 +30,6 @@ __all__ = [
     "optimize_for_inference",
     "predict_padded",
     "register_model",
+    "ssdlite_deeplabv3_mobilenet_v2",
     "ssdlite_mobilenet_v2",
 ]

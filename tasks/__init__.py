@@ -5,31 +5,41 @@ from tasks.base import BaseTask
 from tasks.checkpointing import ModelCheckpoint
 from tasks.classification import ClassificationPredictionWriter, ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
+from tasks.data.cityscapes_joint import CityscapesJointDataModule
 from tasks.data.coco import COCODataModule
+from tasks.data.coco_joint import COCOJointDataModule
 from tasks.data.demo import (
     DemoClassificationDataModule,
     DemoDetectionDataModule,
     DemoSegmentationDataModule,
 )
+from tasks.data.demo_multitask import DemoMultiTaskDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.voc import VOCSegmentationDataModule
 from tasks.detection import DetectionPredictionWriter, DetectionTask
+from tasks.multitask import MultiTaskTask
+from tasks.multitask_writer import MultiTaskPredictionWriter
 from tasks.schedulers import WarmupCosineLR, WarmupExponentialLR, WarmupPolyLR
 from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
 
 __all__ = [
     "BaseTask",
     "COCODataModule",
+    "COCOJointDataModule",
     "CityscapesDataModule",
+    "CityscapesJointDataModule",
     "ClassificationPredictionWriter",
     "ClassificationTask",
     "DemoClassificationDataModule",
     "DemoDetectionDataModule",
+    "DemoMultiTaskDataModule",
     "DemoSegmentationDataModule",
     "DetectionPredictionWriter",
     "DetectionTask",
     "ImageFolderDataModule",
     "ModelCheckpoint",
+    "MultiTaskPredictionWriter",
+    "MultiTaskTask",
     "SegmentationPredictionWriter",
     "SegmentationTask",
     "VOCSegmentationDataModule",

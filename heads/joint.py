@@ -1,0 +1,287 @@
+"""One backbone pass, two answers: SSDLite boxes and a Mobile DeepLabv3 mask.
+
+The backbone runs once at output stride 32, exactly as SSDLite needs it (``layer_15``
+expansion at stride 16, ``layer_19`` at 32), so the detection half is the paper's SSDLite
+unchanged: its state dict (also one imported from TF) loads into this model as is.
+
+The segmentation half reads the same pass: the paper's ``DeepLabV3Head`` on ``layer_18``
+(320 channels, here at stride 32 instead of DeepLab's dilated 16) plus a light decoder in
+the style of LR-ASPP: a 1x1 classifier on a stride-8 map (``layer_7``, 32 channels) whose
+logits are added to the head's logits upsampled to that map. The head sees the whole
+image context; the skip restores the boundaries that stride 32 alone blurs. Running the
+backbone at stride 16 instead would move SSDLite off its stride-32 tap (or compute
+``layer_15``..``layer_18`` a second time, dilated): the measurements in the README section
+"Detection + segmentation in one pass" and ``benchmarks/multitask.py`` show what each
+choice costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from backbones.mobilenetv2 import MobileNetV2
+from heads.anchors import AnchorLayout
+from heads.box_coder import BoxCoder
+from heads.deeplabv3 import ASPP_RATES_OS16, DEEPLAB_FEATURE, DeepLabV3Head
+from heads.detection_loss import MultiBoxLoss
+from heads.postprocess import SSDPostprocessor
+from heads.ssdlite import SSD_BN, SSDLITE_FEATURES, SSDLite
+
+#: the stride-8 map of the segmentation decoder (last block of the 32-channel stage)
+SEG_SKIP_FEATURE = "layer_7"
+SEG_SKIPS = ("layer_4", "layer_7", "layer_14")
+
+
+class SSDLiteDeepLabV3(SSDLite):
+    """SSDLite and a Mobile DeepLabv3 head on one MobileNetV2 pass.
+
+    Every SSDLite attribute (``backbone``, ``extras``, ``head``, anchors, loss,
+    post-processing) keeps its name and meaning, so an ``SSDLite`` state dict loads with
+    ``load_state_dict(sd, strict=False)`` and only the ``seg_*`` keys left missing (see
+    ``load_detector_state_dict``).
+
+    Args:
+        backbone: a stride-32 ``MobileNetV2`` returning the SSDLite taps, ``seg_feature``
+            and, when set, ``seg_skip``.
+        num_det_classes: object classes without background.
+        num_seg_classes: segmentation classes (including background).
+        seg_feature: the map the DeepLab head reads (``layer_18``).
+        seg_skip: the decoder's high-resolution map, or ``None`` for the head alone.
+        atrous_rates: ASPP rates of the DeepLab head; ``()`` (the paper's efficient head).
+        seg_dropout: dropout before the DeepLab classifier.
+        taps, anchor_layout, loss, postprocessor, image_size: see ``SSDLite``.
+
+    Forward (``images`` ``[B, 3, H, W]`` normalized to [-1, 1]):
+        - eval: a list of ``B`` dicts: SSDLite's ``boxes`` ``[D, 4]``, ``scores`` ``[D]``,
+          ``labels`` ``[D]`` and ``seg_logits`` ``[S, H, W]`` (input resolution).
+        - train: SSDLite's ``cls_logits``, ``box_deltas``, ``anchors`` plus ``seg_logits``
+          ``[B, S, H, W]``: pass it to ``compute_loss`` (boxes) and a pixel loss.
+
+    ``forward_raw`` returns ``(cls_logits, box_deltas, seg_logits)`` for export.
+    """
+
+    def __init__(
+        self,
+        backbone: MobileNetV2,
+        num_det_classes: int,
+        num_seg_classes: int,
+        seg_feature: str = DEEPLAB_FEATURE,
+        seg_skip: str | None = SEG_SKIP_FEATURE,
+        atrous_rates: Sequence[int] = (),
+        seg_dropout: float = 0.1,
+        taps: Sequence[str] = SSDLITE_FEATURES,
+        anchor_layout: AnchorLayout = "tf",
+        loss: MultiBoxLoss | None = None,
+        postprocessor: SSDPostprocessor | None = None,
+        image_size: int = 320,
+    ) -> None:
+        if num_seg_classes < 2:
+            raise ValueError(
+                f"num_seg_classes must be >= 2 (background + 1), got {num_seg_classes}"
+            )
+        missing = [n for n in (seg_feature, seg_skip) if n and n not in backbone.out_features]
+        if missing:
+            raise ValueError(
+                f"the backbone does not return {missing}; its out_features are "
+                f"{list(backbone.out_features)}"
+            )
+        if backbone.strides([taps[-1]])[0] != 32:
+            raise ValueError(
+                "SSDLite's last tap must be at stride 32 (build the backbone with "
+                f"output_stride=32), got {backbone.strides([taps[-1]])[0]}"
+            )
+        super().__init__(
+            backbone,
+            num_det_classes,
+            taps=taps,
+            anchor_layout=anchor_layout,
+            loss=loss,
+            postprocessor=postprocessor,
+            image_size=image_size,
+        )
+        self.seg_feature = seg_feature
+        self.seg_skip_feature = seg_skip
+        self.seg_head = DeepLabV3Head(
+            backbone.channels([seg_feature])[0], num_seg_classes, 256, atrous_rates, seg_dropout
+        )
+        self.seg_skip = (
+            nn.Conv2d(backbone.channels([seg_skip])[0], num_seg_classes, 1) if seg_skip else None
+        )
+        self.num_seg_classes = num_seg_classes
+
+    @property
+    def num_det_classes(self) -> int:
+        return self.num_classes
+
+    def feature_info(self) -> dict[str, list[tuple[str, int, int]]]:
+        """What each half reads: ``{"detection": [(name, channels, stride)], "segmentation":
+        [...]}`` (the four extra layers of SSDLite follow the last detection map)."""
+        seg = [self.seg_feature] + ([self.seg_skip_feature] if self.seg_skip_feature else [])
+
+        def info(names: Sequence[str]) -> list[tuple[str, int, int]]:
+            b = self.backbone
+            return list(zip(names, b.channels(names), b.strides(names), strict=True))
+
+        return {"detection": info(self.taps), "segmentation": info(seg)}
+
+    # -- the two halves --------------------------------------------------------------------
+    def _segment(self, taps: dict[str, Tensor], size: Sequence[int]) -> Tensor:
+        logits = self.seg_head(taps[self.seg_feature])
+        if self.seg_skip is not None:
+            skip = taps[self.seg_skip_feature]
+            logits = F.interpolate(
+                logits, size=skip.shape[-2:], mode="bilinear", align_corners=False
+            )
+            logits = logits + self.seg_skip(skip)
+        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+    def _detection_maps(self, taps: dict[str, Tensor]) -> list[Tensor]:
+        maps = [taps[name] for name in self.taps]
+        for layer in self.extras:
+            maps.append(layer(maps[-1]))
+        return maps
+
+    def _both(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The six SSDLite maps and the segmentation logits ``[B, S, H, W]``, one pass."""
+        taps = self.backbone(images)
+        return self._detection_maps(taps), self._segment(taps, images.shape[-2:])
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The six detection maps only (as ``SSDLite.features``; no segmentation work)."""
+        return self._detection_maps(self.backbone(images))
+
+    def forward_raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        """``[B, 3, H, W]`` -> ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``,
+        ``seg_logits`` ``[B, S, H, W]``."""
+        maps, seg_logits = self._both(images)
+        cls_logits, box_deltas = self.head(maps)
+        return cls_logits, box_deltas, seg_logits
+
+    def forward_outputs(self, images: Tensor) -> dict[str, Tensor]:
+        """SSDLite's raw outputs and anchors plus ``seg_logits`` ``[B, S, H, W]``."""
+        maps, seg_logits = self._both(images)
+        cls_logits, box_deltas = self.head(maps)
+        anchors = self.anchors_for(tuple(images.shape[-2:]), [m.shape[-2:] for m in maps])
+        return {
+            "cls_logits": cls_logits,
+            "box_deltas": box_deltas,
+            "anchors": anchors,
+            "seg_logits": seg_logits,
+        }
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        outputs = self.forward_outputs(images)
+        if self.training:
+            return outputs
+        detections = self.postprocessor(
+            outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
+        )
+        return [
+            {**det, "seg_logits": seg}
+            for det, seg in zip(detections, outputs["seg_logits"], strict=True)
+        ]
+
+    # -- starting from single-task weights -------------------------------------------------
+    def load_detector_state_dict(self, state: dict[str, Tensor]) -> list[str]:
+        """Load an ``SSDLite`` state dict (backbone, extras, head; strict on those keys).
+
+        Returns:
+            the keys of this model left as they were (the segmentation half).
+        """
+        result = self.load_state_dict(state, strict=False)
+        wrong = [k for k in result.missing_keys if not k.startswith("seg_")]
+        if result.unexpected_keys or wrong:
+            raise ValueError(
+                "not an SSDLite state dict of this shape: unexpected "
+                f"{result.unexpected_keys[:5]}, missing {wrong[:5]}"
+            )
+        return list(result.missing_keys)
+
+    def load_segmenter_state_dict(self, state: dict[str, Tensor], backbone: bool = True) -> None:
+        """Load a ``MobileDeepLabV3`` state dict: its ``head.*`` into ``seg_head`` and, when
+        ``backbone``, its ``backbone.*`` (the weights do not depend on the output stride).
+        The backbone stops at ``layer_18`` there, so ``layer_19`` keeps its weights."""
+        head = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+        if not head:
+            raise ValueError("no 'head.*' keys: expected a MobileDeepLabV3 state dict")
+        self.seg_head.load_state_dict(head)
+        if backbone:
+            feats = {
+                k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")
+            }
+            result = self.backbone.load_state_dict(feats, strict=False)
+            if result.unexpected_keys:
+                raise ValueError(f"unexpected backbone keys {result.unexpected_keys[:5]}")
+
+
+def ssdlite_deeplabv3_mobilenet_v2(
+    num_det_classes: int = 80,
+    num_seg_classes: int = 81,
+    width_mult: float = 1.0,
+    image_size: int = 320,
+    seg_skip: str | None = SEG_SKIP_FEATURE,
+    aspp: bool = False,
+    seg_dropout: float = 0.1,
+    weights_backbone: str | Path | None = None,
+    anchor_layout: AnchorLayout = "tf",
+    frozen_stages: int = 0,
+    score_threshold: float = 0.001,
+    nms_iou: float = 0.55,
+    max_detections: int = 100,
+    neg_pos_ratio: float = 3.0,
+    min_negatives: int = 0,
+) -> SSDLiteDeepLabV3:
+    """SSDLite + Mobile DeepLabv3 on one MobileNetV2 (stride 32) pass.
+
+    Args:
+        num_det_classes: object classes without background (COCO: 80).
+        num_seg_classes: mask classes with background (COCO things: 81; Cityscapes: 19).
+        width_mult: backbone width multiplier.
+        image_size: the square input size the model is meant for (anchors follow the input).
+        seg_skip: stride-8/4/16 map added to the DeepLab logits (``"layer_7"``, ``"layer_4"``,
+            ``"layer_14"``) or ``None`` for the DeepLab head alone at stride 32.
+        aspp: add DeepLab's three 3x3 atrous branches (rates 6, 12, 18 halved for stride 32).
+        seg_dropout: dropout before the DeepLab classifier.
+        weights_backbone, anchor_layout, frozen_stages, score_threshold, nms_iou,
+            max_detections, neg_pos_ratio, min_negatives: see ``ssdlite_mobilenet_v2``.
+
+    At 320x320 with 80 + 81 classes: 4,656,951 parameters (SSDLite's 4,337,013 plus
+    319,938) and 0.816 G multiply-adds (SSDLite: 0.789 G; SSDLite and an output-stride-16
+    DeepLab run one after the other: 1.812 G); pinned in ``tests/heads/test_joint.py``.
+    """
+    if image_size < 32:
+        raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if seg_skip is not None and seg_skip not in SEG_SKIPS:
+        raise ValueError(f"seg_skip must be one of {SEG_SKIPS} or None, got {seg_skip!r}")
+    out = [*SSDLITE_FEATURES, DEEPLAB_FEATURE] + ([seg_skip] if seg_skip else [])
+    backbone = MobileNetV2(
+        width_mult=width_mult,
+        out_features=out,
+        frozen_stages=frozen_stages,
+        weights=weights_backbone,
+        **SSD_BN,
+    )
+    box_coder = BoxCoder()
+    # DeepLab's rates are for stride 16; at stride 32 the same field of view is half.
+    rates = tuple(max(1, r // 2) for r in ASPP_RATES_OS16) if aspp else ()
+    return SSDLiteDeepLabV3(
+        backbone,
+        num_det_classes,
+        num_seg_classes,
+        seg_skip=seg_skip,
+        atrous_rates=rates,
+        seg_dropout=seg_dropout,
+        anchor_layout=anchor_layout,
+        loss=MultiBoxLoss(box_coder, neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives),
+        postprocessor=SSDPostprocessor(
+            box_coder,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
+        ),
+        image_size=image_size,
+    )

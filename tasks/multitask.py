@@ -1,0 +1,348 @@
+"""Detection + segmentation in one pass: ``ssdlite_deeplabv3_mobilenet_v2`` trained with both
+losses and scored with both official metrics (the 12 COCO numbers and one confusion matrix)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from heads.anchors import AnchorLayout
+from heads.joint import ssdlite_deeplabv3_mobilenet_v2
+from tasks.base import BaseTask, _default_optimizer
+from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
+from tasks.segmentation_metrics import SegmentationMetrics
+
+Batch = tuple[Tensor, list[dict[str, Tensor]]]
+SegSkip = Literal["layer_4", "layer_7", "layer_14"]
+
+
+def _model_state(path: str | Path) -> dict[str, Tensor]:
+    """The model weights of a task checkpoint (``model.*`` keys) or of a plain state dict."""
+    state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a checkpoint or a state dict, got {type(state)}")
+    if any(k.startswith("model.") for k in state):
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    return state
+
+
+class MultiTaskTask(BaseTask):
+    """Train and evaluate the joint SSDLite + Mobile DeepLabv3 model.
+
+    Args:
+        num_det_classes: object classes without background (must match the data).
+        num_seg_classes: mask classes with background (data: ``num_seg_classes``).
+        width_mult: backbone width multiplier.
+        image_size: square input size; must equal the data module's ``image_size``.
+        seg_skip: the decoder's stride-8 (``"layer_7"``), 4 or 16 map; ``None``: none.
+        aspp: DeepLab's atrous branches in the segmentation head.
+        seg_dropout: dropout before the segmentation classifier.
+        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a file.
+        anchor_layout, frozen_stages, neg_pos_ratio, min_negatives, score_threshold,
+            nms_iou, max_detections, eval_backend: see ``DetectionTask``.
+        loss_weighting: ``"fixed"``: ``det_weight * L_det + seg_weight * L_seg``;
+            ``"uncertainty"``: Kendall et al. (CVPR 2018), ``sum_i w_i (exp(-s_i) L_i + s_i)``
+            with one learned log-variance ``s_i`` per task (logged as ``train/weight_*``).
+        det_weight, seg_weight: the fixed weights (with ``"uncertainty"``: the ``w_i``).
+        ignore_index: mask value left out of the pixel loss and the confusion matrix.
+        detection_checkpoint: start from a ``DetectionTask`` checkpoint (or an SSDLite
+            state dict): backbone, extra layers and box head.
+        segmentation_checkpoint: start from a ``SegmentationTask`` checkpoint (or a
+            MobileDeepLabV3 state dict): its head and, unless a detection checkpoint is
+            given too, its backbone (with both, the backbone comes from detection,
+            whose box head was trained on exactly these stride-32 features). Both are
+            read when the task is built, so they must still exist when a run is resumed
+            or a checkpoint of this task is loaded (its weights then replace them).
+        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
+
+    Batches are ``(images [B, 3, H, W], targets)`` with the detection keys and ``mask``:
+    ``[H, W]`` in training, the image's size on disk in evaluation (logits are upsampled
+    to it). Logged: ``train/loss``, ``train/loss_det``, ``train/loss_box``,
+    ``train/loss_cls``, ``train/loss_seg``; ``val/loss_det``, ``val/loss_seg``, the 12 COCO
+    numbers ``val/map`` ... ``val/mar_large``, ``val/miou``, ``val/pixel_acc``,
+    ``val/iou_<class>`` (and ``test/*``).
+    """
+
+    def __init__(
+        self,
+        num_det_classes: int = 80,
+        num_seg_classes: int = 81,
+        width_mult: float = 1.0,
+        image_size: int = 320,
+        seg_skip: SegSkip | None = "layer_7",
+        aspp: bool = False,
+        seg_dropout: float = 0.1,
+        weights_backbone: str | None = None,
+        anchor_layout: AnchorLayout = "tf",
+        frozen_stages: int = 0,
+        neg_pos_ratio: float = 3.0,
+        min_negatives: int = 0,
+        score_threshold: float = 0.001,
+        nms_iou: float = 0.55,
+        max_detections: int = 100,
+        loss_weighting: Literal["fixed", "uncertainty"] = "fixed",
+        det_weight: float = 1.0,
+        seg_weight: float = 1.0,
+        ignore_index: int = 255,
+        detection_checkpoint: str | None = None,
+        segmentation_checkpoint: str | None = None,
+        eval_backend: EvalBackend = "pycocotools",
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+        decay_norm_and_bias: bool = False,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        if loss_weighting not in ("fixed", "uncertainty"):
+            raise ValueError(
+                f"loss_weighting must be 'fixed' or 'uncertainty', got {loss_weighting!r}"
+            )
+        if det_weight < 0 or seg_weight < 0 or det_weight + seg_weight == 0:
+            raise ValueError(
+                "det_weight and seg_weight must be >= 0 and not both 0, got "
+                f"{det_weight} and {seg_weight}"
+            )
+        self.model = ssdlite_deeplabv3_mobilenet_v2(
+            num_det_classes=num_det_classes,
+            num_seg_classes=num_seg_classes,
+            width_mult=width_mult,
+            image_size=image_size,
+            seg_skip=seg_skip,
+            aspp=aspp,
+            seg_dropout=seg_dropout,
+            weights_backbone=weights_backbone,
+            anchor_layout=anchor_layout,
+            frozen_stages=frozen_stages,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
+            neg_pos_ratio=neg_pos_ratio,
+            min_negatives=min_negatives,
+        )
+        if segmentation_checkpoint is not None:
+            self.model.load_segmenter_state_dict(
+                _model_state(segmentation_checkpoint), backbone=detection_checkpoint is None
+            )
+        if detection_checkpoint is not None:
+            self.model.load_detector_state_dict(_model_state(detection_checkpoint))
+        self.loss_weighting = loss_weighting
+        self.task_weights = (float(det_weight), float(seg_weight))
+        # s_i = log sigma_i^2, one per task; only trained with "uncertainty".
+        self.log_vars = nn.Parameter(torch.zeros(2), requires_grad=loss_weighting == "uncertainty")
+        self.num_det_classes = num_det_classes
+        self.num_seg_classes = num_seg_classes
+        self.image_size = image_size
+        self.ignore_index = ignore_index
+        self.eval_backend = eval_backend
+        self.category_ids: list[int] = list(range(1, num_det_classes + 1))
+        self.class_names: list[str] = [str(i) for i in range(num_det_classes)]
+        self.seg_class_names: list[str] = [str(i) for i in range(num_seg_classes)]
+        self._evaluators: dict[str, COCOEvaluator] = {}
+        self.val_seg_metrics = SegmentationMetrics(num_seg_classes, ignore_index)
+        self.test_seg_metrics = SegmentationMetrics(num_seg_classes, ignore_index)
+
+    def forward(self, images: Tensor) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        """See ``heads.joint.SSDLiteDeepLabV3.forward``."""
+        return self.model(images)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if dm is None or stage == "predict":
+            return
+        for ours, attr in (
+            ("num_det_classes", "num_classes"),
+            ("num_seg_classes", "num_seg_classes"),
+            ("image_size", "image_size"),
+        ):
+            theirs = getattr(dm, attr, None)
+            if theirs is not None and theirs != getattr(self, ours):
+                raise ValueError(
+                    f"model.{ours}={getattr(self, ours)} but data.{attr}={theirs}; "
+                    "set both to the same value"
+                )
+        if not hasattr(dm, "ground_truth") or not hasattr(dm, "num_seg_classes"):
+            raise TypeError(
+                f"{type(dm).__name__} lacks ground_truth(stage) or num_seg_classes; "
+                "MultiTaskTask needs boxes and masks (use COCOJointDataModule, "
+                "CityscapesJointDataModule or DemoMultiTaskDataModule)"
+            )
+        self.category_ids = list(dm.category_ids)
+        self.class_names = list(dm.class_names)
+        self.seg_class_names = list(dm.seg_class_names)
+        for name in ("validate", "test"):
+            if stage == name or (stage == "fit" and name == "validate"):
+                self._evaluators[name] = COCOEvaluator(dm.ground_truth(name), self.eval_backend)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["category_ids"] = self.category_ids
+        checkpoint["class_names"] = self.class_names
+        checkpoint["seg_class_names"] = self.seg_class_names
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.category_ids = list(checkpoint.get("category_ids", self.category_ids))
+        self.class_names = list(checkpoint.get("class_names", self.class_names))
+        self.seg_class_names = list(checkpoint.get("seg_class_names", self.seg_class_names))
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        groups = super().parameter_groups()
+        # The log-variances are loss weights, not model weights: never decayed.
+        groups[0]["params"] = [p for p in groups[0]["params"] if p is not self.log_vars]
+        if self.log_vars.requires_grad:
+            groups.append({"params": [self.log_vars], "weight_decay": 0.0})
+        return groups
+
+    # -- losses ----------------------------------------------------------------------------
+    def _masks(self, targets: list[dict[str, Tensor]], size: torch.Size) -> Tensor:
+        masks = [t["mask"] for t in targets]
+        bad = [tuple(m.shape) for m in masks if tuple(m.shape) != tuple(size)]
+        if bad:
+            raise ValueError(
+                f"training masks must have the images' size {tuple(size)}, got {bad[:3]}"
+            )
+        return torch.stack(masks)
+
+    def _seg_loss(self, logits: Tensor, masks: Tensor) -> Tensor:
+        """Mean pixel cross-entropy over labelled pixels (0, not NaN, when none is)."""
+        loss_sum = F.cross_entropy(logits, masks, ignore_index=self.ignore_index, reduction="sum")
+        return loss_sum / (masks != self.ignore_index).sum().clamp(min=1)
+
+    def combine(self, loss_det: Tensor, loss_seg: Tensor) -> Tensor:
+        """The weighted total of the two task losses (see ``loss_weighting``)."""
+        w_det, w_seg = self.task_weights
+        if self.loss_weighting == "fixed":
+            return w_det * loss_det + w_seg * loss_seg
+        s = self.log_vars
+        return w_det * (torch.exp(-s[0]) * loss_det + s[0]) + w_seg * (
+            torch.exp(-s[1]) * loss_seg + s[1]
+        )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, targets = batch
+        masks = self._masks(targets, images.shape[-2:])  # before the (costly) forward pass
+        outputs = self.model.forward_outputs(images)
+        det = self.model.compute_loss(outputs, targets)
+        loss_seg = self._seg_loss(outputs["seg_logits"], masks)
+        loss = self.combine(det["loss"], loss_seg)
+        size = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/loss_det", det["loss"], batch_size=size)
+        self.log("train/loss_box", det["loss_box"], batch_size=size)
+        self.log("train/loss_cls", det["loss_cls"], batch_size=size)
+        self.log("train/loss_seg", loss_seg, batch_size=size)
+        if self.loss_weighting == "uncertainty":
+            self.log("train/weight_det", torch.exp(-self.log_vars[0]).detach(), batch_size=size)
+            self.log("train/weight_seg", torch.exp(-self.log_vars[1]).detach(), batch_size=size)
+        return loss
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _metrics(self, stage: str) -> SegmentationMetrics:
+        return self.val_seg_metrics if stage == "validate" else self.test_seg_metrics
+
+    def _evaluator(self, stage: str) -> COCOEvaluator:
+        if stage not in self._evaluators:
+            raise RuntimeError(
+                f"no COCO ground truth for {stage}: run through a Trainer with a data module "
+                "that has ground_truth(stage) (e.g. COCOJointDataModule)"
+            )
+        return self._evaluators[stage]
+
+    def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
+        images, targets = batch
+        outputs = self.model.forward_outputs(images)
+        loss_det = self.model.compute_loss(outputs, targets)["loss"]
+        self.log(f"{prefix}/loss_det", loss_det, batch_size=images.shape[0], sync_dist=True)
+        detections = self.model.postprocessor(
+            outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
+        )
+        height, width = images.shape[-2:]
+        scales = [
+            (float(t["orig_size"][1]) / width, float(t["orig_size"][0]) / height) for t in targets
+        ]
+        image_ids = [int(t["image_id"]) for t in targets]
+        self._evaluator(stage).update(
+            detections_to_coco(detections, image_ids, scales, self.category_ids)
+        )
+        metrics = self._metrics(stage)
+        for logits, target in zip(outputs["seg_logits"], targets, strict=True):
+            mask = target["mask"].unsqueeze(0)
+            log_probs = F.log_softmax(self._to_size(logits.unsqueeze(0), mask.shape[-2:]), dim=1)
+            loss_sum = F.nll_loss(log_probs, mask, ignore_index=self.ignore_index, reduction="sum")
+            metrics.update(log_probs.argmax(dim=1), mask, loss_sum)
+
+    @staticmethod
+    def _to_size(logits: Tensor, size: tuple[int, ...] | torch.Size) -> Tensor:
+        if tuple(logits.shape[-2:]) == tuple(size):
+            return logits
+        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+    def _eval_epoch_end(self, stage: str, prefix: str) -> None:
+        evaluator = self._evaluator(stage)
+        stats = evaluator.compute()  # collective under DDP: every rank gets the same numbers
+        evaluator.reset()
+        for name in STAT_NAMES:
+            self.log(f"{prefix}/{name}", stats[name], prog_bar=name in ("map", "map_50"))
+        metrics = self._metrics(stage)
+        result = metrics.compute()  # sums the confusion matrices of all processes
+        metrics.reset()
+        self.log(f"{prefix}/loss_seg", result["loss"].float())
+        self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=True)
+        self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
+        for name, iou in zip(self.seg_class_names, result["iou"].tolist(), strict=True):
+            if not math.isnan(iou):
+                self.log(f"{prefix}/iou_{name.replace(' ', '_')}", float(iou))
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_seg_metrics.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_seg_metrics.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "validate", "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("validate", "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test", "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Per image in original pixels: ``boxes``, ``scores``, ``labels``, ``mask``
+        (``uint8 [H, W]`` label map, CPU), ``path`` and ``orig_size``."""
+        images = batch["image"]
+        results = self.model(images)  # Lightning runs predict in eval mode
+        height, width = images.shape[-2:]
+        out = []
+        for res, path, orig in zip(results, batch["path"], batch["orig_size"], strict=True):
+            size = (int(orig[0]), int(orig[1]))
+            scale = torch.tensor(
+                [size[1] / width, size[0] / height] * 2,
+                dtype=res["boxes"].dtype,
+                device=res["boxes"].device,
+            )
+            logits = self._to_size(res["seg_logits"].unsqueeze(0), size)
+            out.append(
+                {
+                    "boxes": res["boxes"] * scale,
+                    "scores": res["scores"],
+                    "labels": res["labels"],
+                    "mask": logits.argmax(dim=1)[0].to(torch.uint8).cpu(),
+                    "path": path,
+                    "orig_size": orig,
+                }
+            )
+        return out

@@ -1,0 +1,41 @@
+"""ONNX export of the joint model: both outputs, parity with PyTorch in onnxruntime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from heads.joint import ssdlite_deeplabv3_mobilenet_v2
+from heads.ssdlite import ssdlite_mobilenet_v2
+from tasks.export_joint import JOINT_OUTPUTS, JointRaw, check_joint_parity, export_joint
+
+pytest.importorskip("onnxruntime")
+
+
+def _settled(model: torch.nn.Module, size: int) -> torch.nn.Module:
+    """One training-mode batch gives BatchNorm realistic statistics (no denormals)."""
+    model.train()
+    with torch.no_grad():
+        model.forward_raw(torch.randn(2, 3, size, size))
+    return model.eval()
+
+
+def test_export_both_outputs_and_parity(tmp_path):
+    torch.manual_seed(0)
+    model = _settled(ssdlite_deeplabv3_mobilenet_v2(3, 4, width_mult=0.35), 96)
+    path = export_joint(model, tmp_path / "joint.onnx", (96, 96))
+    images = torch.randn(3, 3, 96, 96)  # another batch size than the traced one
+    report = check_joint_parity(path, model, images)
+    assert report.passed, str(report)
+    assert set(report.max_abs_diff) == set(JOINT_OUTPUTS)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shapes = [list(o.shape) for o in session.run(None, {"images": images.numpy()})]
+    anchors = model.anchor_generator.num_anchors(model.feature_sizes((96, 96)))
+    assert shapes == [[3, anchors, 4], [3, anchors, 4], [3, 4, 96, 96], [anchors, 4]]
+
+
+def test_only_the_joint_model_is_accepted():
+    with pytest.raises(TypeError, match="expected an SSDLiteDeepLabV3, got SSDLite"):
+        JointRaw(ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35), (64, 64))
