@@ -42,6 +42,8 @@ class BaseTask(LightningModule):
     architecture_hparams: tuple[str, ...] = ()
     #: ``__init__`` arguments of evaluation only: the command line wins over a checkpoint
     evaluation_hparams: tuple[str, ...] = ()
+    #: ``__init__`` arguments naming weights to load: ``None`` when a checkpoint is loaded
+    weights_hparams: tuple[str, ...] = ("weights", "weights_backbone")
     #: names of ``__init__`` arguments that are not saved as hyper-parameters
     _hparams_ignore: tuple[str, ...] = ("optimizer", "lr_scheduler")
 

@@ -46,7 +46,6 @@ LIMITS: dict[str, tuple[float, float]] = {
 SEQUENCE_LIMITS: dict[str, tuple[float, float, int]] = {
     "eval_scales": (0.05, 4.0, 16),
 }
-_WEIGHT_SOURCES = ("weights", "weights_backbone")
 
 
 def check_hparams(hparams: dict[str, Any], source: str) -> None:
@@ -92,6 +91,7 @@ def merge_hparams(
     explicit: set[str],
     architecture: Sequence[str],
     evaluation: Sequence[str],
+    weights: Sequence[str] = ("weights", "weights_backbone"),
 ) -> tuple[dict[str, Any], list[str]]:
     """The task's ``init_args`` for a run from a checkpoint (the rule in the module doc).
 
@@ -101,13 +101,14 @@ def merge_hparams(
         explicit: names the user gave in ``-c`` or on the command line.
         architecture: names whose value the checkpoint decides.
         evaluation: names whose value the config always decides.
+        weights: names of weights to load, set to ``None`` (the checkpoint holds them).
 
     Returns:
         The merged ``init_args`` and one note per value where the config was overruled.
     """
     merged, notes = dict(config), []
     for name, value in checkpoint.items():
-        if name not in config or name in evaluation or name in _WEIGHT_SOURCES:
+        if name not in config or name in evaluation or name in weights:
             continue
         if name in architecture:
             if name in explicit and config[name] != value:
@@ -118,7 +119,7 @@ def merge_hparams(
             merged[name] = value
         elif name not in explicit:
             merged[name] = value
-    for name in _WEIGHT_SOURCES:
+    for name in weights:
         if merged.get(name) is not None:
             merged[name] = None  # the checkpoint's weights replace them: no download
     return merged, notes

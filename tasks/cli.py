@@ -149,6 +149,7 @@ class MobileZooCLI(LightningCLI):
             explicit,
             task_cls.architecture_hparams,
             task_cls.evaluation_hparams,
+            task_cls.weights_hparams,
         )
         for note in notes:
             log.warning("checkpoint %s: %s", path, note)

@@ -16,6 +16,7 @@ from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
+from tasks.metrics import SetMean
 from tasks.segmentation_metrics import SegmentationMetrics
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
@@ -70,6 +71,15 @@ class MultiTaskTask(BaseTask):
     numbers ``val/map`` ... ``val/mar_large``, ``val/miou``, ``val/pixel_acc``,
     ``val/iou_<class>`` (and ``test/*``).
     """
+
+    architecture_hparams = (
+        "num_det_classes", "num_seg_classes", "width_mult", "image_size", "seg_skip", "aspp",
+        "anchor_layout",
+    )  # fmt: skip
+    evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
+    weights_hparams = (
+        "weights_backbone", "detection_checkpoint", "segmentation_checkpoint",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -146,6 +156,7 @@ class MultiTaskTask(BaseTask):
         self.class_names: list[str] = [str(i) for i in range(num_det_classes)]
         self.seg_class_names: list[str] = [str(i) for i in range(num_seg_classes)]
         self._evaluators: dict[str, COCOEvaluator] = {}
+        self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
         self.val_seg_metrics = SegmentationMetrics(num_seg_classes, ignore_index)
         self.test_seg_metrics = SegmentationMetrics(num_seg_classes, ignore_index)
 
@@ -260,8 +271,11 @@ class MultiTaskTask(BaseTask):
     def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
         images, targets = batch
         outputs = self.model.forward_outputs(images)
-        loss_det = self.model.compute_loss(outputs, targets)["loss"]
-        self.log(f"{prefix}/loss_det", loss_det, batch_size=images.shape[0], sync_dist=True)
+        losses = self.model.compute_loss(outputs, targets)
+        # The set's mean over matched anchors: equal under DDP, any batch size (SetMean)
+        matched = losses["num_positives"]
+        self.eval_loss[prefix].update(losses["loss"] * matched.clamp(min=1), matched)
+        self.log(f"{prefix}/loss_det", self.eval_loss[prefix], batch_size=images.shape[0])
         detections = self.model.postprocessor(
             outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
         )
@@ -303,9 +317,11 @@ class MultiTaskTask(BaseTask):
                 self.log(f"{prefix}/iou_{name.replace(' ', '_')}", float(iou))
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self.val_seg_metrics.reset()
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.test_seg_metrics.reset()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

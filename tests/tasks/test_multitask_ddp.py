@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tasks import MultiTaskTask, WarmupCosineLR
+from tasks import ModelCheckpoint, MultiTaskTask, WarmupCosineLR
 from tasks.data.demo_multitask import DemoMultiTaskDataModule
 
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}
@@ -38,12 +37,15 @@ def test_validate_ddp_spawn_equals_one_process(tmp_path):
             enable_model_summary=False, strategy="ddp_spawn" if devices > 1 else "auto",
         )  # fmt: skip
         (metrics,) = trainer.validate(task, dm)
-        return {k: v for k, v in metrics.items() if k != "val/loss_det"}
+        return metrics
 
     single = run(1)
     double = run(2)
     assert single["val/mar_100"] > 0.02 and single["val/miou"] > 0.0
     assert {"val/map", "val/mar_large", "val/miou", "val/pixel_acc"} <= set(single)
+    # Every metric, both losses included (the detection loss from summed state).
+    loss_det = single.pop("val/loss_det")
+    assert double.pop("val/loss_det") == pytest.approx(loss_det, rel=1e-6)
     assert double == single
 
 
