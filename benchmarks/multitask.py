@@ -207,7 +207,7 @@ def train_demo(
 ) -> list[list[object]]:
     import tasks  # noqa: F401  (albumentations set-up)
     from tasks.coco_eval import STAT_NAMES, COCOEvaluator, detections_to_coco
-    from tasks.data.demo_multitask import DemoMultiTaskDataModule
+    from tasks.data.demo.multitask import DemoMultiTaskDataModule
     from tasks.segmentation_metrics import SegmentationMetrics
 
     torch.set_num_threads(threads)

@@ -11,9 +11,9 @@ from tasks.data.coco_joint import COCOJointDataModule
 from tasks.data.demo import (
     DemoClassificationDataModule,
     DemoDetectionDataModule,
+    DemoMultiTaskDataModule,
     DemoSegmentationDataModule,
 )
-from tasks.data.demo_multitask import DemoMultiTaskDataModule
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.voc import VOCSegmentationDataModule
 from tasks.detection import DetectionPredictionWriter, DetectionTask

@@ -18,7 +18,7 @@ from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks import MultiTaskTask
 from tasks.cli import main as cli_main
 from tasks.coco_eval import evaluate_coco
-from tasks.data.demo_multitask import DemoMultiTaskDataModule, make_multitask_demo
+from tasks.data.demo.multitask import DemoMultiTaskDataModule, make_multitask_demo
 from tasks.segmentation_metrics import confusion_matrix, iou_from_confusion
 
 CONFIGS = Path(__file__).parents[2] / "configs"

@@ -21,7 +21,7 @@ from tasks.data.cityscapes_joint import (
     cityscapes_triplets,
 )
 from tasks.data.coco_joint import COCOJointDataModule, semantic_mask
-from tasks.data.demo_multitask import make_multitask_demo
+from tasks.data.demo.multitask import make_multitask_demo
 from tasks.data.io import BadSampleError
 from tasks.data.ssd_transforms import RandomZoomOut, bbox_params
 

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from tasks import ModelCheckpoint, MultiTaskTask, WarmupCosineLR
-from tasks.data.demo_multitask import DemoMultiTaskDataModule
+from tasks.data.demo.multitask import DemoMultiTaskDataModule
 
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}
 

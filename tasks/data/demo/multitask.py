@@ -20,10 +20,10 @@ from pycocotools import mask as mask_utils
 from tasks.data.cache import generate_once, resolve_root, spec_hash
 from tasks.data.coco import COCOAnnotations
 from tasks.data.coco_joint import COCOJointDataModule
-from tasks.data.demo_detection import _box_iou
-from tasks.data.demo_segmentation import class_color
+from tasks.data.demo.detection import _box_iou
+from tasks.data.demo.segmentation import class_color
+from tasks.data.demo.shapes import SHAPES, draw_shape, shape_polygon, soften, textured_background
 from tasks.data.ssd_transforms import Augmentation
-from tasks.data.synthetic import SHAPES, draw_shape, shape_polygon, soften, textured_background
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
 
