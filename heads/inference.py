@@ -206,6 +206,21 @@ class DetectorEnd2End(DetectorRaw):
     (int64, ``0..K-1``), ``batch_index [D]`` (int64); score-descending within each image.
     """
 
+    def candidates(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Every anchor's class probabilities ``[B, A, K]`` and decoded box ``[B, A, 4]``
+        (clipped to the image), before any threshold, top-k or NMS."""
+        cls_logits, box_deltas = self.model.forward_raw(images)
+        return self._decode(cls_logits, box_deltas, images.shape[-2:])
+
+    def _decode(
+        self, cls_logits: Tensor, box_deltas: Tensor, image_size: Any
+    ) -> tuple[Tensor, Tensor]:
+        height, width = image_size
+        probs = torch.softmax(cls_logits, dim=-1)[..., 1:]  # [B, A, K]
+        boxes = self.model.postprocessor.box_coder.decode(box_deltas, self.anchors)
+        size = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+        return probs, torch.minimum(boxes.clamp(min=0), size)  # clipped to the image
+
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         post = self.model.postprocessor
         height, width = images.shape[-2:]
