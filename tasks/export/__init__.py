@@ -20,6 +20,7 @@ from tasks.export.loading import (
 from tasks.export.onnx import OUTPUTS, export_onnx, ort_session
 from tasks.export.parity import ParityReport, check_parity
 from tasks.export.quantization import quantize_int8
+from tasks.export.runtime import ExportedModel, load_exported
 
 __all__ = [
     "BUILDERS",
@@ -27,6 +28,7 @@ __all__ = [
     "DetectorForm",
     "ExportFormat",
     "ExportResult",
+    "ExportedModel",
     "ModelKind",
     "ParityReport",
     "check_parity",
@@ -34,6 +36,7 @@ __all__ = [
     "export_onnx",
     "images_from_data",
     "load_checkpoint",
+    "load_exported",
     "load_model",
     "model_kind",
     "ort_session",

@@ -53,7 +53,7 @@ class ExportResult:
 
     def __str__(self) -> str:
         lines = [f"Exported {self.kind}:"]
-        lines += [f"  {p}  ({p.stat().st_size / 2**20:.2f} MiB)" for p in self.files]
+        lines += [f"  {p}  ({_size_mib(p):.2f} MiB)" for p in self.files]
         if self.parity:
             lines.append("Parity (runtime vs PyTorch):")
             lines += [f"  {r}" for r in self.parity]
@@ -169,3 +169,9 @@ def _int8(path: Path, calibration: Any, kind: ModelKind) -> Path:
 
         return quantize_openvino_int8(path, int8_path, calibration, kind)
     return quantize_int8(path, int8_path, calibration, kind)
+
+
+def _size_mib(path: Path) -> float:
+    """Size of an exported model; an OpenVINO IR counts its ``.bin`` weights too."""
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
