@@ -163,23 +163,24 @@ class DetectorRaw(nn.Module):
         return cls_logits, box_deltas, self.anchors.clone()
 
 
-class _GroupedNMS(torch.autograd.Function):
-    """NMS run separately in each group: ``boxes [G, k, 4]``, ``scores [G, 1, k]`` ->
-    ``[S, 3]`` int64 rows ``(group, 0, box)`` of the kept boxes.
+class _ClassWiseNMS(torch.autograd.Function):
+    """Class-wise NMS of per-image candidates: ``boxes [B, k, 4]``, ``scores [B, C, k]``
+    (a candidate's score in its class row, 0 elsewhere) -> ``[S, 3]`` int64 rows
+    ``(image, class, candidate)`` of the kept boxes.
 
-    Exported as one ONNX ``NonMaxSuppression`` whose "batches" are the groups, so that
-    onnxruntime suppresses within each (image, class) among its top-k candidates only
-    (``k^2`` work per group) instead of one large NMS over every candidate.
+    Exported as one ONNX ``NonMaxSuppression`` (its native batch/class layout), which
+    onnxruntime and OpenVINO run as NMS per (image, class) over the few candidates scoring
+    above the threshold in that class.
     """
 
     @staticmethod
     def forward(ctx: Any, boxes: Tensor, scores: Tensor, iou: float, threshold: float) -> Tensor:
-        k = boxes.shape[1]
-        flat = scores.reshape(-1)
-        idx = torch.nonzero(flat > threshold).squeeze(1)
-        keep = batched_nms(boxes.reshape(-1, 4)[idx], flat[idx], idx // k, iou)
-        sel = idx[keep]
-        return torch.stack([sel // k, torch.zeros_like(sel), sel % k], dim=1)
+        num_classes = scores.shape[1]
+        image, label, cand = torch.nonzero(scores > threshold, as_tuple=True)
+        keep = batched_nms(
+            boxes[image, cand], scores[image, label, cand], image * num_classes + label, iou
+        )
+        return torch.stack([image[keep], label[keep], cand[keep]], dim=1)
 
     @staticmethod
     def symbolic(g: Any, boxes: Any, scores: Any, iou: float, threshold: float) -> Any:
@@ -197,10 +198,12 @@ class _GroupedNMS(torch.autograd.Function):
 
 
 class DetectorEnd2End(DetectorRaw):
-    """SSDLite with ``SSDPostprocessor``'s steps in batched, exportable form.
+    """SSDLite with ``SSDPostprocessor``'s rule in batched, exportable form.
 
-    Same rule as the model's eval forward: softmax, per-class top-k, score threshold,
-    class-wise NMS, ``max_detections`` per image by score.
+    Same rule as the model's eval forward: softmax; the ``topk_candidates`` best
+    (anchor, class) pairs of each image above the score threshold, at most
+    ``topk_per_class`` per class; only those decoded; class-wise NMS; ``max_detections``
+    per image by score.
 
     Forward: ``images [B, 3, H, W]`` -> ``boxes [D, 4]``, ``scores [D]``, ``labels [D]``
     (int64, ``0..K-1``), ``batch_index [D]`` (int64); score-descending within each image.
@@ -210,40 +213,39 @@ class DetectorEnd2End(DetectorRaw):
         """Every anchor's class probabilities ``[B, A, K]`` and decoded box ``[B, A, 4]``
         (clipped to the image), before any threshold, top-k or NMS."""
         cls_logits, box_deltas = self.model.forward_raw(images)
-        return self._decode(cls_logits, box_deltas, images.shape[-2:])
+        probs = torch.softmax(cls_logits, dim=-1)[..., 1:]
+        return probs, self._boxes(box_deltas, self.anchors, images.shape[-2:])
 
-    def _decode(
-        self, cls_logits: Tensor, box_deltas: Tensor, image_size: Any
-    ) -> tuple[Tensor, Tensor]:
+    def _boxes(self, deltas: Tensor, anchors: Tensor, image_size: Any) -> Tensor:
         height, width = image_size
-        probs = torch.softmax(cls_logits, dim=-1)[..., 1:]  # [B, A, K]
-        boxes = self.model.postprocessor.box_coder.decode(box_deltas, self.anchors)
+        boxes = self.model.postprocessor.box_coder.decode(deltas, anchors)
         size = torch.tensor([width, height, width, height], dtype=boxes.dtype)
-        return probs, torch.minimum(boxes.clamp(min=0), size)  # clipped to the image
+        return torch.minimum(boxes.clamp(min=0), size)  # clipped to the image
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         post = self.model.postprocessor
-        height, width = images.shape[-2:]
         cls_logits, box_deltas = self.model.forward_raw(images)
         probs = torch.softmax(cls_logits, dim=-1)[..., 1:]  # [B, A, K]
-        boxes = post.box_coder.decode(box_deltas, self.anchors)
-        size = torch.tensor([width, height, width, height], dtype=boxes.dtype)
-        boxes = torch.minimum(boxes.clamp(min=0), size)  # clip to the image
         batch, num_anchors, num_classes = probs.shape
-        k = min(post.topk_per_class, num_anchors)
-        scores, anchor_idx = probs.topk(k, dim=1)  # [B, k, K]
-        # One group per (image, class): [B * K, k] candidates.
-        scores = scores.transpose(1, 2).reshape(-1, k)
-        image = torch.arange(batch).view(-1, 1, 1) * num_anchors
-        flat_anchor = (anchor_idx.transpose(1, 2) + image).reshape(-1, k)
-        cand = boxes.reshape(-1, 4)[flat_anchor]  # [B * K, k, 4]
-        sel = _GroupedNMS.apply(cand, scores.unsqueeze(1), post.nms_iou, post.score_threshold)
-        group, box = sel[:, 0], sel[:, 2]
-        kept_scores, order = scores[group, box].sort(descending=True)
-        group, box = group[order], box[order]
-        image, labels = group // num_classes, group % num_classes
+        pairs = num_anchors * num_classes
+        k = pairs if post.topk_candidates is None else min(post.topk_candidates, pairs)
+        # Prune first: one top-k over every (anchor, class) pair of an image.
+        scores, idx = probs.reshape(batch, pairs).topk(k, dim=1)  # [B, k], sorted
+        anchor_idx, labels = idx // num_classes, idx % num_classes
+        one_hot = labels.unsqueeze(-1) == torch.arange(num_classes).view(1, 1, -1)  # [B, k, K]
+        rank = (one_hot.long().cumsum(1) * one_hot).sum(-1) - 1  # rank within its class
+        scores = torch.where(rank < post.topk_per_class, scores, torch.zeros_like(scores))
+        deltas = box_deltas.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
+        cand = self._boxes(deltas, self.anchors[anchor_idx], images.shape[-2:])  # [B, k, 4]
+        class_scores = torch.where(
+            one_hot.transpose(1, 2), scores.unsqueeze(1), torch.zeros_like(scores).unsqueeze(1)
+        )  # [B, K, k]
+        sel = _ClassWiseNMS.apply(cand, class_scores, post.nms_iou, post.score_threshold)
+        image, label, box = sel[:, 0], sel[:, 1], sel[:, 2]
+        kept_scores, order = scores[image, box].sort(descending=True)
+        image, label, box = image[order], label[order], box[order]
         # Rank of each detection within its image -> the per-image cap.
-        one_hot = (image.unsqueeze(1) == torch.arange(batch).unsqueeze(0)).long()
-        rank = one_hot.cumsum(0).gather(1, image.unsqueeze(1)).squeeze(1) - 1
+        in_image = (image.unsqueeze(1) == torch.arange(batch).unsqueeze(0)).long()
+        rank = in_image.cumsum(0).gather(1, image.unsqueeze(1)).squeeze(1) - 1
         keep = rank < post.max_detections
-        return cand[group, box][keep], kept_scores[keep], labels[keep], image[keep]
+        return cand[image, box][keep], kept_scores[keep], label[keep], image[keep]
