@@ -233,7 +233,8 @@ class DetectorEnd2End(DetectorRaw):
         scores, idx = probs.reshape(batch, pairs).topk(k, dim=1)  # [B, k], sorted
         anchor_idx, labels = idx // num_classes, idx % num_classes
         one_hot = labels.unsqueeze(-1) == torch.arange(num_classes).view(1, 1, -1)  # [B, k, K]
-        rank = (one_hot.long().cumsum(1) * one_hot).sum(-1) - 1  # rank within its class
+        # Rank within its class: how many of its class score higher (scores are sorted).
+        rank = one_hot.long().cumsum(1).gather(2, labels.unsqueeze(-1)).squeeze(-1) - 1
         scores = torch.where(rank < post.topk_per_class, scores, torch.zeros_like(scores))
         deltas = box_deltas.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
         cand = self._boxes(deltas, self.anchors[anchor_idx], images.shape[-2:])  # [B, k, 4]
