@@ -1,7 +1,9 @@
 """Inference latency of the zoo's models and torchvision's peers, every path in one run.
 
-Each model is timed in eager PyTorch, in the fast path (``heads.inference``), in
-onnxruntime fp32 and int8; each peer in eager PyTorch and onnxruntime. The timings of one
+Each model is timed in eager PyTorch, in the fast path (``heads.inference``: folded eager,
+and compiled into a frozen TorchScript graph), in onnxruntime fp32 and int8, and in
+OpenVINO fp32 and int8 (NNCF); each peer in eager PyTorch, onnxruntime and OpenVINO. The
+timings of one
 model and its peer are interleaved (one call of each in turn, then the median per
 candidate), so load from other processes on a shared machine hits both alike and their
 ratio stays meaningful even when absolute times drift.
@@ -22,6 +24,18 @@ from torch import Tensor, nn
 from backbones.complexity import count_madds, count_parameters
 from heads.inference import DetectorEnd2End, DetectorRaw, optimize_for_inference
 from tasks.export import export_onnx, ort_session, quantize_int8
+
+
+def _openvino_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+OPENVINO = _openvino_available()
 
 
 def interleaved_medians(
@@ -198,6 +212,19 @@ def onnx_files(pair: Pair, folder: Path, calibration: Tensor) -> dict[str, Path]
     if not peer_path.exists():
         _export_peer(pair.peer_graph, peer_path, size)
     files["peer"] = peer_path
+    if OPENVINO:
+        from tasks.export.openvino import export_openvino, quantize_openvino_int8
+
+        for key in [k for k in files if not k.endswith("_int8")]:
+            xml = files[key].with_suffix(".xml")
+            if not xml.exists():
+                export_openvino(files[key], xml)
+                if key != "peer":
+                    int8 = xml.with_name(xml.stem + "_int8.xml")
+                    quantize_openvino_int8(xml, int8, list(calibration), pair.kind)
+            files["ov_" + key] = xml
+            if key != "peer":
+                files["ov_" + key + "_int8"] = xml.with_name(xml.stem + "_int8.xml")
     return files
 
 
@@ -217,7 +244,8 @@ def time_pair(
     x = torch.randn(batch, 3, pair.size, pair.size)
     xn = x.numpy()
     fast = optimize_for_inference(pair.model)
-    sessions = {k: ort_session(v, threads) for k, v in files.items()}
+    fast_eager = optimize_for_inference(pair.model, compiled=False)
+    sessions = {k: ort_session(v, threads) for k, v in files.items() if v.suffix == ".onnx"}
 
     def ort(key: str) -> Callable[[], object]:
         return lambda: sessions[key].run(None, {"images": xn})
@@ -231,6 +259,7 @@ def time_pair(
 
     cands = {
         "eager": eager(pair.model),
+        "fast_eager": lambda: fast_eager(x),
         "fast": lambda: fast(x),
         "ort": ort("raw"),
         "int8": ort("raw_int8"),
@@ -241,12 +270,21 @@ def time_pair(
         cands["ort_end2end"] = ort("end2end")
         cands["int8_end2end"] = ort("end2end_int8")
         xc = x.contiguous(memory_format=torch.channels_last)
+        fast(x)  # traces the network for this shape
+        graph = fast._graph(xc)
 
         def fast_raw() -> object:
             with torch.inference_mode():
-                return fast.model.forward_raw(xc)
+                return graph(xc) if graph is not None else fast.model.forward_raw(xc)
 
         cands["fast_raw"] = fast_raw
+    if "ov_raw" in files:
+        from tasks.export.openvino import ov_compiled
+
+        for key in [k for k in files if k.startswith("ov_")]:
+            compiled = ov_compiled(files[key], threads)
+            name = {"ov_raw": "ov", "ov_raw_int8": "ov_int8"}.get(key, key)
+            cands[name] = lambda c=compiled: c(xn)
     with torch.inference_mode(False), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return interleaved_medians(cands, warmup, repeats)

@@ -65,10 +65,16 @@ def run(opts: Options) -> str:
     lat = _latency(pairs, opts)
     sections.append(_latency_section(pairs, lat))
     sections.append(_guard("Targets", _targets_section, pairs, lat))
+    sections.append(_guard("Detector end-to-end", _end2end_section, pairs, lat))
+    sections.append(_guard("PyTorch vs onnxruntime", _pytorch_vs_ort_section, pairs, lat))
     sections.append(_guard("Training throughput", _training_section, pairs, opts))
     sections.append(_guard("COCO evaluation time", _coco_section, opts))
+    peak_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     peak = throughput.matmul_gflops(512 if opts.quick else 1024)
-    sections.append(_guard("Achieved throughput", _peak_section, pairs, lat, peak))
+    sections.append(_guard("Achieved throughput", _peak_section, pairs, lat, peak, peak_load))
+    from benchmarks.gpu import gpu_section
+
+    sections.append(_guard("GPU", gpu_section, pairs, opts.quick))
     if opts.accuracy:
         from benchmarks.accuracy import accuracy_section
 
@@ -135,6 +141,26 @@ def _latency(pairs: list[latency.Pair], opts: Options) -> dict[tuple[int, int], 
     return results
 
 
+#: (label, our key, peer key) of the latency table; detectors add their end-to-end rows
+_PATHS = [
+    ("eager", "eager", "peer_eager"),
+    ("fast, eager (folded BN, NHWC)", "fast_eager", "peer_eager"),
+    ("fast, compiled (+ frozen TorchScript)", "fast", "peer_eager"),
+    ("onnxruntime fp32", "ort", "peer_ort"),
+    ("onnxruntime int8", "int8", "peer_ort"),
+    ("OpenVINO fp32", "ov", "ov_peer"),
+    ("OpenVINO int8 (NNCF)", "ov_int8", "ov_peer"),
+]
+_DETECTOR_PATHS = [
+    ("fast, compiled, raw network", "fast_raw", "peer_eager"),
+    ("onnxruntime fp32 end-to-end (NMS)", "ort_end2end", "peer_ort"),
+    ("onnxruntime int8 end-to-end", "int8_end2end", "peer_ort"),
+    ("OpenVINO fp32 end-to-end (NMS)", "ov_end2end", "ov_peer"),
+    ("OpenVINO int8 end-to-end", "ov_end2end_int8", "ov_peer"),
+]
+_PEER_LABEL = {"peer_eager": "eager", "peer_ort": "onnxruntime fp32", "ov_peer": "OpenVINO fp32"}
+
+
 def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
     header = ["model", "batch", "path", "ours ms", "peer", "peer path", "peer ms",
               "peer / ours"]  # fmt: skip
@@ -142,25 +168,69 @@ def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
     for i, pair in enumerate(pairs):
         for batch in (1, 8):
             r = lat[(i, batch)]
-            paths = [("eager", "eager", "peer_eager"), ("fast (folded BN, NHWC)", "fast",
-                     "peer_eager"), ("onnxruntime fp32", "ort", "peer_ort"),
-                     ("onnxruntime int8", "int8", "peer_ort")]  # fmt: skip
-            if pair.kind == "detector":
-                paths[2] = ("onnxruntime fp32 raw", "ort", "peer_ort")
-                paths += [("onnxruntime fp32 end-to-end (NMS)", "ort_end2end", "peer_ort"),
-                          ("onnxruntime int8 end-to-end", "int8_end2end", "peer_ort")]  # fmt: skip
+            paths = _PATHS + (_DETECTOR_PATHS if pair.kind == "detector" else [])
             for label, ours, peer in paths:
-                peer_label = "eager" if peer == "peer_eager" else "onnxruntime fp32"
-                if pair.kind == "detector" and peer == "peer_ort":
+                if ours not in r:
+                    continue
+                if pair.kind == "detector" and ours in ("ort", "int8", "ov", "ov_int8"):
+                    label += " raw"
+                peer_label = _PEER_LABEL[peer]
+                if pair.kind == "detector" and peer != "peer_eager":
                     peer_label += " raw"
+                peer_ms = r.get(peer)
+                ratio = _fmt(peer_ms / r[ours], 2) if peer_ms else "-"
                 rows.append([pair.name, batch, label, _fmt(r[ours]), pair.peer_name,
-                             peer_label, _fmt(r[peer]), _fmt(r[peer] / r[ours], 2)])  # fmt: skip
+                             peer_label, _fmt(peer_ms), ratio])  # fmt: skip
     note = (
-        "Detector peers in onnxruntime run their raw network (backbone + head, no resize and "
-        "no NMS: torchvision's NMS loops over images and does not export with a dynamic "
-        "batch); eager detectors include post-processing (and torchvision's resize)."
+        "Detector peers in onnxruntime and OpenVINO run their raw network (backbone + head, "
+        "no resize and no NMS: torchvision's NMS loops over images and does not export with "
+        "a dynamic batch); eager detectors include post-processing (and torchvision's "
+        "resize), as does our fast path unless marked raw. OpenVINO runs in fp32 "
+        "(INFERENCE_PRECISION_HINT f32, no bf16), latency hint."
     )
     return "## CPU latency (ms)\n\n" + _table(header, rows) + "\n\n" + note
+
+
+def _met(value: float, target: float, at_most: bool = True) -> str:
+    ok = value <= target if at_most else value >= target
+    return "met" if ok else "missed"
+
+
+def _end2end_section(pairs: list[latency.Pair], lat: dict) -> str:
+    """End-to-end detector (decoding, pruning, NMS) against the raw network, per runtime."""
+    i = next(k for k, p in enumerate(pairs) if p.kind == "detector")
+    rows = []
+    for batch in (1, 8):
+        r = lat[(i, batch)]
+        for runtime, e2e, raw in (("PyTorch fast, compiled", "fast", "fast_raw"),
+                                  ("onnxruntime fp32", "ort_end2end", "ort"),
+                                  ("onnxruntime int8", "int8_end2end", "int8"),
+                                  ("OpenVINO fp32", "ov_end2end", "ov"),
+                                  ("OpenVINO int8", "ov_end2end_int8", "ov_int8")):  # fmt: skip
+            if e2e not in r or raw not in r:
+                continue
+            ratio = r[e2e] / r[raw]
+            target = _met(ratio, 1.15) if batch == 1 and "int8" not in runtime else ""
+            rows.append([runtime, batch, _fmt(r[raw]), _fmt(r[e2e]), f"{ratio:.2f}x", target])
+    header = ["runtime", "batch", "raw ms", "end-to-end ms", "end-to-end / raw",
+              "target <= 1.15x (batch 1, fp32)"]  # fmt: skip
+    return "## Detector: end-to-end against the raw network\n\n" + _table(header, rows)
+
+
+def _pytorch_vs_ort_section(pairs: list[latency.Pair], lat: dict) -> str:
+    rows = []
+    for i, pair in enumerate(pairs[:3]):
+        for batch in (1, 8):
+            r = lat[(i, batch)]
+            ort_key = "ort_end2end" if pair.kind == "detector" else "ort"
+            ratio = r["fast"] / r[ort_key]
+            eager_ratio = r["fast_eager"] / r[ort_key]
+            rows.append([pair.name, batch, _fmt(r["fast"]), _fmt(r[ort_key]),
+                         f"{ratio:.2f}x", f"{eager_ratio:.2f}x", _met(ratio, 1.25)])  # fmt: skip
+    header = ["model", "batch", "PyTorch fast, compiled ms", "onnxruntime fp32 ms",
+              "compiled / onnxruntime", "eager fast / onnxruntime", "target <= 1.25x"]  # fmt: skip
+    note = "Detector: both end-to-end (network, decoding, pruning, NMS)."
+    return "## PyTorch fast path against onnxruntime\n\n" + _table(header, rows) + "\n\n" + note
 
 
 def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
@@ -182,6 +252,22 @@ def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
          f"{ours_per_madd * 1e9:.1f} vs {peer_per_madd * 1e9:.1f} "
          f"({ours_per_madd / peer_per_madd:.2f}x)"],
     ]  # fmt: skip
+    for runtime, e2e, raw in (("onnxruntime", "ort_end2end", "ort"),
+                              ("OpenVINO", "ov_end2end", "ov")):  # fmt: skip
+        if e2e in det1:
+            ratio = det1[e2e] / det1[raw]
+            rows.append([f"detector end-to-end <= 1.15x raw in {runtime}, batch 1",
+                         f"{ratio:.2f}x ({_met(ratio, 1.15)})"])  # fmt: skip
+    for i, pair in enumerate(pairs[:3]):
+        ort_key = "ort_end2end" if pair.kind == "detector" else "ort"
+        worst = max(lat[(i, b)]["fast"] / lat[(i, b)][ort_key] for b in (1, 8))
+        rows.append([f"{pair.name}: PyTorch fast path <= 1.25x onnxruntime, batch 1 and 8",
+                     f"worst {worst:.2f}x ({_met(worst, 1.25)})"])  # fmt: skip
+    if "ov" in cls1:
+        best = min(("ort", "ov"), key=lambda k: cls1[k])
+        rows.append(["fastest fp32 runtime for the classifier, batch 1",
+                     f"{'OpenVINO' if best == 'ov' else 'onnxruntime'} "
+                     f"({cls1['ort'] / cls1['ov']:.2f}x onnxruntime / OpenVINO)"])  # fmt: skip
     return "## Targets\n\n" + _table(["target", "measured"], rows)
 
 
@@ -198,13 +284,22 @@ def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
             pair.kind, pair.peer, True, pair.size, batch, opts.train_steps
         )
         ours_step[pair.kind] = ours
+        c = pair.complexity
+        per_madd = ours * c["madds"] / (peer * c["peer_madds"])
+        target = _met(per_madd, 1.0, at_most=False) if pair.kind != "classifier" else ""
         rows.append([pair.name, pair.size, batch, _fmt(ours, 2), pair.peer_name,
-                     _fmt(peer, 2), _fmt(ours / peer, 2)])  # fmt: skip
+                     _fmt(peer, 2), _fmt(ours / peer, 2), f"{per_madd:.2f}x",
+                     target])  # fmt: skip
         pair.model.eval()
     text = "## Training throughput (one SGD step: forward, loss, backward, update)\n\n"
     text += _table(["model", "input", "batch", "ours img/s", "peer", "peer img/s",
-                    "ours / peer"], rows)  # fmt: skip
-    return text + "\n\n" + _loader_section(pairs, opts)
+                    "ours / peer", "per MAdd (ours MAdd/s / peer MAdd/s)",
+                    "target >= 1.0x"], rows)  # fmt: skip
+    note = (
+        "Same batch, same threads, random data; detectors include anchor matching, hard "
+        "negative mining and the loss (torchvision's SSD: its transform, matching and loss)."
+    )
+    return text + "\n\n" + note + "\n\n" + _loader_section(pairs, opts)
 
 
 def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
@@ -225,8 +320,20 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
         ),
     }
     rows = []
-    for pair in pairs[:3]:
-        dm = modules[pair.kind]
+    real = tempfile.TemporaryDirectory()
+    real_sizes = {
+        "detector": DemoDetectionDataModule(
+            root=f"{real.name}/det", num_train=8 if opts.quick else 48, num_val=2,
+            generated_size=320, image_size=320, augmentation="ssd", **small,
+        ),
+        "segmenter": DemoSegmentationDataModule(
+            root=f"{real.name}/seg", train_images=8 if opts.quick else 32, val_images=2,
+            generated_size=513, crop_size=513, **small,
+        ),
+    }  # fmt: skip
+    jobs = [(p, modules[p.kind]) for p in pairs[:3]]
+    jobs += [(p, real_sizes[p.kind]) for p in pairs[:3] if p.kind in real_sizes]
+    for pair, dm in jobs:
         per_worker, batch, side = throughput.loader_images_per_second(dm, opts.loader_batches)
         step = throughput.train_images_per_second(
             pair.kind, pair.model, False, side, min(batch, 8), opts.train_steps
@@ -234,14 +341,15 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
         pair.model.eval()
         # Loading one image takes 1/per_worker s on one worker; training on it 1/step s.
         fraction = step / per_worker
-        rows.append([type(dm).__name__, f"{side}x{side}", _fmt(per_worker, 0), _fmt(step, 1),
-                     f"{fraction:.0%}"])  # fmt: skip
+        rows.append([type(dm).__name__, f"{side}x{side}", _fmt(per_worker, 0),
+                     f"{1e3 / per_worker:.1f}", _fmt(step, 1), f"{fraction:.0%}"])  # fmt: skip
+    real.cleanup()
     note = (
         "Fraction = time to load and augment an image on one worker / time to train on it "
         "(same machine, same threads). Below 100% one loader worker keeps up with training "
         "(with `num_workers >= 1` loading overlaps the step); above, add workers."
     )
-    header = ["data module (train, augmented)", "image", "img/s per worker",
+    header = ["data module (train, augmented)", "image", "img/s per worker", "ms per image",
               "train img/s (ours, same size)", "load / train time"]  # fmt: skip
     return "## Data loading\n\n" + _table(header, rows) + "\n\n" + note
 
@@ -258,17 +366,25 @@ def _coco_section(opts: Options) -> str:
     return "## COCO evaluation time\n\n" + _table(header, rows)
 
 
-def _peak_section(pairs: list[latency.Pair], lat: dict, peak: float) -> str:
+def _peak_section(pairs: list[latency.Pair], lat: dict, peak: float, load: float) -> str:
     rows = []
     for i, pair in enumerate(pairs[:3]):
         r = lat[(i, 8)]
-        key = min(("eager", "fast", "ort", "int8"), key=lambda k: r[k])
+        key = min((k for k in ("eager", "fast", "ort", "int8", "ov", "ov_int8") if k in r),
+                  key=lambda k: r[k])  # fmt: skip
         madds = pair.complexity["madds"]
         gflops = 2 * madds * 8 / (r[key] / 1e3) / 1e9
         rows.append([pair.name, key, _fmt(r[key]), _fmt(gflops, 1), f"{gflops / peak:.0%}"])
     header = ["model (batch 8)", "fastest path", "ms", "achieved GFLOP/s",
               f"fraction of matmul peak ({peak:.0f} GFLOP/s)"]  # fmt: skip
-    note = "int8 paths do integer arithmetic: their fraction of the fp32 peak can exceed 100%."
+    idle = "idle" if load < 0.5 else f"NOT idle (load average {load:.1f})"
+    note = (
+        "int8 paths do integer arithmetic: their fraction of the fp32 peak can exceed 100%. "
+        f"The fp32 peak is a measured 1024x1024 matmul ({torch.get_num_threads()} threads); "
+        "the machine was "
+        f"{idle} when it was measured, so the peak {'is' if load < 0.5 else 'may not be'} "
+        "representative."
+    )
     return "## Achieved throughput\n\n" + _table(header, rows) + "\n\n" + note
 
 
@@ -281,15 +397,20 @@ def _plot(pairs: list[latency.Pair], lat: dict, path: Path, threads: int) -> Non
     except ImportError:
         print("matplotlib is not installed: no plot written")
         return
-    keys = [("eager", "eager"), ("fast", "fast path"), ("ort", "onnxruntime fp32"),
-            ("int8", "onnxruntime int8")]  # fmt: skip
+    keys = [("eager", "eager"), ("fast_eager", "fast, eager"), ("fast", "fast, compiled"),
+            ("ort", "onnxruntime fp32"), ("int8", "onnxruntime int8"), ("ov", "OpenVINO fp32"),
+            ("ov_int8", "OpenVINO int8")]  # fmt: skip
+    peer_keys = [("peer_eager", "peer eager"), ("peer_ort", "peer onnxruntime"),
+                 ("ov_peer", "peer OpenVINO")]  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, i in zip(axes, range(3), strict=True):
         pair = pairs[i]
         r = lat[(i, 1)]
-        labels = [name for _, name in keys] + ["peer eager", "peer onnxruntime"]
-        values = [r[k] for k, _ in keys] + [r["peer_eager"], r["peer_ort"]]
-        colors = ["#1f77b4"] * 4 + ["#999999"] * 2
+        ours = [(name, r[k]) for k, name in keys if k in r]
+        peers = [(name, r[k]) for k, name in peer_keys if k in r]
+        labels = [n for n, _ in ours + peers]
+        values = [v for _, v in ours + peers]
+        colors = ["#1f77b4"] * len(ours) + ["#999999"] * len(peers)
         ax.barh(labels[::-1], values[::-1], color=colors[::-1])
         ax.set_title(f"{pair.name}\nvs {pair.peer_name}", fontsize=9)
         ax.set_xscale("log")  # eager and onnxruntime differ by orders of magnitude

@@ -114,3 +114,53 @@ def test_detector_fast_path_equals_model() -> None:
     detections = fast(x)
     assert len(detections) == 2
     assert set(detections[0]) == {"boxes", "scores", "labels"}
+
+
+def test_compiled_path_traces_once_per_shape_and_matches() -> None:
+    from heads import inference
+
+    torch.manual_seed(0)
+    model = mobilenet_v2_classifier(num_classes=10, width_mult=0.35)
+    _randomize_batchnorm(model, seed=3)
+    model.eval()
+    fast = optimize_for_inference(model)
+    eager = optimize_for_inference(model, compiled=False)
+    assert fast.compiled and not eager.compiled
+    for batch in (1, 3, 1):
+        x = torch.randn(batch, 3, 64, 64)
+        with torch.no_grad():
+            expected = model(x)
+        torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(eager(x), expected, atol=1e-4, rtol=1e-4)
+    assert len(fast._graphs) == 2 and all(g is not None for g in fast._graphs.values())
+    assert not eager._graphs
+    # Past the cap, new shapes run eagerly (still right), nothing more is traced.
+    for side in range(32, 32 + 8 * inference.MAX_COMPILED_SHAPES, 8):
+        x = torch.randn(1, 3, side, side)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)
+    assert len(fast._graphs) == inference.MAX_COMPILED_SHAPES
+    # Called inside inference_mode (as predict does): traced all the same.
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 48, 48)
+        fresh = optimize_for_inference(model)
+        assert fresh(x).shape == (2, 10) and len(fresh._graphs) == 1
+
+
+def test_compiled_detector_equals_model_detections() -> None:
+    ssdlite = pytest.importorskip("heads.ssdlite")
+    torch.manual_seed(0)
+    model = ssdlite.ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35, image_size=128)
+    _randomize_batchnorm(model, seed=4)
+    model.eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(x)
+    fast = optimize_for_inference(model)
+    got = fast(x)
+    assert next(iter(fast._graphs.values())) is not None
+    for det, ref in zip(got, expected, strict=True):
+        assert len(ref["scores"]) > 0
+        torch.testing.assert_close(det["scores"], ref["scores"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(det["labels"], ref["labels"])
+        torch.testing.assert_close(det["boxes"], ref["boxes"], atol=1e-3, rtol=1e-4)

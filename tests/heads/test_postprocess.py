@@ -73,3 +73,74 @@ def test_empty_result_has_the_right_shapes():
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="nms_iou"):
         SSDPostprocessor(nms_iou=0)
+
+
+def _unpruned_rule(
+    post: SSDPostprocessor, logits: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor
+) -> list[dict[str, torch.Tensor]]:
+    """The rule before pruning, written out: per class top-k, threshold, class-wise NMS over
+    every remaining candidate, cap."""
+    from torchvision.ops import batched_nms, clip_boxes_to_image
+
+    probs = torch.softmax(logits, dim=-1)[..., 1:]
+    out = []
+    for p, d in zip(probs, deltas, strict=True):
+        boxes = clip_boxes_to_image(post.box_coder.decode(d, anchors), (320, 320))
+        scores, idx = p.topk(min(post.topk_per_class, len(p)), dim=0)
+        labels = torch.arange(p.shape[1]).expand_as(idx)
+        scores, idx, labels = scores.flatten(), idx.flatten(), labels.flatten()
+        keep = scores > post.score_threshold
+        scores, idx, labels = scores[keep], idx[keep], labels[keep]
+        keep = batched_nms(boxes[idx], scores, labels, post.nms_iou)[: post.max_detections]
+        out.append({"boxes": boxes[idx][keep], "scores": scores[keep], "labels": labels[keep]})
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pruning_keeps_the_unpruned_rules_detections(seed: int) -> None:
+    """80 classes on the 2034 anchors of a 320 input, logits from untrained-like (flat) to
+    confident: the 1000-candidate budget keeps exactly the full rule's detections."""
+    from heads.anchors import SSDAnchorGenerator
+
+    g = torch.Generator().manual_seed(seed)
+    anchors = SSDAnchorGenerator()((320, 320), [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)])
+    num = anchors.shape[0]
+    spread = [0.1, 2.0, 4.0][seed]  # flat, mixed, peaked class scores
+    logits = torch.randn(2, num, 81, generator=g) * spread
+    logits[..., 0] += 3.0  # mostly background, as a trained detector
+    deltas = torch.randn(2, num, 4, generator=g) * 0.5
+    post = SSDPostprocessor()
+    assert post.topk_candidates == 1000
+    got = post(logits, deltas, anchors, (320, 320))
+    expected = _unpruned_rule(post, logits, deltas, anchors)
+    for det, ref in zip(got, expected, strict=True):
+        assert len(det["scores"]) == len(ref["scores"]) == post.max_detections
+        _assert_same_detections(det, ref)
+
+
+def _canonical(det: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Rows (score, label, box) in one order: float32 softmax outputs of 160k pairs tie
+    exactly now and then, and two NMS implementations may list tied rows either way."""
+    rows = torch.cat([det["scores"][:, None], det["labels"][:, None].float(), det["boxes"]], 1)
+    for col in reversed(range(rows.shape[1])):
+        rows = rows[rows[:, col].argsort(stable=True, descending=col == 0)]
+    return rows
+
+
+def _assert_same_detections(det: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> None:
+    torch.testing.assert_close(det["scores"], ref["scores"], rtol=0, atol=0)  # sorted alike
+    torch.testing.assert_close(_canonical(det), _canonical(ref), rtol=0, atol=0)
+
+
+def test_no_budget_is_the_unpruned_rule_and_budget_is_checked() -> None:
+    logits = torch.randn(1, 300, 6, generator=torch.Generator().manual_seed(0))
+    deltas = torch.zeros(1, 300, 4)
+    xy = torch.rand(300, 2, generator=torch.Generator().manual_seed(1)) * 280
+    anchors = torch.cat([xy, xy + 40], 1)
+    post = SSDPostprocessor(topk_per_class=20, topk_candidates=None, max_detections=50)
+    (got,) = post(logits, deltas, anchors, (320, 320))
+    (ref,) = _unpruned_rule(post, logits, deltas, anchors)
+    assert len(ref["scores"]) > 0
+    _assert_same_detections(got, ref)
+    with pytest.raises(ValueError, match="topk_candidates must be None or >= max_detections"):
+        SSDPostprocessor(topk_candidates=10, max_detections=100)

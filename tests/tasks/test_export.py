@@ -159,7 +159,7 @@ def test_checkpoint_roundtrip_and_bad_sources(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_parity_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.export as export_module
+    import tasks.export.command as export_module
 
     model = mobilenet_v2_classifier(num_classes=2, width_mult=0.35)
     real = export_module.export_onnx

@@ -1,0 +1,144 @@
+"""The GPU section of the suite: runs only when CUDA is present, nothing else needs a GPU.
+
+Training images/s with automatic mixed precision (bf16 where supported, else fp16 with a
+grad scaler) and channels-last, and inference latency at batch 1 and 32 (AMP,
+channels-last, BatchNorm folded), for SSDLite and Mobile DeepLabv3 against torchvision's
+SSDLite-MobileNetV3 and DeepLabv3-MobileNetV3, at 320 and 513 pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from heads.inference import optimize_for_inference
+
+
+def _targets(batch: int, size: int, labels: int, offset: int, device: Any) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(batch):
+        xy = torch.rand(3, 2, generator=g) * size * 0.6
+        wh = torch.rand(3, 2, generator=g) * size * 0.3 + size * 0.1
+        labels_ = torch.randint(0, labels, (3,), generator=g) + offset
+        out.append({"boxes": torch.cat([xy, xy + wh], 1).to(device), "labels": labels_.to(device)})
+    return out
+
+
+def _cuda_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _amp_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_images_per_second(
+    kind: str, model: nn.Module, peer: bool, size: int, batch: int, steps: int
+) -> float:
+    """Images/s of AMP + channels-last SGD steps on the GPU (median step after warm-up)."""
+    device = torch.device("cuda")
+    model = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    dtype = _amp_dtype()
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(
+        memory_format=torch.channels_last
+    )
+    if kind == "segmenter":
+        y = torch.randint(0, 21, (batch, size, size), device=device)
+
+        def loss() -> Tensor:
+            out = model(x)
+            return F.cross_entropy((out["out"] if peer else out).float(), y)
+    elif peer:
+        targets, images = _targets(batch, size, 90, 1, device), list(x)
+
+        def loss() -> Tensor:
+            return sum(model(images, targets).values())
+    else:
+        targets = _targets(batch, size, 80, 0, device)
+
+        def loss() -> Tensor:
+            return model.compute_loss(model.forward_outputs(x), targets)["loss"]
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype):
+            value = loss()
+        scaler.scale(value).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    ms = _cuda_ms(step, warmup=3, repeats=steps)
+    return batch / (ms / 1e3)
+
+
+def inference_ms(model: nn.Module, peer: bool, size: int, batch: int, repeats: int) -> float:
+    """Median ms of one AMP, channels-last forward (ours: BatchNorm folded, eager)."""
+    device = torch.device("cuda")
+    if peer:
+        net = copy.deepcopy(model).to(device, memory_format=torch.channels_last).eval()
+    else:
+        net = optimize_for_inference(model, compiled=False).to(device)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(
+        memory_format=torch.channels_last
+    )
+    dtype = _amp_dtype()
+    arg: Any = list(x) if peer and hasattr(model, "anchor_generator") else x
+
+    def run() -> object:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+            return net(arg)
+
+    return _cuda_ms(run, warmup=3, repeats=repeats)
+
+
+def gpu_section(pairs: list[Any], quick: bool) -> str:
+    """The Markdown section; says so when no GPU is present."""
+    title = "## GPU (CUDA, AMP, channels-last)\n\n"
+    if not torch.cuda.is_available():
+        return title + "No CUDA device in this run: the GPU section was not run."
+    from benchmarks.suite import _fmt, _table
+
+    name = torch.cuda.get_device_name(0)
+    steps, repeats = (2, 3) if quick else (10, 20)
+    train_rows, infer_rows = [], []
+    for pair in [p for p in pairs[:3] if p.kind in ("detector", "segmenter")]:
+        batch = 32 if pair.kind == "detector" else 8
+        batch = 2 if quick else batch
+        ours = train_images_per_second(pair.kind, pair.model, False, pair.size, batch, steps)
+        peer = train_images_per_second(pair.kind, pair.peer, True, pair.size, batch, steps)
+        madds = pair.complexity.get("madds", 1.0) / pair.complexity.get("peer_madds", 1.0)
+        train_rows.append([pair.name, pair.size, batch, _fmt(ours, 1), pair.peer_name,
+                           _fmt(peer, 1), _fmt(ours / peer, 2),
+                           _fmt(ours * madds / peer, 2)])  # fmt: skip
+        for b in (1, 2) if quick else (1, 32):
+            o = inference_ms(pair.model, False, pair.size, b, repeats)
+            p = inference_ms(pair.peer, True, pair.size, b, repeats)
+            infer_rows.append([pair.name, b, _fmt(o, 2), pair.peer_name, _fmt(p, 2),
+                               _fmt(p / o, 2)])  # fmt: skip
+        pair.model.eval()
+    text = title + f"{name}, torch {torch.__version__}, AMP dtype {_amp_dtype()}.\n\n"
+    text += _table(["model", "input", "batch", "ours train img/s", "peer", "peer img/s",
+                    "ours / peer", "per MAdd"], train_rows)  # fmt: skip
+    text += "\n\n" + _table(["model", "batch", "ours ms", "peer", "peer ms", "peer / ours"],
+                            infer_rows)  # fmt: skip
+    return text

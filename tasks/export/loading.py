@@ -1,0 +1,132 @@
+"""Which model to export: builder names, zoo checkpoints, model kinds, and test images."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from torch import Tensor, nn
+
+ModelKind = Literal["classifier", "detector", "segmenter"]
+
+#: builder name -> (module, function, kind)
+BUILDERS: dict[str, tuple[str, str, ModelKind]] = {
+    "mobilenet_v2_classifier": ("heads.classifier", "mobilenet_v2_classifier", "classifier"),
+    "ssdlite_mobilenet_v2": ("heads.ssdlite", "ssdlite_mobilenet_v2", "detector"),
+    "deeplabv3_mobilenet_v2": ("heads.deeplabv3", "deeplabv3_mobilenet_v2", "segmenter"),
+}
+#: task class name -> module; the only classes a checkpoint may name
+_TASKS = {
+    "ClassificationTask": "tasks.classification",
+    "DetectionTask": "tasks.detection",
+    "SegmentationTask": "tasks.segmentation",
+}
+_DEFAULT_SIZE: dict[ModelKind, int] = {"classifier": 224, "detector": 320, "segmenter": 513}
+
+
+def _import(module: str, name: str) -> Any:
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def model_kind(model: nn.Module) -> ModelKind:
+    """``"classifier"``, ``"detector"`` or ``"segmenter"`` for a zoo model."""
+    model = getattr(model, "model", model) if type(model).__name__ == "InferenceModel" else model
+    if hasattr(model, "forward_raw") and hasattr(model, "postprocessor"):
+        return "detector"
+    name = type(model).__name__
+    if name == "MobileDeepLabV3":
+        return "segmenter"
+    if name == "MobileNetV2Classifier":
+        return "classifier"
+    raise TypeError(
+        f"cannot export a {name}: expected MobileNetV2Classifier, SSDLite or MobileDeepLabV3"
+    )
+
+
+def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) -> type:
+    if class_path is not None:
+        name = class_path.rsplit(".", 1)[-1]
+        if name not in _TASKS:
+            raise ValueError(f"{source} was saved by {class_path}; export knows {sorted(_TASKS)}")
+    elif any(k.startswith("model.head.cls_predictors") for k in state):
+        name = "DetectionTask"
+    elif any(k.startswith("model.head.image_pooling") for k in state):
+        name = "SegmentationTask"
+    elif "model.head.classifier.1.weight" in state:
+        name = "ClassificationTask"
+    else:
+        raise ValueError(f"{source}: cannot tell which zoo task saved this checkpoint")
+    return _import(_TASKS[name], name)
+
+
+def load_checkpoint(path: str | Path) -> nn.Module:
+    """The trained model (``task.model``, eval mode) of a zoo task's Lightning checkpoint.
+
+    The file is read with ``weights_only=True`` (no code runs); the task is rebuilt from
+    the saved hyper-parameters with ``weights``/``weights_backbone`` set to ``None`` (the
+    checkpoint holds the trained weights, so nothing is downloaded).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and weights_only errors all mean "not readable"
+        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    task_cls = _task_class(hparams.pop("_class_path", None), ckpt["state_dict"], path)
+    accepted = inspect.signature(task_cls.__init__).parameters
+    kwargs = {k: v for k, v in hparams.items() if k in accepted}
+    for key in ("weights", "weights_backbone"):
+        if key in kwargs:
+            kwargs[key] = None
+    task = task_cls(**kwargs)
+    task.load_state_dict(ckpt["state_dict"])
+    return task.model.eval()
+
+
+def load_model(source: str | Path | nn.Module, builder_args: dict[str, Any] | None = None):
+    """A model from a builder name (``BUILDERS``), a checkpoint path, or a module as is."""
+    if isinstance(source, nn.Module):
+        return source.eval()
+    if str(source) in BUILDERS:
+        module, fn, _ = BUILDERS[str(source)]
+        return _import(module, fn)(**(builder_args or {})).eval()
+    if builder_args:
+        raise ValueError("builder_args apply to builder names only, not to checkpoints")
+    path = Path(source).expanduser()
+    if path.suffix != ".ckpt" and not path.is_file():
+        raise ValueError(
+            f"{source!r} is neither a builder name ({', '.join(BUILDERS)}) nor a .ckpt file"
+        )
+    return load_checkpoint(path)
+
+
+def images_from_data(data: LightningDataModule, count: int, image_size: tuple[int, int]) -> Tensor:
+    """Up to ``count`` validation images ``[N, 3, H, W]`` of a data module, resized to
+    ``image_size`` (bilinear) when they are not that size already."""
+    data.prepare_data()
+    data.setup("validate")
+    out: list[Tensor] = []
+    for batch in data.val_dataloader():
+        if isinstance(batch, dict):
+            images = batch["image"]
+        elif isinstance(batch, list | tuple):
+            images = batch[0]
+        else:
+            images = batch
+        for image in images if isinstance(images, Tensor) else list(images):
+            if tuple(image.shape[-2:]) != tuple(image_size):
+                image = F.interpolate(image[None], size=image_size, mode="bilinear")[0]
+            out.append(image.float())
+            if len(out) == count:
+                return torch.stack(out)
+    if not out:
+        raise ValueError(f"{type(data).__name__} has no validation images")
+    return torch.stack(out)
