@@ -130,7 +130,7 @@ def latency_rows(
     size: int, threads: int, warmup: int, repeats: int, det: int = 80, seg: int = 81
 ) -> list[list[object]]:
     from tasks.export import export_onnx, ort_session
-    from tasks.export_joint import export_joint
+    from tasks.export.joint import export_joint
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

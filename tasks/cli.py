@@ -21,10 +21,9 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-import tasks  # (registers the zoo's tasks and data modules by short name)
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
-from tasks.checkpoint_hparams import check_hparams, check_types, merge_hparams
+from tasks.checkpoint_hparams import check_hparams, check_types, merge_hparams, registered_tasks
 from tasks.checkpoint_io import (
     CheckpointError,
     check_finite,
@@ -48,11 +47,7 @@ from tasks.figures import EvaluationFigures
 log = logging.getLogger("mobilezoo")
 
 #: the zoo's tasks by every class path a checkpoint may name them with
-_TASKS: dict[str, type[BaseTask]] = {}
-for _name in tasks.__all__:
-    _obj = getattr(tasks, _name)
-    if isinstance(_obj, type) and issubclass(_obj, BaseTask) and _obj is not BaseTask:
-        _TASKS[f"tasks.{_name}"] = _TASKS[f"{_obj.__module__}.{_obj.__qualname__}"] = _obj
+_TASKS = registered_tasks()
 
 
 def _task_class(class_path: str) -> type:

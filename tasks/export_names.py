@@ -13,6 +13,7 @@ KIND_BUILDERS = {
     "classifier": "mobilenet_v2_classifier",
     "detector": "ssdlite_mobilenet_v2",
     "segmenter": "deeplabv3_mobilenet_v2",
+    "joint": "ssdlite_deeplabv3_mobilenet_v2",
 }
 
 

@@ -129,6 +129,9 @@ def export(
             max(needed, 1), 3, *size, generator=torch.Generator().manual_seed(seed)
         )
     result = ExportResult(kind)
+    if kind == "joint":
+        return _export_joint(model, out / f"{stem}.onnx", size, opset, images, check, int8,
+                             format, num_check_images, result, printer)  # fmt: skip
     for form in forms:
         graph = {"raw": DetectorRaw, "end2end": DetectorEnd2End}.get(form)
         graph = graph(model, size) if graph else model
@@ -149,6 +152,24 @@ def export(
     if not result.passed:
         failed = [str(r) for r in result.parity if not r.passed]
         raise RuntimeError("the runtime disagrees with PyTorch:\n" + "\n".join(failed))
+    return result
+
+
+def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, images: Any,
+                  check: bool, int8: bool, format: str, num_check_images: int,
+                  result: ExportResult, printer: Callable[[str], None] | None) -> ExportResult:  # fmt: skip
+    """The joint detection + segmentation model: one ONNX graph with both outputs."""
+    from tasks.export.joint import check_joint_parity, export_joint
+
+    if int8 or format != "onnx":
+        raise ValueError("the joint model exports to ONNX in fp32 only (no int8, no OpenVINO yet)")
+    result.files.append(export_joint(model, path, size, opset))
+    if check:
+        result.parity.append(check_joint_parity(path, model, images[:num_check_images]))
+    if printer is not None:
+        printer(str(result))
+    if not result.passed:
+        raise RuntimeError("the runtime disagrees with PyTorch:\n" + str(result.parity[-1]))
     return result
 
 

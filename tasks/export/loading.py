@@ -11,21 +11,34 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
-ModelKind = Literal["classifier", "detector", "segmenter"]
+from tasks.checkpoint_hparams import check_hparams, check_types, registered_tasks
+from tasks.checkpoint_io import (
+    CheckpointError,
+    check_finite,
+    hyper_parameters,
+    is_url,
+    quote,
+    read_checkpoint,
+)
+
+ModelKind = Literal["classifier", "detector", "segmenter", "joint"]
 
 #: builder name -> (module, function, kind)
 BUILDERS: dict[str, tuple[str, str, ModelKind]] = {
     "mobilenet_v2_classifier": ("heads.classifier", "mobilenet_v2_classifier", "classifier"),
     "ssdlite_mobilenet_v2": ("heads.ssdlite", "ssdlite_mobilenet_v2", "detector"),
     "deeplabv3_mobilenet_v2": ("heads.deeplabv3", "deeplabv3_mobilenet_v2", "segmenter"),
+    "ssdlite_deeplabv3_mobilenet_v2": ("heads.joint", "ssdlite_deeplabv3_mobilenet_v2", "joint"),
 }
-#: task class name -> module; the only classes a checkpoint may name
+#: task class name -> module, for checkpoints that do not name their class
 _TASKS = {
     "ClassificationTask": "tasks.classification",
     "DetectionTask": "tasks.detection",
     "SegmentationTask": "tasks.segmentation",
 }
-_DEFAULT_SIZE: dict[ModelKind, int] = {"classifier": 224, "detector": 320, "segmenter": 513}
+_DEFAULT_SIZE: dict[ModelKind, int] = {
+    "classifier": 224, "detector": 320, "segmenter": 513, "joint": 320,
+}  # fmt: skip
 
 
 def _import(module: str, name: str) -> Any:
@@ -35,6 +48,8 @@ def _import(module: str, name: str) -> Any:
 def model_kind(model: nn.Module) -> ModelKind:
     """``"classifier"``, ``"detector"`` or ``"segmenter"`` for a zoo model."""
     model = getattr(model, "model", model) if type(model).__name__ == "InferenceModel" else model
+    if type(model).__name__ == "SSDLiteDeepLabV3":  # an SSDLite with a mask branch
+        return "joint"
     if hasattr(model, "forward_raw") and hasattr(model, "postprocessor"):
         return "detector"
     name = type(model).__name__
@@ -43,16 +58,21 @@ def model_kind(model: nn.Module) -> ModelKind:
     if name == "MobileNetV2Classifier":
         return "classifier"
     raise TypeError(
-        f"cannot export a {name}: expected MobileNetV2Classifier, SSDLite or MobileDeepLabV3"
+        f"cannot export a {name}: expected MobileNetV2Classifier, SSDLite, MobileDeepLabV3 "
+        "or SSDLiteDeepLabV3"
     )
 
 
 def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) -> type:
     if class_path is not None:
-        name = class_path.rsplit(".", 1)[-1]
-        if name not in _TASKS:
-            raise ValueError(f"{source} was saved by {class_path}; export knows {sorted(_TASKS)}")
-    elif any(k.startswith("model.head.cls_predictors") for k in state):
+        task_cls = registered_tasks().get(class_path)
+        if task_cls is None:  # never imported: only the zoo's own tasks are rebuilt
+            raise CheckpointError(
+                f"{source} names the class {quote(class_path)}; export knows "
+                f"{sorted({c.__name__ for c in registered_tasks().values()})}"
+            )
+        return task_cls
+    if any(k.startswith("model.head.cls_predictors") for k in state):
         name = "DetectionTask"
     elif any(k.startswith("model.head.image_pooling") for k in state):
         name = "SegmentationTask"
@@ -66,26 +86,29 @@ def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) 
 def load_checkpoint(path: str | Path) -> nn.Module:
     """The trained model (``task.model``, eval mode) of a zoo task's Lightning checkpoint.
 
-    The file is read with ``weights_only=True`` (no code runs); the task is rebuilt from
-    the saved hyper-parameters with ``weights``/``weights_backbone`` set to ``None`` (the
-    checkpoint holds the trained weights, so nothing is downloaded).
+    The file is untrusted, and checked as ``mobilezoo validate`` checks it
+    (``tasks.checkpoint_io``): read with ``weights_only=True`` (no code runs), a URL
+    downloaded and verified, non-finite weights refused, the task class one of the zoo's,
+    the hyper-parameters type-checked and bounded. The task is rebuilt from them with its
+    weight sources (``weights``, ``weights_backbone``, ...) set to ``None``: the checkpoint
+    holds the trained weights, so nothing is downloaded.
+
+    Raises:
+        CheckpointError: (a ``ValueError``) naming the file and the problem.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and weights_only errors all mean "not readable"
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
-    hparams = dict(ckpt.get("hyper_parameters") or {})
-    task_cls = _task_class(hparams.pop("_class_path", None), ckpt["state_dict"], path)
+    ckpt = read_checkpoint(path)
+    source = str(path)
+    check_finite(ckpt["state_dict"], f"checkpoint {source}")
+    hparams = hyper_parameters(ckpt, source)
+    hparams.pop("_instantiator", None)
+    task_cls = _task_class(hparams.pop("_class_path", None), ckpt["state_dict"], Path(source))
     accepted = inspect.signature(task_cls.__init__).parameters
     kwargs = {k: v for k, v in hparams.items() if k in accepted}
-    for key in ("weights", "weights_backbone"):
+    check_types(task_cls, kwargs, f"checkpoint {source}")
+    for key in getattr(task_cls, "weights_hparams", ("weights", "weights_backbone")):
         if key in kwargs:
             kwargs[key] = None
+    check_hparams(kwargs, f"checkpoint {source}")
     task = task_cls(**kwargs)
     task.load_state_dict(ckpt["state_dict"])
     return task.model.eval()
@@ -100,6 +123,8 @@ def load_model(source: str | Path | nn.Module, builder_args: dict[str, Any] | No
         return _import(module, fn)(**(builder_args or {})).eval()
     if builder_args:
         raise ValueError("builder_args apply to builder names only, not to checkpoints")
+    if is_url(source):
+        return load_checkpoint(str(source))
     path = Path(source).expanduser()
     if path.suffix != ".ckpt" and not path.is_file():
         raise ValueError(

@@ -7,7 +7,7 @@ import torch
 
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from heads.ssdlite import ssdlite_mobilenet_v2
-from tasks.export_joint import JOINT_OUTPUTS, JointRaw, check_joint_parity, export_joint
+from tasks.export.joint import JOINT_OUTPUTS, JointRaw, check_joint_parity, export_joint
 
 pytest.importorskip("onnxruntime")
 
@@ -39,3 +39,33 @@ def test_export_both_outputs_and_parity(tmp_path):
 def test_only_the_joint_model_is_accepted():
     with pytest.raises(TypeError, match="expected an SSDLiteDeepLabV3, got SSDLite"):
         JointRaw(ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35), (64, 64))
+
+
+def test_mobilezoo_export_of_a_joint_checkpoint(tmp_path):
+    from tasks import MultiTaskTask
+    from tasks.export import export
+
+    torch.manual_seed(0)
+    task = MultiTaskTask(num_det_classes=3, num_seg_classes=4, width_mult=0.35, image_size=96)
+    _settled(task.model, 96)
+    ckpt = tmp_path / "joint.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": {
+        "_class_path": "tasks.MultiTaskTask", **task.hparams}}, ckpt)  # fmt: skip
+    result = export(str(ckpt), output_dir=str(tmp_path / "out"), printer=None)
+    assert result.kind == "joint" and result.passed
+    assert [f.suffix for f in result.files] == [".onnx"]
+    with pytest.raises(ValueError, match="fp32 only"):
+        export(str(ckpt), output_dir=str(tmp_path / "out"), int8=True, printer=None)
+
+
+def test_export_refuses_a_checkpoint_naming_a_foreign_class(tmp_path):
+    import sys
+
+    from tasks.checkpoint_io import CheckpointError
+    from tasks.export import export
+
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "evil_mod_q.Task"}}, ckpt)
+    with pytest.raises(CheckpointError, match="names the class 'evil_mod_q.Task'"):
+        export(str(ckpt), output_dir=str(tmp_path / "out"), printer=None)
+    assert "evil_mod_q" not in sys.modules

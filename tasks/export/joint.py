@@ -3,8 +3,8 @@
 One graph, both outputs: ``images [B, 3, H, W]`` -> ``cls_logits [B, A, C + 1]``,
 ``box_deltas [B, A, 4]``, ``seg_logits [B, S, H, W]`` and the ``anchors [A, 4]`` of the
 exported input size (a constant), so a runtime decodes boxes with ``SSDPostprocessor``'s
-rule and arg-maxes the mask. The functions only import from ``tasks.export``; the
-``mobilezoo export`` dispatch can call ``export_joint`` for an ``SSDLiteDeepLabV3``.
+rule and arg-maxes the mask. ``tasks.export.export`` uses it for an ``SSDLiteDeepLabV3``
+(ONNX, fp32).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from heads.joint import SSDLiteDeepLabV3
-from tasks.export import ParityReport, ort_session
+from tasks.export.onnx import ort_session
+from tasks.export.parity import ParityReport
 
 JOINT_OUTPUTS = ("cls_logits", "box_deltas", "seg_logits", "anchors")
 
