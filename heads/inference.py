@@ -78,7 +78,7 @@ class _RawOutputs(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         return self.model.forward_raw(images)
 
 
@@ -128,8 +128,10 @@ class InferenceModel(nn.Module):
                 return self.model(*args, **kwargs)
             if not _is_detector(self.model):
                 return graph(args[0])
-            cls_logits, box_deltas = graph(args[0])
-            return self.model.postprocess(cls_logits, box_deltas, args[0].shape[-2:])
+            # cls_logits, box_deltas, then what else the detector's network returns (the
+            # joint model's seg_logits): its postprocess takes them in that order
+            cls_logits, box_deltas, *extra = graph(args[0])
+            return self.model.postprocess(cls_logits, box_deltas, args[0].shape[-2:], *extra)
 
     def _graph(self, images: Tensor) -> Any:
         key = (tuple(images.shape), images.dtype, images.device, images.is_contiguous())

@@ -180,10 +180,19 @@ class SSDLiteDeepLabV3(SSDLite):
         detections = self.postprocessor(
             outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
         )
-        return [
-            {**det, "seg_logits": seg}
-            for det, seg in zip(detections, outputs["seg_logits"], strict=True)
-        ]
+        return _with_masks(detections, outputs["seg_logits"])
+
+    def postprocess(  # type: ignore[override]
+        self,
+        cls_logits: Tensor,
+        box_deltas: Tensor,
+        image_size: Sequence[int],
+        seg_logits: Tensor | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """``SSDLite.postprocess`` of ``forward_raw``'s outputs; with ``seg_logits`` each
+        image's dict also holds its ``seg_logits`` ``[S, H, W]`` (what eval ``forward`` gives)."""
+        detections = super().postprocess(cls_logits, box_deltas, image_size)
+        return detections if seg_logits is None else _with_masks(detections, seg_logits)
 
     # -- starting from single-task weights -------------------------------------------------
     def load_detector_state_dict(self, state: dict[str, Tensor]) -> list[str]:
@@ -285,3 +294,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
         ),
         image_size=image_size,
     )
+
+
+def _with_masks(detections: list[dict[str, Tensor]], seg_logits: Tensor) -> list[dict[str, Tensor]]:
+    return [{**det, "seg_logits": seg} for det, seg in zip(detections, seg_logits, strict=True)]

@@ -19,7 +19,7 @@ from tasks.detection import DetectionPredictionWriter
 
 
 class MultiTaskPredictionWriter(DetectionPredictionWriter):
-    """For an input ``<predict_folder>/a/b.jpg`` write ``<output_dir>/a/b.jpg`` (the image
+    """For an input ``<predict_dir>/a/b.jpg`` write ``<output_dir>/a/b.jpg`` (the image
     blended with the coloured mask, boxes with class names and scores above
     ``draw_threshold`` on top), ``<output_dir>/a/b.png`` (palette PNG, value = mask class)
     and ``<output_dir>/detections.json`` (COCO results, as ``DetectionPredictionWriter``).

@@ -174,7 +174,7 @@ class CityscapesJointDataModule(BaseDataModule):
         image_size: square model input size.
         augmentation: ``"ssd"``, ``"flip"`` or ``"none"`` (see ``ssd_train_transforms``).
         zoom_out_ratio: largest zoom-out canvas ratio of ``"ssd"``.
-        mean, std, predict_folder, batch_size, ...: see ``COCODataModule``.
+        mean, std, predict_dir, batch_size, ...: see ``COCODataModule``.
 
     Exposes ``num_classes`` (8), ``category_ids`` (1..8), ``class_names``,
     ``num_seg_classes`` (19), ``seg_class_names``, ``palette`` and ``ground_truth(stage)``
@@ -198,7 +198,7 @@ class CityscapesJointDataModule(BaseDataModule):
         zoom_out_ratio: float = 2.0,
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_folder: str | None = None,
+        predict_dir: str | None = None,
         batch_size: int = 16,
         num_workers: int = 4,
         pin_memory: bool = False,
@@ -217,7 +217,7 @@ class CityscapesJointDataModule(BaseDataModule):
         self.augmentation = augmentation
         self.zoom_out_ratio = zoom_out_ratio
         self.mean, self.std = tuple(mean), tuple(std)
-        self.predict_folder = predict_folder
+        self.predict_dir = predict_dir
         self._datasets: dict[str, CityscapesJointDataset] = {}
         self._ground_truth: dict[str, dict[str, Any]] = {}
 
@@ -289,10 +289,10 @@ class CityscapesJointDataModule(BaseDataModule):
         return self._loader(self._datasets["test"], train=False, collate_fn=collate_detection)
 
     def predict_dataloader(self):
-        if self.predict_folder is None:
-            raise ValueError("set data.predict_folder (a folder of images) to run predict")
+        if self.predict_dir is None:
+            raise ValueError("set data.predict_dir (a folder of images) to run predict")
         transform = A.Compose(
             [A.Resize(self.image_size, self.image_size), normalize(self.mean, self.std)]
         )
-        dataset = PredictImageDataset(self.predict_folder, transform)
+        dataset = PredictImageDataset(self.predict_dir, transform)
         return self._loader(dataset, train=False, collate_fn=collate_predict)

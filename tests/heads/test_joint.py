@@ -149,3 +149,19 @@ def test_invalid_arguments_name_the_value():
         ssdlite_deeplabv3_mobilenet_v2(3, 1)
     with pytest.raises(ValueError, match="image_size must be >= 32, got 16"):
         ssdlite_deeplabv3_mobilenet_v2(3, 4, image_size=16)
+
+
+def test_compiled_fast_path_gives_the_eager_detections_and_masks():
+    """The frozen-graph path (``optimize_for_inference``'s default) through eval forward."""
+    torch.manual_seed(0)
+    model = ssdlite_deeplabv3_mobilenet_v2(3, 4, width_mult=0.35, image_size=96).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        eager = model(x)
+    fast = optimize_for_inference(model)
+    quick = fast(x)
+    assert fast.compiled and len(quick) == 2
+    for a, b in zip(eager, quick, strict=True):
+        assert set(b) == {"boxes", "scores", "labels", "seg_logits"}
+        torch.testing.assert_close(b["seg_logits"], a["seg_logits"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(b["scores"], a["scores"], rtol=1e-4, atol=1e-4)

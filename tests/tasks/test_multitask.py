@@ -74,7 +74,7 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path):
     cli_main(
         [
             "predict", *common,
-            f"--data.init_args.predict_folder={images}",
+            f"--data.init_args.predict_dir={images}",
             f"--trainer.callbacks.init_args.output_dir={preds}",
             "--model.init_args.score_threshold=0.0",
             "--trainer.enable_progress_bar=false",

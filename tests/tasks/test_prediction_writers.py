@@ -113,9 +113,11 @@ def test_every_data_module_names_its_predict_folder_predict_dir(tmp_path):
 
     import tasks
 
-    modules = [tasks.COCODataModule, tasks.DemoDetectionDataModule, tasks.VOCSegmentationDataModule,
-               tasks.CityscapesDataModule, tasks.DemoSegmentationDataModule,
-               tasks.ImageFolderDataModule, tasks.DemoClassificationDataModule]  # fmt: skip
+    from lightning.pytorch import LightningDataModule
+
+    modules = [getattr(tasks, name) for name in tasks.__all__]
+    modules = [m for m in modules if isinstance(m, type) and issubclass(m, LightningDataModule)]
+    assert len(modules) >= 10  # the joint (detection + segmentation) modules too
     for module in modules:
         assert "predict_dir" in inspect.signature(module.__init__).parameters, module.__name__
 

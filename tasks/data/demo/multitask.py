@@ -137,7 +137,7 @@ class DemoMultiTaskDataModule(COCOJointDataModule):
         zoom_out_ratio: float = 2.0,
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_folder: str | None = None,
+        predict_dir: str | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -172,7 +172,7 @@ class DemoMultiTaskDataModule(COCOJointDataModule):
         super().__init__(
             str(root_path), "train", "val", None,
             image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,
-            train_include_empty=True, mean=mean, std=std, predict_folder=predict_folder,
+            train_include_empty=True, mean=mean, std=std, predict_dir=predict_dir,
             batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
             persistent_workers=persistent_workers, eval_batch_size=eval_batch_size,
             on_bad_sample=on_bad_sample,
