@@ -111,9 +111,9 @@ def test_labels_sit_on_a_tag_of_the_class_colour():
 def test_every_data_module_names_its_predict_folder_predict_dir(tmp_path):
     import inspect
 
-    import tasks
-
     from lightning.pytorch import LightningDataModule
+
+    import tasks
 
     modules = [getattr(tasks, name) for name in tasks.__all__]
     modules = [m for m in modules if isinstance(m, type) and issubclass(m, LightningDataModule)]
