@@ -94,6 +94,14 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         self._refresh_last(trainer)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # A run saved with a relative dirpath and evaluated with the absolute one (or the
+        # reverse) is the same folder: no "dirpath has changed" warning, nothing dropped.
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and os.path.abspath(saved) == os.path.abspath(self.dirpath):
+            state_dict = {**state_dict, "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
+
     # -- atomic, finite writes ------------------------------------------------------------
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:

@@ -193,3 +193,15 @@ def test_sigterm_on_the_main_job_saves_the_step_and_exits_143(tmp_path: Path) ->
     assert done.returncode == 143, done.stderr[-3000:]
     (last,) = out.rglob("last.ckpt")
     assert torch.load(last, weights_only=True)["global_step"] == 2
+
+
+def test_a_relative_and_an_absolute_dirpath_of_one_folder_are_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    saved = ModelCheckpoint("run/checkpoints").state_dict()
+    saved["last_model_path"] = "run/checkpoints/last.ckpt"
+    again = ModelCheckpoint(str(tmp_path / "run" / "checkpoints"))
+    again.load_state_dict(saved)
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
+    assert again.last_model_path == "run/checkpoints/last.ckpt"  # kept, not dropped
