@@ -268,7 +268,7 @@ class _ClassWiseNMS(torch.autograd.Function):
 class DetectorEnd2End(DetectorRaw):
     """SSDLite with ``SSDPostprocessor``'s rule in batched, exportable form.
 
-    Same rule as the model's eval forward: softmax; the ``topk_candidates`` best
+    Same rule as the model's eval forward: softmax (or sigmoid); the ``topk_candidates`` best
     (anchor, class) pairs of each image above the score threshold, at most
     ``topk_per_class`` per class; only those decoded; class-wise NMS; ``max_detections``
     per image by score.
@@ -281,7 +281,7 @@ class DetectorEnd2End(DetectorRaw):
         """Every anchor's class probabilities ``[B, A, K]`` and decoded box ``[B, A, 4]``
         (clipped to the image), before any threshold, top-k or NMS."""
         cls_logits, box_deltas = self.model.forward_raw(images)
-        probs = torch.softmax(cls_logits, dim=-1)[..., 1:]
+        probs = self.model.postprocessor.class_scores(cls_logits)
         return probs, self._boxes(box_deltas, self.anchors, images.shape[-2:])
 
     def _boxes(self, deltas: Tensor, anchors: Tensor, image_size: Any) -> Tensor:
@@ -293,7 +293,7 @@ class DetectorEnd2End(DetectorRaw):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         post = self.model.postprocessor
         cls_logits, box_deltas = self.model.forward_raw(images)
-        probs = torch.softmax(cls_logits, dim=-1)[..., 1:]  # [B, A, K]
+        probs = post.class_scores(cls_logits)  # [B, A, K]
         batch, num_anchors, num_classes = probs.shape
         pairs = num_anchors * num_classes
         k = pairs if post.topk_candidates is None else min(post.topk_candidates, pairs)

@@ -17,12 +17,16 @@ NMS over up to 24000 boxes by one top-k and NMS over at most 1000.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from heads.box_coder import BoxCoder
+
+#: how class logits become scores
+ScoreActivation = Literal["softmax", "sigmoid"]
 
 
 class SSDPostprocessor:
@@ -36,6 +40,9 @@ class SSDPostprocessor:
             enter NMS (the pruning budget; ``None``: all pairs above the threshold).
         nms_iou: IoU threshold of the class-wise non-maximum suppression.
         max_detections: detections kept per image, highest scores first.
+        score_activation: ``"softmax"`` over background + classes (how this zoo trains), or
+            ``"sigmoid"`` per class (how TF's SSD models were trained: their released
+            weights give TF's scores only with it).
     """
 
     def __init__(
@@ -46,7 +53,12 @@ class SSDPostprocessor:
         nms_iou: float = 0.55,
         max_detections: int = 100,
         topk_candidates: int | None = 1000,
+        score_activation: ScoreActivation = "softmax",
     ) -> None:
+        if score_activation not in ("softmax", "sigmoid"):
+            raise ValueError(
+                f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}"
+            )
         if not 0 <= score_threshold < 1:
             raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
         if not 0 < nms_iou <= 1:
@@ -61,6 +73,7 @@ class SSDPostprocessor:
                 f"topk_candidates must be None or >= max_detections ({max_detections}), "
                 f"got {topk_candidates}"
             )
+        self.score_activation = score_activation
         self.box_coder = box_coder or BoxCoder()
         self.topk_candidates = topk_candidates
         self.score_threshold = score_threshold
@@ -88,12 +101,18 @@ class SSDPostprocessor:
             ``scores`` ``[D]`` float, ``labels`` ``[D]`` int64 in ``0..C-1``; ``D <=
             max_detections``, sorted by decreasing score.
         """
-        probs = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # [B, A, C]
+        probs = self.class_scores(cls_logits.float())  # [B, A, C]
         size = (int(image_size[0]), int(image_size[1]))
         return [
             self._single(p, d, anchors.float(), size)
             for p, d in zip(probs, box_deltas.float(), strict=True)
         ]
+
+    def class_scores(self, cls_logits: Tensor) -> Tensor:
+        """``[..., C + 1]`` logits (index 0 = background) -> ``[..., C]`` class scores."""
+        if self.score_activation == "sigmoid":
+            return torch.sigmoid(cls_logits)[..., 1:]
+        return torch.softmax(cls_logits, dim=-1)[..., 1:]
 
     def _single(
         self, probs: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int]

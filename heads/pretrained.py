@@ -246,15 +246,15 @@ ENTRIES: tuple[WeightsEntry, ...] = (
     WeightsEntry(
         "ssdlite_mobilenet_v2", "coco_tf",
         _TF_DOWNLOAD + "object_detection/ssdlite_mobilenet_v2_coco_2018_05_09.tar.gz", None,
-        "tf_tar", 80, {"width_mult": 1.0, "padding": "tf"}, (300, 300), **_TF_RANGE,
+        "tf_tar", 80, {"width_mult": 1.0, "padding": "tf", "score_activation": "sigmoid"}, (300, 300),
+        **_TF_RANGE,
         categories=coco_categories, metric="COCO mAP 22",
         metric_source="TF Object Detection API model zoo (tf1_detection_zoo.md)",
         checked="not on the real file (not obtainable here): every variable of TF's graph "
         "maps once with the right shape, classes and box order (tests/tasks/test_tf_names.py),"
         " a frozen graph written with TF's protos converts (tests/tasks/test_tf_graphdef.py), "
         "and the converted model reproduces the same network built with TF ops within 4e-4 "
-        "(tests/tasks/test_tf_checkpoint.py); scores are TF's sigmoid logits read by our "
-        "softmax post-processing",
+        "(tests/tasks/test_tf_checkpoint.py); scores use TF's sigmoid (score_activation)",
         member="frozen_inference_graph.pb",
     ),
 )  # fmt: skip

@@ -19,7 +19,7 @@ from backbones.weights import names_weights_option
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
 from heads.detection_loss import MultiBoxLoss
-from heads.postprocess import SSDPostprocessor
+from heads.postprocess import ScoreActivation, SSDPostprocessor
 from heads.pretrained import architecture_of, load_weights
 
 SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
@@ -254,6 +254,7 @@ def ssdlite_mobilenet_v2(
     min_negatives: int = 0,
     divisible_by: int = 8,
     padding: Padding = "torch",
+    score_activation: ScoreActivation = "softmax",
     weights: str | Path | None = None,
 ) -> SSDLite:
     """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
@@ -271,6 +272,10 @@ def ssdlite_mobilenet_v2(
         neg_pos_ratio, min_negatives: hard negative mining (see ``MultiBoxLoss``).
         divisible_by: backbone channel rounding (see ``backbones.MobileNetV2``).
         padding: ``"torch"`` or ``"tf"`` ("SAME") for the backbone and the extra layers.
+        score_activation: ``"softmax"`` or ``"sigmoid"`` class scores (see
+            ``SSDPostprocessor``); TF's ``coco_tf`` weights set ``"sigmoid"`` while their class
+            predictors are used as they are, and fine-tuning them (another ``num_classes``:
+            fresh predictors, trained with the softmax loss) goes back to ``"softmax"``.
         weights: trained weights of the whole detector: a name from
             ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` (``"coco_tf"``) or a
             file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())``. A
@@ -290,6 +295,7 @@ def ssdlite_mobilenet_v2(
         divisible_by=divisible_by,
         padding=padding,
         anchor_layout=anchor_layout,
+        score_activation=score_activation,
     )
     width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
     anchor_layout = arch["anchor_layout"]
@@ -313,10 +319,15 @@ def ssdlite_mobilenet_v2(
             score_threshold=score_threshold,
             nms_iou=nms_iou,
             max_detections=max_detections,
+            score_activation=arch["score_activation"],
         ),
         image_size=image_size,
         padding=padding,
     )
     if weights is not None:
-        load_weights(model, "ssdlite_mobilenet_v2", weights, CLASS_PREDICTORS)
+        skipped = load_weights(model, "ssdlite_mobilenet_v2", weights, CLASS_PREDICTORS)
+        if skipped and model.postprocessor.score_activation != score_activation:
+            # Fresh class predictors learn with the softmax loss: the weights' activation
+            # described their own predictors only.
+            model.postprocessor.score_activation = score_activation
     return model

@@ -8,10 +8,12 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from backbones.layers import Padding
 from heads.anchors import AnchorLayout
+from heads.postprocess import ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
@@ -42,6 +44,12 @@ class DetectionTask(BaseTask):
         nms_iou: class-wise NMS IoU threshold.
         max_detections: detections per image.
         eval_backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"``.
+        divisible_by, padding: backbone channel rounding and convolution padding
+            (``None``: what ``weights`` needs, else 8 and ``"torch"``).
+        score_activation: ``"softmax"`` / ``"sigmoid"`` class scores (``None``: what
+            ``weights`` needs, else softmax). Training uses the softmax multibox loss, so
+            ``fit`` switches a sigmoid model (TF's ``coco_tf``) to softmax, with a log line.
+        The architecture values used are saved in checkpoints.
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], targets)``; each target has ``boxes`` ``[N, 4]``
@@ -52,6 +60,7 @@ class DetectionTask(BaseTask):
 
     architecture_hparams = (
         "num_classes", "width_mult", "image_size", "anchor_layout", "divisible_by", "padding",
+        "score_activation",
     )  # fmt: skip
     evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
 
@@ -66,6 +75,7 @@ class DetectionTask(BaseTask):
         frozen_stages: int = 0,
         divisible_by: int | None = None,
         padding: Padding | None = None,
+        score_activation: ScoreActivation | None = None,
         neg_pos_ratio: float = 3.0,
         min_negatives: int = 0,
         score_threshold: float = 0.001,
@@ -81,6 +91,7 @@ class DetectionTask(BaseTask):
         arch = self.resolve_architecture(
             ssdlite_mobilenet_v2, weights, width_mult=width_mult, image_size=image_size,
             anchor_layout=anchor_layout, divisible_by=divisible_by, padding=padding,
+            score_activation=score_activation,
         )  # fmt: skip
         self.model = ssdlite_mobilenet_v2(
             num_classes=num_classes,
@@ -110,6 +121,17 @@ class DetectionTask(BaseTask):
         return self.model(images)
 
     # -- set-up ----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        post = self.model.postprocessor
+        if post.score_activation != "softmax":
+            # The multibox loss trains softmax scores; sigmoid described the loaded weights.
+            rank_zero_warn(
+                f"training with the softmax multibox loss: score_activation "
+                f"{post.score_activation!r} -> 'softmax' (saved in the checkpoints)"
+            )
+            post.score_activation = "softmax"
+            self.hparams["score_activation"] = "softmax"
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if dm is None or stage == "predict":

@@ -144,3 +144,53 @@ def test_no_budget_is_the_unpruned_rule_and_budget_is_checked() -> None:
     _assert_same_detections(got, ref)
     with pytest.raises(ValueError, match="topk_candidates must be None or >= max_detections"):
         SSDPostprocessor(topk_candidates=10, max_detections=100)
+
+
+def test_sigmoid_scores_are_per_class_and_the_exported_rule_agrees() -> None:
+    """TF's SSD weights were trained with sigmoid scores: ``score_activation="sigmoid"``."""
+    from heads.inference import DetectorEnd2End
+    from heads.ssdlite import ssdlite_mobilenet_v2
+
+    logits = torch.tensor([[[0.0, 2.0, 2.0]]])  # background, two classes alike
+    soft = SSDPostprocessor(score_activation="softmax").class_scores(logits)
+    sig = SSDPostprocessor(score_activation="sigmoid").class_scores(logits)
+    torch.testing.assert_close(sig, torch.sigmoid(torch.tensor([[[2.0, 2.0]]])))
+    assert float(soft.sum()) < 1 < float(sig.sum())  # sigmoid scores are not a distribution
+    with pytest.raises(ValueError, match="score_activation must be 'softmax' or 'sigmoid'"):
+        SSDPostprocessor(score_activation="tanh")
+
+    torch.manual_seed(0)
+    model = ssdlite_mobilenet_v2(4, width_mult=0.35, image_size=96, score_threshold=0.01,
+                                 score_activation="sigmoid").eval()  # fmt: skip
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        cls_logits, _ = model.forward_raw(images)
+        probs, _ = DetectorEnd2End(model, (96, 96)).candidates(images)
+        detections = model(images)
+    # The exported graph scores with the model's activation; so does eval forward.
+    torch.testing.assert_close(probs, torch.sigmoid(cls_logits)[..., 1:])
+    assert all(float(d["scores"].min()) > 0.45 for d in detections)  # softmax: ~0.2 here
+
+
+def test_tf_detection_weights_use_sigmoid_until_their_predictors_are_replaced(tmp_path) -> None:
+    from heads.pretrained import META_KEY, get_weights
+    from heads.ssdlite import ssdlite_mobilenet_v2
+    from tasks import DetectionTask
+
+    assert get_weights("ssdlite_mobilenet_v2", "coco_tf").architecture["score_activation"] == (
+        "sigmoid"
+    )
+    options = {"width_mult": 0.35, "padding": "tf", "score_activation": "sigmoid"}
+    source = ssdlite_mobilenet_v2(5, image_size=96, **options)
+    path = tmp_path / "converted.pt"
+    meta = {"builder": "ssdlite_mobilenet_v2", "architecture": options}
+    torch.save({"state_dict": source.state_dict(), META_KEY: meta}, path)
+    as_is = ssdlite_mobilenet_v2(5, image_size=96, weights=path)
+    assert as_is.postprocessor.score_activation == "sigmoid"
+    finetuned = ssdlite_mobilenet_v2(3, image_size=96, weights=path)  # fresh predictors
+    assert finetuned.postprocessor.score_activation == "softmax"
+    task = DetectionTask(num_classes=5, image_size=96, weights=str(path))
+    assert task.hparams["score_activation"] == "sigmoid"
+    task.on_fit_start()  # training uses the softmax loss
+    assert task.model.postprocessor.score_activation == "softmax"
+    assert task.hparams["score_activation"] == "softmax"
