@@ -156,6 +156,22 @@ def detections_to_coco(
     return out
 
 
+def batch_to_coco(
+    detections: Sequence[dict[str, Tensor]],
+    targets: Sequence[dict[str, Tensor]],
+    input_size: Sequence[int],
+    category_ids: Sequence[int],
+) -> dict[int, list[dict[str, Any]]]:
+    """``detections_to_coco`` for a batch whose targets carry ``image_id`` and
+    ``orig_size`` ``(H, W)``; boxes are in pixels of the ``input_size`` ``(H, W)``."""
+    height, width = (int(v) for v in input_size)
+    scales = [
+        (float(t["orig_size"][1]) / width, float(t["orig_size"][0]) / height) for t in targets
+    ]
+    image_ids = [int(t["image_id"]) for t in targets]
+    return detections_to_coco(detections, image_ids, scales, category_ids)
+
+
 class COCOEvaluator:
     """Accumulates detections over an epoch and computes the 12 COCO numbers.
 

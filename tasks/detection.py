@@ -16,7 +16,7 @@ from heads.anchors import AnchorLayout
 from heads.postprocess import ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
-from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
+from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean
 from tasks.prediction_writers import DetectionPredictionWriter  # noqa: F401  (old import path)
 
@@ -189,13 +189,8 @@ class DetectionTask(BaseTask):
         detections = self.model.postprocessor(
             outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
         )
-        height, width = images.shape[-2:]
-        scales = [
-            (float(t["orig_size"][1]) / width, float(t["orig_size"][0]) / height) for t in targets
-        ]
-        image_ids = [int(t["image_id"]) for t in targets]
         self._evaluator(stage).update(
-            detections_to_coco(detections, image_ids, scales, self.category_ids)
+            batch_to_coco(detections, targets, images.shape[-2:], self.category_ids)
         )
 
     def _evaluator(self, stage: str) -> COCOEvaluator:

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
-from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, detections_to_coco
+from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean
 from tasks.segmentation_metrics import SegmentationMetrics
 
@@ -279,13 +279,8 @@ class MultiTaskTask(BaseTask):
         detections = self.model.postprocessor(
             outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
         )
-        height, width = images.shape[-2:]
-        scales = [
-            (float(t["orig_size"][1]) / width, float(t["orig_size"][0]) / height) for t in targets
-        ]
-        image_ids = [int(t["image_id"]) for t in targets]
         self._evaluator(stage).update(
-            detections_to_coco(detections, image_ids, scales, self.category_ids)
+            batch_to_coco(detections, targets, images.shape[-2:], self.category_ids)
         )
         metrics = self._metrics(stage)
         for logits, target in zip(outputs["seg_logits"], targets, strict=True):
