@@ -23,9 +23,12 @@ DESCRIPTION = (
 
 #: commands handled outside LightningCLI, listed by ``mobilezoo --help``
 EXTRA_COMMANDS = {
-    "export": "ONNX export of a checkpoint or builder, parity check, int8 (see "
+    "export": "ONNX or OpenVINO export of a checkpoint or builder, parity check, int8 (see "
     "`mobilezoo export --help`)",
     "plot": "draw the curves of a finished run as PNG files (`mobilezoo plot RUN_DIR`)",
+    "weights": "list the named trained weights (`weights=` entries)",
+    "convert": "convert a TF Lite / frozen graph / TF checkpoint file to a state dict "
+    "(`mobilezoo convert FILE --output model.pt`)",
 }
 
 

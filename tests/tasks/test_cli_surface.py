@@ -96,4 +96,6 @@ def test_validate_and_predict_write_next_to_the_checkpoint(tmp_path, recwarn) ->
 def test_unknown_command_lists_the_commands_outside_lightning_too(capsys) -> None:
     lines = _error_lines(capsys, ["fitt"])
     assert "invalid choice: 'fitt'" in lines[0]
-    assert lines[-1] == "also: mobilezoo export, mobilezoo plot"
+    assert lines[-1] == (
+        "also: mobilezoo export, mobilezoo plot, mobilezoo weights, mobilezoo convert"
+    )
