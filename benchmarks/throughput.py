@@ -41,9 +41,14 @@ def _targets(batch: int, size: int, labels: int, offset: int) -> list[dict[str, 
     return out
 
 
-def _loss_fn(kind: str, model: nn.Module, peer: bool, size: int, batch: int) -> Callable:
-    """A closure computing one training loss of ``model`` on fixed random data."""
+def _loss_fn(
+    kind: str, model: nn.Module, peer: bool, size: int, batch: int, channels_last: bool = False
+) -> Callable:
+    """A closure computing one training loss of ``model`` on fixed random data (images in
+    channels-last memory format when ``channels_last``)."""
     x = torch.randn(batch, 3, size, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     if kind == "classifier":
         y = torch.randint(0, 1000, (batch,))
         return lambda: F.cross_entropy(model(x), y)
@@ -61,13 +66,20 @@ def _loss_fn(kind: str, model: nn.Module, peer: bool, size: int, batch: int) -> 
 
 
 def train_images_per_second(
-    kind: str, model: nn.Module, peer: bool, size: int, batch: int, steps: int
+    kind: str,
+    model: nn.Module,
+    peer: bool,
+    size: int,
+    batch: int,
+    steps: int,
+    channels_last: bool = False,
 ) -> float:
     """Images/s of full optimizer steps (forward, loss, backward, SGD step), after one
-    warm-up step; the median step time is used."""
+    warm-up step; the median step time is used. ``channels_last`` feeds NHWC images (what
+    ``SegmentationTask(channels_last=True)`` does; the weights stay NCHW)."""
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = _loss_fn(kind, model, peer, size, batch)
+    loss_fn = _loss_fn(kind, model, peer, size, batch, channels_last)
     times = []
     for step in range(steps + 1):
         start = time.perf_counter()
