@@ -272,9 +272,14 @@ def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
 
 
 def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
+    return training_table(pairs, opts) + "\n\n" + _loader_section(pairs, opts)
+
+
+def training_table(pairs: list[latency.Pair], opts: Options) -> str:
+    """The training-throughput table of the first three pairs (and a channels-last row
+    for the segmenter), as Markdown with its note. ``pair.complexity`` must be set."""
     rows = []
     batch = 2 if opts.quick else 4
-    ours_step: dict[str, float] = {}
     for pair in pairs[:3]:
         print(f"training steps: {pair.name} and {pair.peer_name}", flush=True)
         ours = throughput.train_images_per_second(
@@ -283,7 +288,6 @@ def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
         peer = throughput.train_images_per_second(
             pair.kind, pair.peer, True, pair.size, batch, opts.train_steps
         )
-        ours_step[pair.kind] = ours
         c = pair.complexity
         per_madd = ours * c["madds"] / (peer * c["peer_madds"])
         target = _met(per_madd, 1.0, at_most=False) if pair.kind != "classifier" else ""
@@ -318,7 +322,7 @@ def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
         "`SegmentationTask(channels_last=True)` does; `python -m benchmarks.train_profile` "
         "splits a step into forward, loss, backward and optimizer and lists the top operators."
     )
-    return text + "\n\n" + note + "\n\n" + _loader_section(pairs, opts)
+    return text + "\n\n" + note
 
 
 def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
