@@ -50,8 +50,8 @@ class SegmentationTask(BaseTask):
         class_names: names for the per-class IoU logs (default: the data module's
             ``class_names``, else the class index).
         channels_last: train on channels-last (NHWC) images. On CPU oneDNN's depthwise
-            convolutions run faster in that layout (about 1.4x per training step at 513 px,
-            see ``benchmarks.train_profile``); the sums then run in another order, so loss
+            convolutions run faster in that layout (1.4-2x per training step at 513 px in
+            our runs, see ``benchmarks.throughput``); the sums then run in another order, so loss
             and gradients differ from the default at float-rounding level (as they do
             between thread counts). Evaluation is unaffected. Off by default.
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see
