@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -63,6 +64,44 @@ class Conv2dSame(nn.Conv2d):
         return super().forward(F.pad(x, pads))
 
 
+class _ReLU6InPlaceFunction(torch.autograd.Function):
+    """``clamp_(0, 6)`` whose backward reads the output, not a saved copy of the input.
+
+    ``0 < y < 6`` holds exactly where ``0 < x < 6`` does (``y = x`` there, and ``y`` is 0
+    or 6 elsewhere), so the gradient is bit for bit PyTorch's; autograd's own in-place
+    ReLU6 clones the input to keep it for backward, a full copy of every activation.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        ctx.mark_dirty(x)
+        out = x.clamp_(0.0, 6.0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return torch.ops.aten.hardtanh_backward(grad, out, 0.0, 6.0)
+
+
+class InPlaceReLU6(nn.ReLU6):
+    """In-place ``nn.ReLU6`` that saves no copy of its input for backward (training-step
+    speed on CPU; outputs and gradients are identical to ``nn.ReLU6(inplace=True)``).
+
+    Only tensors that need a gradient take the custom path; inference, export and tracing
+    see a plain in-place ReLU6. Shapes: any -> same.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing():
+            return _ReLU6InPlaceFunction.apply(x)
+        return super().forward(x)
+
+
 class ConvBNReLU6(nn.Sequential):
     """``Conv2d -> BatchNorm2d -> ReLU6`` (indices 0, 1, 2), "same" padding for odd kernels.
 
@@ -108,7 +147,7 @@ class ConvBNReLU6(nn.Sequential):
             nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
         ]
         if activation:
-            layers.append(nn.ReLU6(inplace=True))
+            layers.append(InPlaceReLU6())
         super().__init__(*layers)
         self.out_channels = out_channels
 

@@ -272,9 +272,14 @@ def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
 
 
 def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
+    return training_table(pairs, opts) + "\n\n" + _loader_section(pairs, opts)
+
+
+def training_table(pairs: list[latency.Pair], opts: Options) -> str:
+    """The training-throughput table of the first three pairs (and a channels-last row
+    for the segmenter), as Markdown with its note. ``pair.complexity`` must be set."""
     rows = []
     batch = 2 if opts.quick else 4
-    ours_step: dict[str, float] = {}
     for pair in pairs[:3]:
         print(f"training steps: {pair.name} and {pair.peer_name}", flush=True)
         ours = throughput.train_images_per_second(
@@ -283,7 +288,6 @@ def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
         peer = throughput.train_images_per_second(
             pair.kind, pair.peer, True, pair.size, batch, opts.train_steps
         )
-        ours_step[pair.kind] = ours
         c = pair.complexity
         per_madd = ours * c["madds"] / (peer * c["peer_madds"])
         target = _met(per_madd, 1.0, at_most=False) if pair.kind != "classifier" else ""
@@ -291,15 +295,34 @@ def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
                      _fmt(peer, 2), _fmt(ours / peer, 2), f"{per_madd:.2f}x",
                      target])  # fmt: skip
         pair.model.eval()
+    seg = next((p for p in pairs[:3] if p.kind == "segmenter"), None)
+    if seg is not None:  # the opt-in layout, both sides in it
+        print(f"training steps, channels-last: {seg.name} and {seg.peer_name}", flush=True)
+        ours, peer = (
+            throughput.train_images_per_second(
+                seg.kind, model, is_peer, seg.size, batch, opts.train_steps, channels_last=True
+            )
+            for model, is_peer in ((seg.model, False), (seg.peer, True))
+        )
+        c = seg.complexity
+        per_madd = ours * c["madds"] / (peer * c["peer_madds"])
+        rows.append([seg.name + ", channels-last", seg.size, batch, _fmt(ours, 2),
+                     seg.peer_name + ", channels-last", _fmt(peer, 2), _fmt(ours / peer, 2),
+                     f"{per_madd:.2f}x", _met(per_madd, 1.0, at_most=False)])  # fmt: skip
+        seg.model.eval()
+        seg.peer.eval()
     text = "## Training throughput (one SGD step: forward, loss, backward, update)\n\n"
     text += _table(["model", "input", "batch", "ours img/s", "peer", "peer img/s",
                     "ours / peer", "per MAdd (ours MAdd/s / peer MAdd/s)",
                     "target >= 1.0x"], rows)  # fmt: skip
     note = (
         "Same batch, same threads, random data; detectors include anchor matching, hard "
-        "negative mining and the loss (torchvision's SSD: its transform, matching and loss)."
+        "negative mining and the loss (torchvision's SSD: its transform, matching and loss). "
+        "Channels-last rows feed NHWC images to both models (weights stay NCHW), as "
+        "`SegmentationTask(channels_last=True)` does; `python -m benchmarks.train_profile` "
+        "splits a step into forward, loss, backward and optimizer and lists the top operators."
     )
-    return text + "\n\n" + note + "\n\n" + _loader_section(pairs, opts)
+    return text + "\n\n" + note
 
 
 def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:

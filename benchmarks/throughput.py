@@ -1,7 +1,12 @@
-"""Training-step and data-loading throughput, COCO evaluation time, matmul peak."""
+"""Training-step and data-loading throughput, COCO evaluation time, matmul peak.
+
+``python -m benchmarks.throughput`` prints the suite's training-throughput table alone (our
+detector and segmenter against torchvision's, same batch and threads, in one run).
+"""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -41,9 +46,14 @@ def _targets(batch: int, size: int, labels: int, offset: int) -> list[dict[str, 
     return out
 
 
-def _loss_fn(kind: str, model: nn.Module, peer: bool, size: int, batch: int) -> Callable:
-    """A closure computing one training loss of ``model`` on fixed random data."""
+def _loss_fn(
+    kind: str, model: nn.Module, peer: bool, size: int, batch: int, channels_last: bool = False
+) -> Callable:
+    """A closure computing one training loss of ``model`` on fixed random data (images in
+    channels-last memory format when ``channels_last``)."""
     x = torch.randn(batch, 3, size, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     if kind == "classifier":
         y = torch.randint(0, 1000, (batch,))
         return lambda: F.cross_entropy(model(x), y)
@@ -61,13 +71,20 @@ def _loss_fn(kind: str, model: nn.Module, peer: bool, size: int, batch: int) -> 
 
 
 def train_images_per_second(
-    kind: str, model: nn.Module, peer: bool, size: int, batch: int, steps: int
+    kind: str,
+    model: nn.Module,
+    peer: bool,
+    size: int,
+    batch: int,
+    steps: int,
+    channels_last: bool = False,
 ) -> float:
     """Images/s of full optimizer steps (forward, loss, backward, SGD step), after one
-    warm-up step; the median step time is used."""
+    warm-up step; the median step time is used. ``channels_last`` feeds NHWC images (what
+    ``SegmentationTask(channels_last=True)`` does; the weights stay NCHW)."""
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = _loss_fn(kind, model, peer, size, batch)
+    loss_fn = _loss_fn(kind, model, peer, size, batch, channels_last)
     times = []
     for step in range(steps + 1):
         start = time.perf_counter()
@@ -129,3 +146,44 @@ def coco_eval_seconds(num_images: int, backend: str, per_image: int = 100) -> fl
     start = time.perf_counter()
     evaluate_coco(gt, results, backend=backend)  # type: ignore[arg-type]
     return time.perf_counter() - start
+
+
+def _use_torch_relu6(model: nn.Module) -> None:
+    """Swap every ``InPlaceReLU6`` for torch's ``nn.ReLU6(inplace=True)`` (the network as
+    it was before ``InPlaceReLU6``; same numbers), for before/after timings."""
+    from backbones.layers import InPlaceReLU6
+
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, InPlaceReLU6):
+                setattr(module, name, nn.ReLU6(inplace=True))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from benchmarks import latency, suite
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model (median)")
+    parser.add_argument("--quick", action="store_true", help="tiny inputs, a smoke run")
+    parser.add_argument("--torch_relu6", action="store_true",
+                        help="time ours with torch's nn.ReLU6 (before InPlaceReLU6)")  # fmt: skip
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    pairs = latency.build_pairs(args.quick)
+    for pair in pairs[:3]:
+        pair.complexity = latency.complexity(pair)
+        if args.torch_relu6:
+            _use_torch_relu6(pair.model)
+    opts = suite.Options(quick=args.quick, threads=args.threads)
+    opts.train_steps = args.steps
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{args.threads} threads, load average {load:.1f} at start")
+    print(suite.training_table(pairs, opts))
+
+
+if __name__ == "__main__":
+    main()
