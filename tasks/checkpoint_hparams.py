@@ -18,13 +18,17 @@ any model is built.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-from tasks.checkpoint_io import CheckpointError, quote, shorten
+from tasks.checkpoint_io import CheckpointError, check_finite, hyper_parameters, quote, shorten
+
+log = logging.getLogger("mobilezoo")
 
 #: (low, high) inclusive bounds of numeric hyper-parameters, by name, whichever task has them
 LIMITS: dict[str, tuple[float, float]] = {
@@ -87,6 +91,31 @@ def registered_tasks() -> dict[str, type]:
         if isinstance(obj, type) and issubclass(obj, BaseTask) and obj is not BaseTask:
             registry[f"tasks.{name}"] = registry[f"{obj.__module__}.{obj.__qualname__}"] = obj
     return registry
+
+
+def saved_hparams(ckpt: dict[str, Any], source: str) -> tuple[str | None, dict[str, Any]]:
+    """The task class path and hyper-parameters of a checkpoint from ``read_checkpoint``.
+
+    Non-finite weights are refused and the block's size checked first; Lightning's own
+    bookkeeping (``_instantiator``) is dropped.
+    """
+    check_finite(ckpt["state_dict"], f"checkpoint {source}")
+    hparams = hyper_parameters(ckpt, source)
+    hparams.pop("_instantiator", None)
+    return hparams.pop("_class_path", None), hparams
+
+
+def task_hparams(task_cls: type, hparams: dict[str, Any], source: str) -> dict[str, Any]:
+    """The hyper-parameters that ``task_cls.__init__`` takes, type-checked
+    (``check_types``); the others are logged and dropped."""
+    accepted = set(inspect.signature(task_cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(hparams) - accepted)
+    if unknown:
+        log.warning("checkpoint %s: ignoring unknown hyper-parameters %s", source,
+                    ", ".join(quote(k) for k in unknown[:5]))  # fmt: skip
+    kept = {k: v for k, v in hparams.items() if k in accepted}
+    check_types(task_cls, kept, f"checkpoint {source}")
+    return kept
 
 
 def check_types(task_cls: type, hparams: dict[str, Any], source: str) -> None:

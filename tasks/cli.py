@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import io
 import logging
 import os
@@ -23,12 +22,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
-from tasks.checkpoint_hparams import check_hparams, check_types, merge_hparams, registered_tasks
+from tasks.checkpoint_hparams import (
+    check_hparams,
+    merge_hparams,
+    registered_tasks,
+    saved_hparams,
+    task_hparams,
+)
 from tasks.checkpoint_io import (
     CheckpointError,
-    check_finite,
     fetch_checkpoint,
-    hyper_parameters,
     is_url,
     quote,
     read_checkpoint,
@@ -108,11 +111,7 @@ class MobileZooCLI(LightningCLI):
             path = section.ckpt_path = str(fetch_checkpoint(path))
         elif path in ("last", "best", "hpc", "registry") and not Path(path).is_file():
             return  # Lightning finds that file in the run; BaseTask.on_load_checkpoint checks it
-        ckpt = read_checkpoint(path)
-        check_finite(ckpt["state_dict"], f"checkpoint {path}")
-        hparams = hyper_parameters(ckpt, path)
-        hparams.pop("_instantiator", None)
-        saved_class = hparams.pop("_class_path", None)
+        saved_class, hparams = saved_hparams(read_checkpoint(path), path)
         model = section.model
         task_cls = _task_class(model.class_path)
         if saved_class is not None:
@@ -128,18 +127,11 @@ class MobileZooCLI(LightningCLI):
                     f"checkpoint {path} was saved by {saved.__name__}; the config builds "
                     f"{task_cls.__name__}: use a {saved.__name__} config with this checkpoint"
                 )
-        accepted = set(inspect.signature(task_cls.__init__).parameters) - {"self"}
-        unknown = sorted(set(hparams) - accepted)
-        if unknown:
-            log.warning("checkpoint %s: ignoring unknown hyper-parameters %s", path,
-                        ", ".join(quote(k) for k in unknown[:5]))  # fmt: skip
         given = self._explicit[sub].get("model")
         given_args = given.get("init_args") if isinstance(given, Namespace) else None
         explicit = set(given_args.as_dict()) if isinstance(given_args, Namespace) else set()
-        hparams = {k: v for k, v in hparams.items() if k in accepted}
-        check_types(task_cls, hparams, f"checkpoint {path}")
         merged, notes = merge_hparams(
-            hparams,
+            task_hparams(task_cls, hparams, path),
             model.init_args.as_dict(),
             explicit,
             task_cls.architecture_hparams,

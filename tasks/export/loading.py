@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,15 +10,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
-from tasks.checkpoint_hparams import check_hparams, check_types, registered_tasks
-from tasks.checkpoint_io import (
-    CheckpointError,
-    check_finite,
-    hyper_parameters,
-    is_url,
-    quote,
-    read_checkpoint,
-)
+from tasks.checkpoint_hparams import check_hparams, registered_tasks, saved_hparams, task_hparams
+from tasks.checkpoint_io import CheckpointError, is_url, quote, read_checkpoint
 
 ModelKind = Literal["classifier", "detector", "segmenter", "joint"]
 
@@ -96,16 +88,11 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     Raises:
         CheckpointError: (a ``ValueError``) naming the file and the problem.
     """
-    ckpt = read_checkpoint(path)
-    source = str(path)
-    check_finite(ckpt["state_dict"], f"checkpoint {source}")
-    hparams = hyper_parameters(ckpt, source)
-    hparams.pop("_instantiator", None)
-    task_cls = _task_class(hparams.pop("_class_path", None), ckpt["state_dict"], Path(source))
-    accepted = inspect.signature(task_cls.__init__).parameters
-    kwargs = {k: v for k, v in hparams.items() if k in accepted}
-    check_types(task_cls, kwargs, f"checkpoint {source}")
-    for key in getattr(task_cls, "weights_hparams", ("weights", "weights_backbone")):
+    ckpt, source = read_checkpoint(path), str(path)
+    class_path, hparams = saved_hparams(ckpt, source)
+    task_cls = _task_class(class_path, ckpt["state_dict"], Path(source))
+    kwargs = task_hparams(task_cls, hparams, source)
+    for key in task_cls.weights_hparams:
         if key in kwargs:
             kwargs[key] = None
     check_hparams(kwargs, f"checkpoint {source}")
