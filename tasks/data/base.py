@@ -97,10 +97,11 @@ class BaseDataModule(LightningDataModule):
         """
         sampler: Any = None
         seed = torch.initial_seed() % 2**31
+        drop_last = train and len(dataset) > self.batch_size  # type: ignore[arg-type]
         if train:
             # Order and augmentation are functions of (seed, epoch, index): a run resumed
             # mid-epoch replays exactly what an uninterrupted run would have seen.
-            sampler = ResumableSampler(dataset, self.batch_size, seed=seed)
+            sampler = ResumableSampler(dataset, self.batch_size, seed=seed, drop_last=drop_last)
             if self._resume is not None:
                 sampler.resume(self._resume["epoch"], self._resume["batches_done"])
                 self._resume = None
@@ -113,7 +114,7 @@ class BaseDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
-            drop_last=train and len(dataset) > self.batch_size,  # type: ignore[arg-type]
+            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

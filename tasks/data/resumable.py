@@ -37,16 +37,24 @@ class ResumableSampler(DistributedSampler):
         batch_size: batch size per process, to turn skipped batches into samples.
         seed: base seed of the shuffle.
         shuffle: shuffle each epoch.
+        drop_last: the loader drops the last incomplete batch (sets how many batches make
+            a whole epoch).
     """
 
     def __init__(
-        self, dataset: Dataset, batch_size: int, seed: int = 0, shuffle: bool = True
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
     ) -> None:
         distributed = dist.is_available() and dist.is_initialized()
         world = dist.get_world_size() if distributed else 1
         rank = dist.get_rank() if distributed else 0
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
         self.batch_size = batch_size
+        self.drop_last_batch = drop_last
         self._resume_epoch: int | None = None
         self._resume_batches = 0
 
@@ -57,7 +65,13 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         indices = list(super().__iter__())
         if self._resume_epoch == self.epoch:
-            indices = indices[self._resume_batches * self.batch_size :]
+            size = self.batch_size
+            batches = len(indices) // size if self.drop_last_batch else -(-len(indices) // size)
+            # A checkpoint written after an epoch's last batch (at the validation that ends
+            # it) holds the next epoch's number with the finished epoch's batch count:
+            # Lightning runs that next epoch whole, so nothing of it is skipped.
+            if self._resume_batches < batches:
+                indices = indices[self._resume_batches * size :]
             self._resume_epoch = None
         epoch = self.epoch
         return iter([(i, epoch) for i in indices])

@@ -49,3 +49,18 @@ def test_resume_after_signal_equals_uninterrupted(reference, sig: str, kill_at: 
     assert resumed.keys() == expected.keys()
     for name, value in expected.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_checkpoint_from_an_epochs_end_skips_nothing_of_the_next_epoch() -> None:
+    """Saved at the validation that ends an epoch, a checkpoint holds the next epoch's
+    number with the finished epoch's batch count; Lightning runs that epoch whole."""
+    from tasks.data.resumable import ResumableSampler
+
+    sampler = ResumableSampler(list(range(64)), batch_size=16, drop_last=True)
+    sampler.set_epoch(2)
+    sampler.resume(epoch=2, batches_done=4)  # all 4 batches of an epoch
+    assert len(list(sampler)) == 64
+    sampler.resume(epoch=2, batches_done=3)  # mid-epoch: the last batch only
+    assert [i for i, _ in sampler] == [i for i, _ in list(sampler)[-16:]]
+    sampler.resume(epoch=2, batches_done=3)
+    assert len(list(sampler)) == 16
