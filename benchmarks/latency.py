@@ -245,7 +245,9 @@ def time_pair(
     xn = x.numpy()
     fast = optimize_for_inference(pair.model)
     fast_eager = optimize_for_inference(pair.model, compiled=False)
-    sessions = {k: ort_session(v, threads) for k, v in files.items() if v.suffix == ".onnx"}
+    sessions = {
+        k: ort_session(v, threads, spinning=False) for k, v in files.items() if v.suffix == ".onnx"
+    }
 
     def ort(key: str) -> Callable[[], object]:
         return lambda: sessions[key].run(None, {"images": xn})

@@ -149,7 +149,7 @@ def latency_rows(
         export_onnx(_LowResJoint(joint), "segmenter", folder / "joint_low.onnx", (size, size))
         export_onnx(_LowResDeepLab(dl), "segmenter", folder / "dl_low.onnx", (size, size))
         names = ("joint", "ssd", "dl", "joint_low", "dl_low")
-        sess = {k: ort_session(folder / f"{k}.onnx", threads) for k in names}
+        sess = {k: ort_session(folder / f"{k}.onnx", threads, spinning=False) for k in names}
 
         def eager_joint() -> object:
             with torch.no_grad():

@@ -265,6 +265,22 @@ class _ClassWiseNMS(torch.autograd.Function):
         )
 
 
+def _rank_within_class(labels: Tensor, num_classes: int) -> Tensor:
+    """``labels [B, k]`` of score-sorted candidates -> each one's rank among the candidates
+    of its class (0 = its class's best), in ``O(k + K)`` per image: candidates are grouped
+    by class with their score order kept (sorting the exact integer key ``label * k +
+    position``), then a rank is the position minus where its class's group starts."""
+    batch, k = labels.shape
+    position = torch.arange(k).expand(batch, k)
+    order = (labels * k + position).argsort(dim=1)  # grouped by class, score order kept
+    counts = torch.zeros(batch, num_classes, dtype=torch.long).scatter_add(
+        1, labels, torch.ones_like(labels)
+    )
+    start = counts.cumsum(1) - counts  # first position of each class's group
+    rank_sorted = position - start.gather(1, labels.gather(1, order))
+    return torch.empty_like(labels).scatter(1, order, rank_sorted)
+
+
 class DetectorEnd2End(DetectorRaw):
     """SSDLite with ``SSDPostprocessor``'s rule in batched, exportable form.
 
@@ -300,15 +316,14 @@ class DetectorEnd2End(DetectorRaw):
         # Prune first: one top-k over every (anchor, class) pair of an image.
         scores, idx = probs.reshape(batch, pairs).topk(k, dim=1)  # [B, k], sorted
         anchor_idx, labels = idx // num_classes, idx % num_classes
-        one_hot = labels.unsqueeze(-1) == torch.arange(num_classes).view(1, 1, -1)  # [B, k, K]
-        # Rank within its class: how many of its class score higher (scores are sorted).
-        rank = one_hot.long().cumsum(1).gather(2, labels.unsqueeze(-1)).squeeze(-1) - 1
+        rank = _rank_within_class(labels, num_classes)
         scores = torch.where(rank < post.topk_per_class, scores, torch.zeros_like(scores))
         deltas = box_deltas.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
         cand = self._boxes(deltas, self.anchors[anchor_idx], images.shape[-2:])  # [B, k, 4]
-        class_scores = torch.where(
-            one_hot.transpose(1, 2), scores.unsqueeze(1), torch.zeros_like(scores).unsqueeze(1)
-        )  # [B, K, k]
+        # Each candidate's score in its class row, 0 in the others: [B, K, k].
+        class_scores = scores.new_zeros(batch, num_classes, k).scatter(
+            1, labels.unsqueeze(1), scores.unsqueeze(1)
+        )
         sel = _ClassWiseNMS.apply(cand, class_scores, post.nms_iou, post.score_threshold)
         image, label, box = sel[:, 0], sel[:, 1], sel[:, 2]
         kept_scores, order = scores[image, box].sort(descending=True)

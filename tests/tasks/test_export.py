@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,36 @@ def test_detector_end2end_matches_model_postprocessing(detector: nn.Module) -> N
         torch.testing.assert_close(scores[sel], det["scores"])
         torch.testing.assert_close(labels[sel], det["labels"])
         torch.testing.assert_close(boxes[sel], det["boxes"])
+
+
+def test_detector_end2end_per_class_cap_binds(detector: nn.Module) -> None:
+    """With a small ``topk_per_class`` the cap decides which candidates enter NMS: the
+    graph's rank-within-class must keep exactly the model's candidates."""
+    model = copy.deepcopy(detector)
+    model.postprocessor.topk_per_class = 7
+    graph = DetectorEnd2End(model, (128, 128))
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(x)
+        boxes, scores, labels, index = graph(x)
+    for i, det in enumerate(expected):
+        sel = index == i
+        assert int(sel.sum()) == len(det["scores"]) > 0
+        torch.testing.assert_close(scores[sel], det["scores"])
+        torch.testing.assert_close(labels[sel], det["labels"])
+        torch.testing.assert_close(boxes[sel], det["boxes"])
+
+
+def test_rank_within_class_matches_counting() -> None:
+    from heads.inference import _rank_within_class
+
+    labels = torch.randint(0, 5, (3, 200), generator=torch.Generator().manual_seed(0))
+    rank = _rank_within_class(labels, 5)
+    for b in range(3):
+        seen = [0] * 5
+        for j, label in enumerate(labels[b].tolist()):
+            assert rank[b, j] == seen[label]
+            seen[label] += 1
 
 
 def test_detector_export_raw_and_end2end(detector: nn.Module, tmp_path: Path) -> None:
@@ -217,3 +248,15 @@ def test_cli_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         main(["export", str(tmp_path / "missing.ckpt")])
     assert exit_info.value.code == 2
     assert "missing.ckpt" in capsys.readouterr().err
+
+
+def test_ort_session_spinning_option(tmp_path: Path) -> None:
+    """Benchmarks time several sessions in turn: their threads must not spin-wait."""
+    model = mobilenet_v2_classifier(num_classes=3, width_mult=0.35)
+    result = export(model, str(tmp_path), name="cls", image_size=32, printer=None)
+    key = "session.intra_op.allow_spinning"
+    quiet = ort_session(result.files[0], threads=1, spinning=False).get_session_options()
+    assert quiet.get_session_config_entry(key) == "0"
+    default = ort_session(result.files[0], threads=1).get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        default.get_session_config_entry(key)  # onnxruntime's default: spinning
