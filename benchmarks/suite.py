@@ -30,8 +30,8 @@ class Options:
 
     quick: bool = False
     threads: int = 2
-    warmup: int = 3
-    repeats: int = 15
+    warmup: int = 2
+    repeats: int = 9
     train_steps: int = 3
     loader_batches: int = 10
     coco_images: int = 5000
@@ -186,7 +186,10 @@ def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
         "no resize and no NMS: torchvision's NMS loops over images and does not export with "
         "a dynamic batch); eager detectors include post-processing (and torchvision's "
         "resize), as does our fast path unless marked raw. OpenVINO runs in fp32 "
-        "(INFERENCE_PRECISION_HINT f32, no bf16), latency hint."
+        "(INFERENCE_PRECISION_HINT f32, no bf16), latency hint. onnxruntime sessions run "
+        "without spin-waiting (`ort_session(spinning=False)`): each session has its own "
+        "threads, and threads spinning after one session's run would take the cores from "
+        "the next path timed."
     )
     return "## CPU latency (ms)\n\n" + _table(header, rows) + "\n\n" + note
 
