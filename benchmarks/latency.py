@@ -11,8 +11,6 @@ ratio stays meaningful even when absolute times drift.
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.complexity import count_madds, count_parameters
+from benchmarks.timing import interleaved_medians
 from heads.inference import DetectorEnd2End, DetectorRaw, optimize_for_inference
 from tasks.export import export_onnx, ort_session, quantize_int8
 
@@ -36,22 +35,6 @@ def _openvino_available() -> bool:
 
 
 OPENVINO = _openvino_available()
-
-
-def interleaved_medians(
-    candidates: dict[str, Callable[[], object]], warmup: int, repeats: int
-) -> dict[str, float]:
-    """Median milliseconds per candidate, calling the candidates in turn ``repeats`` times."""
-    for fn in candidates.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 @dataclass

@@ -32,8 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backbones.complexity import count_madds, count_parameters  # noqa: E402
-from benchmarks.latency import interleaved_medians  # noqa: E402
-from benchmarks.timing import markdown_table  # noqa: E402
+from benchmarks.timing import interleaved_medians, markdown_table  # noqa: E402
 from heads.deeplabv3 import deeplabv3_mobilenet_v2  # noqa: E402
 from heads.inference import DetectorRaw, optimize_for_inference  # noqa: E402
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2  # noqa: E402

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backbones.complexity import count_madds, count_parameters  # noqa: E402
+from benchmarks.timing import interleaved_medians  # noqa: E402
 from heads.deeplabv3 import deeplabv3_mobilenet_v2  # noqa: E402
 
 
@@ -58,22 +58,6 @@ def models(num_classes: int) -> dict[str, nn.Module]:
     }
 
 
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def interleaved_medians(jobs: dict[str, object], repeats: int) -> dict[str, float]:
-    """Median seconds of each job, run round-robin so a change in the machine's load (these
-    machines are shared) hits every model alike and the ratios stay meaningful."""
-    times: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            times[name].append(_time(job))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def speed(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -105,8 +89,8 @@ def speed(args: argparse.Namespace) -> None:
     for name, model in nets.items():  # warm-up: allocator, kernels
         infer(model)()
         train(name)()
-    latency = interleaved_medians({n: infer(m) for n, m in nets.items()}, args.runs)
-    steps = interleaved_medians({n: train(n) for n in nets}, args.train_steps)
+    latency = interleaved_medians({n: infer(m) for n, m in nets.items()}, 0, args.runs)
+    steps = interleaved_medians({n: train(n) for n in nets}, 0, args.train_steps)
     ref = "tv deeplabv3_mobilenet_v3_large"
     print(
         f"\nCPU, {args.threads} threads, fp32, eager. Latency: batch 1 at {args.size}x"
@@ -122,9 +106,9 @@ def speed(args: argparse.Namespace) -> None:
     for name, model in nets.items():
         params = count_parameters(model)
         madds = count_madds(model, x)
-        ips, ref_ips = args.train_batch / steps[name], args.train_batch / steps[ref]
+        ips, ref_ips = (1000 * args.train_batch / steps[n] for n in (name, ref))  # ms
         print(
-            f"| {name} | {params / 1e6:.2f}M | {madds / 1e9:.2f}G | {latency[name] * 1e3:.1f} | "
+            f"| {name} | {params / 1e6:.2f}M | {madds / 1e9:.2f}G | {latency[name]:.1f} | "
             f"{latency[name] / latency[ref]:.2f} | {ips:.2f} | {ips / ref_ips:.2f} |"
         )
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from benchmarks import latency, throughput
+from benchmarks.timing import SETTLE_S
 
 OUT_DIR = Path(__file__).parent
 
@@ -64,6 +65,7 @@ def run(opts: Options) -> str:
     sections.append(_complexity_section(pairs))
     lat = _latency(pairs, opts)
     sections.append(_latency_section(pairs, lat))
+    sections.append(_guard("Export parity", _parity_section, opts))
     sections.append(_guard("Targets", _targets_section, pairs, lat))
     sections.append(_guard("Detector end-to-end", _end2end_section, pairs, lat))
     sections.append(_guard("PyTorch vs onnxruntime", _pytorch_vs_ort_section, pairs, lat))
@@ -104,8 +106,9 @@ def _header(opts: Options) -> str:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
         f"torch {torch.__version__} and onnxruntime with {opts.threads} thread(s), "
         f"load average {load:.1f} at start. Latency: median of {opts.repeats} interleaved "
-        f"runs after {opts.warmup} warm-ups, fp32 unless int8. Compare ratios within this "
-        "run: absolute times on a shared machine drift."
+        f"runs after {opts.warmup} warm-ups, fp32 unless int8, each timed call after a "
+        f"{SETTLE_S * 1000:.0f} ms pause (threads of the path before stop spinning). Compare "
+        "ratios within this run: absolute times on a shared machine drift."
         + (" QUICK MODE: tiny inputs, numbers are meaningless." if opts.quick else "")
     )
 
@@ -197,6 +200,23 @@ def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
 def _met(value: float, target: float, at_most: bool = True) -> str:
     ok = value <= target if at_most else value >= target
     return "met" if ok else "missed"
+
+
+def _parity_section(opts: Options) -> str:
+    from benchmarks.export_parity import HEADER, parity_rows, sources
+
+    rows = parity_rows(sources(opts.accuracy, opts.quick))
+    passed = sum(row[-1] == "PASS" for row in rows)
+    note = (
+        f"{passed} of {len(rows)} exported files pass. Each builder and each trained "
+        "checkpoint given (`--*_ckpt`) exported as `mobilezoo export --format openvino` does "
+        '(fp32; the OpenVINO IR is converted from the checked ONNX file; input size "default" '
+        "is the export's default for that model) and run on 2 random images; a file passes "
+        "when every output is "
+        "within 1e-4 absolute plus 1e-4 relative of PyTorch, and an end-to-end detector keeps "
+        "the same detections (candidates whose scores tie exactly may be swapped; counted)."
+    )
+    return "## Export parity (ONNX and OpenVINO)\n\n" + _table(HEADER, rows) + "\n\n" + note
 
 
 def _end2end_section(pairs: list[latency.Pair], lat: dict) -> str:

@@ -19,6 +19,37 @@ def median_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> f
     return statistics.median(times)
 
 
+#: pause before each timed call of ``interleaved_medians``: after a call, PyTorch's OpenMP
+#: threads (and a runtime's own pool) spin-wait for a few milliseconds and would take the
+#: cores from whatever runs next, so a path timed right after PyTorch looked slower than
+#: the same path timed after a runtime (onnxruntime's end-to-end detector came out faster
+#: than its raw network)
+SETTLE_S = 0.02
+
+
+def interleaved_medians(
+    candidates: dict[str, Callable[[], object]], warmup: int, repeats: int,
+    settle_s: float = SETTLE_S,
+) -> dict[str, float]:  # fmt: skip
+    """Median milliseconds per candidate, calling the candidates in turn ``repeats`` times.
+
+    Round-robin, so a change in the load of a shared machine hits every candidate alike
+    and their ratios stay meaningful; each timed call starts after ``settle_s`` seconds of
+    quiet, so no candidate pays for the threads of the one before it.
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            time.sleep(settle_s)
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     """A GitHub Markdown table; floats with 2 decimals."""
 
