@@ -265,20 +265,21 @@ class _ClassWiseNMS(torch.autograd.Function):
         )
 
 
-def _rank_within_class(labels: Tensor, num_classes: int) -> Tensor:
-    """``labels [B, k]`` of score-sorted candidates -> each one's rank among the candidates
-    of its class (0 = its class's best), in ``O(k + K)`` per image: candidates are grouped
-    by class with their score order kept (sorting the exact integer key ``label * k +
-    position``), then a rank is the position minus where its class's group starts."""
-    batch, k = labels.shape
-    position = torch.arange(k).expand(batch, k)
-    order = (labels * k + position).argsort(dim=1)  # grouped by class, score order kept
-    counts = torch.zeros(batch, num_classes, dtype=torch.long).scatter_add(
-        1, labels, torch.ones_like(labels)
+def rank_within_group(groups: Tensor, num_groups: int) -> Tensor:
+    """``groups [B, n]`` (int64 in ``0..num_groups-1``) of candidates in score order -> each
+    one's rank among the candidates of its group (0 = the group's best), in
+    ``O(n + num_groups)`` per row: candidates are grouped with their order kept (sorting the
+    exact integer key ``group * n + position``), then a rank is the position minus where
+    its group starts."""
+    batch, n = groups.shape
+    position = torch.arange(n).expand(batch, n)
+    order = (groups * n + position).argsort(dim=1)  # grouped, order kept
+    counts = torch.zeros(batch, num_groups, dtype=torch.long).scatter_add(
+        1, groups, torch.ones_like(groups)
     )
-    start = counts.cumsum(1) - counts  # first position of each class's group
-    rank_sorted = position - start.gather(1, labels.gather(1, order))
-    return torch.empty_like(labels).scatter(1, order, rank_sorted)
+    start = counts.cumsum(1) - counts  # first position of each group
+    rank_sorted = position - start.gather(1, groups.gather(1, order))
+    return torch.empty_like(groups).scatter(1, order, rank_sorted)
 
 
 class DetectorEnd2End(DetectorRaw):
@@ -313,10 +314,11 @@ class DetectorEnd2End(DetectorRaw):
         batch, num_anchors, num_classes = probs.shape
         pairs = num_anchors * num_classes
         k = pairs if post.topk_candidates is None else min(post.topk_candidates, pairs)
-        # Prune first: one top-k over every (anchor, class) pair of an image.
+        # Prune first: one top-k over every (anchor, class) pair of an image (a static
+        # shape: sorting only the pairs above ``pair_floor`` measured no faster here).
         scores, idx = probs.reshape(batch, pairs).topk(k, dim=1)  # [B, k], sorted
         anchor_idx, labels = idx // num_classes, idx % num_classes
-        rank = _rank_within_class(labels, num_classes)
+        rank = rank_within_group(labels, num_classes)
         scores = torch.where(rank < post.topk_per_class, scores, torch.zeros_like(scores))
         deltas = box_deltas.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
         cand = self._boxes(deltas, self.anchors[anchor_idx], images.shape[-2:])  # [B, k, 4]

@@ -11,7 +11,10 @@ all in the prefix) and so is every per-class rank. The result is the full rule's
 the prefix holds ``max_detections`` survivors (or all candidates): with 1000 candidates for
 100 detections that is the normal case, and ``tests/heads/test_postprocess.py`` checks it
 against the unpruned rule. With 80 classes and 2034 anchors this replaces 80 top-k's and
-NMS over up to 24000 boxes by one top-k and NMS over at most 1000.
+NMS over up to 24000 boxes by one top-k and NMS over at most 1000. That top-k only looks
+at pairs at or above ``pair_floor``, a bound that never excludes one of the best pairs
+(a few thousand pairs of an image instead of 160,000 when every pair passes the threshold,
+as an untrained model's do: 1.5 instead of 2.5 ms per image on 2 cores).
 """
 
 from __future__ import annotations
@@ -27,6 +30,20 @@ from heads.box_coder import BoxCoder
 
 #: how class logits become scores
 ScoreActivation = Literal["softmax", "sigmoid"]
+
+
+def pair_floor(probs: Tensor, k: int) -> Tensor | None:
+    """A score that the ``k`` best (anchor, class) pairs all reach: ``[..., A, C]`` ->
+    ``[..., 1]``, or ``None`` when there are fewer than ``k`` anchors.
+
+    The ``k`` best anchors' best classes are ``k`` distinct pairs scoring at least the
+    ``k``-th best anchor's best score, so the ``k``-th best pair scores at least that too:
+    no pair below it is among the ``k`` best. Combined with a score threshold the bound
+    stays exact (if fewer than ``k`` pairs pass the threshold, the floor is at or below it).
+    """
+    if probs.shape[-2] < k:
+        return None
+    return probs.amax(dim=-1).topk(k, dim=-1).values[..., -1:]
 
 
 class SSDPostprocessor:
@@ -119,7 +136,11 @@ class SSDPostprocessor:
     ) -> dict[str, Tensor]:
         num_classes = probs.shape[1]
         flat = probs.flatten()  # [A * C], anchor-major
-        idx = torch.nonzero(flat > self.score_threshold).squeeze(1)
+        above = flat > self.score_threshold
+        if self.topk_candidates is not None:
+            floor = pair_floor(probs, self.topk_candidates)
+            above = above if floor is None else above & (flat >= floor)
+        idx = torch.nonzero(above).squeeze(1)
         scores = flat[idx]
         if self.topk_candidates is not None and len(idx) > self.topk_candidates:
             scores, order = scores.topk(self.topk_candidates)

@@ -194,3 +194,21 @@ def test_tf_detection_weights_use_sigmoid_until_their_predictors_are_replaced(tm
     task.on_fit_start()  # training uses the softmax loss
     assert task.model.postprocessor.score_activation == "softmax"
     assert task.hparams["score_activation"] == "softmax"
+
+
+@pytest.mark.parametrize("strong", [0, 7, 300])  # anchors sharing one high score (ties)
+def test_pair_floor_never_cuts_one_of_the_k_best_pairs(strong: int) -> None:
+    """The floor is the k-th best anchor's best score, and at most the k-th best pair's
+    score: nothing of the top k is cut."""
+    from heads.postprocess import pair_floor
+
+    gen = torch.Generator().manual_seed(strong)
+    probs = torch.softmax(torch.randn(2, 3000, 81, generator=gen) * 0.3, -1)[..., 1:]
+    probs[1, :strong] = 0.9 / 80
+    k = 1000
+    floor = pair_floor(probs, k)
+    kth_best = probs.reshape(2, -1).topk(k, dim=1).values[:, -1:]
+    assert (floor <= kth_best).all()
+    best_anchor_scores = probs.amax(-1).sort(dim=1, descending=True).values
+    torch.testing.assert_close(floor, best_anchor_scores[:, k - 1 : k], rtol=0, atol=0)
+    assert pair_floor(probs[:, :999], k) is None  # fewer anchors than k: no floor

@@ -123,11 +123,11 @@ def test_detector_end2end_per_class_cap_binds(detector: nn.Module) -> None:
         torch.testing.assert_close(boxes[sel], det["boxes"])
 
 
-def test_rank_within_class_matches_counting() -> None:
-    from heads.inference import _rank_within_class
+def test_rank_within_group_matches_counting() -> None:
+    from heads.inference import rank_within_group
 
     labels = torch.randint(0, 5, (3, 200), generator=torch.Generator().manual_seed(0))
-    rank = _rank_within_class(labels, 5)
+    rank = rank_within_group(labels, 5)
     for b in range(3):
         seen = [0] * 5
         for j, label in enumerate(labels[b].tolist()):
