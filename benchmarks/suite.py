@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from benchmarks import latency, throughput
-from benchmarks.timing import SETTLE_S
+from benchmarks.timing import SETTLE_S, interleaved_medians
 
 OUT_DIR = Path(__file__).parent
 
@@ -33,7 +33,7 @@ class Options:
     threads: int = 2
     warmup: int = 2
     repeats: int = 9
-    train_steps: int = 3
+    train_steps: int = 5
     loader_batches: int = 10
     coco_images: int = 5000
     output_dir: Path = OUT_DIR
@@ -304,42 +304,30 @@ def training_table(pairs: list[latency.Pair], opts: Options) -> str:
     for the segmenter), as Markdown with its note. ``pair.complexity`` must be set."""
     rows = []
     batch = 2 if opts.quick else 4
-    for pair in pairs[:3]:
-        print(f"training steps: {pair.name} and {pair.peer_name}", flush=True)
-        ours = throughput.train_images_per_second(
-            pair.kind, pair.model, False, pair.size, batch, opts.train_steps
-        )
-        peer = throughput.train_images_per_second(
-            pair.kind, pair.peer, True, pair.size, batch, opts.train_steps
-        )
+    jobs = [(pair, False) for pair in pairs[:3]]
+    jobs += [(p, True) for p in pairs[:3] if p.kind == "segmenter"]  # the opt-in layout
+    for pair, channels_last in jobs:
+        layout = ", channels-last" if channels_last else ""
+        print(f"training steps{layout}: {pair.name} and {pair.peer_name}", flush=True)
+        steps = {
+            name: throughput.train_step(pair.kind, model, is_peer, pair.size, batch, channels_last)
+            for name, model, is_peer in (("ours", pair.model, False), ("peer", pair.peer, True))
+        }
+        ms = interleaved_medians(steps, warmup=1, repeats=opts.train_steps)
+        pair.model.eval()
+        pair.peer.eval()
+        ours, peer = (1000 * batch / ms[name] for name in ("ours", "peer"))
         c = pair.complexity
         per_madd = ours * c["madds"] / (peer * c["peer_madds"])
         target = _met(per_madd, 1.0, at_most=False) if pair.kind != "classifier" else ""
-        rows.append([pair.name, pair.size, batch, _fmt(ours, 2), pair.peer_name,
-                     _fmt(peer, 2), _fmt(ours / peer, 2), f"{per_madd:.2f}x",
-                     target])  # fmt: skip
-        pair.model.eval()
-    seg = next((p for p in pairs[:3] if p.kind == "segmenter"), None)
-    if seg is not None:  # the opt-in layout, both sides in it
-        print(f"training steps, channels-last: {seg.name} and {seg.peer_name}", flush=True)
-        ours, peer = (
-            throughput.train_images_per_second(
-                seg.kind, model, is_peer, seg.size, batch, opts.train_steps, channels_last=True
-            )
-            for model, is_peer in ((seg.model, False), (seg.peer, True))
-        )
-        c = seg.complexity
-        per_madd = ours * c["madds"] / (peer * c["peer_madds"])
-        rows.append([seg.name + ", channels-last", seg.size, batch, _fmt(ours, 2),
-                     seg.peer_name + ", channels-last", _fmt(peer, 2), _fmt(ours / peer, 2),
-                     f"{per_madd:.2f}x", _met(per_madd, 1.0, at_most=False)])  # fmt: skip
-        seg.model.eval()
-        seg.peer.eval()
+        rows.append([pair.name + layout, pair.size, batch, _fmt(ours, 2), pair.peer_name + layout,
+                     _fmt(peer, 2), _fmt(ours / peer, 2), f"{per_madd:.2f}x", target])  # fmt: skip
     text = "## Training throughput (one SGD step: forward, loss, backward, update)\n\n"
     text += _table(["model", "input", "batch", "ours img/s", "peer", "peer img/s",
                     "ours / peer", "per MAdd (ours MAdd/s / peer MAdd/s)",
                     "target >= 1.0x"], rows)  # fmt: skip
     note = (
+        f"Median of {opts.train_steps} steps after a warm-up one, ours and the peer's in turn. "
         "Same batch, same threads, random data; detectors include anchor matching, hard "
         "negative mining and the loss (torchvision's SSD: its transform, matching and loss). "
         "Channels-last rows feed NHWC images to both models (weights stay NCHW), as "
@@ -434,7 +422,7 @@ def _peak_section(pairs: list[latency.Pair], lat: dict, peak: float, busy: float
             f"the CPUs were NOT idle (busy {busy:.0%} in the second before), so the peak may be low"
         )
     note = (
-        "The fp32 peak is a 1024x1024 matmul measured at the start of the run "
+        "The fp32 peak is a square fp32 matmul (1024; 512 in quick mode) measured at the start of the run "
         f"({torch.get_num_threads()} threads), before anything else of the suite ran; {state}. "
         "Depthwise convolutions read and write a whole activation map per few multiply-adds, "
         "so MobileNets reach a small fraction of it."

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.timing import median_ms
+
 
 def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
     """Measured fp32 matrix-multiply throughput (GFLOP/s, 2 FLOP per multiply-add)."""
@@ -89,6 +91,24 @@ def _loss_fn(
     return lambda: model.compute_loss(model.forward_outputs(x), targets)["loss"]
 
 
+def train_step(
+    kind: str, model: nn.Module, peer: bool, size: int, batch: int, channels_last: bool = False
+) -> Callable[[], None]:
+    """One full optimizer step (forward, loss, backward, SGD update) of ``model`` in
+    training mode on fixed random data, as a closure. ``channels_last`` feeds NHWC images
+    (what ``SegmentationTask(channels_last=True)`` does; the weights stay NCHW)."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = _loss_fn(kind, model, peer, size, batch, channels_last)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        optimizer.step()
+
+    return step
+
+
 def train_images_per_second(
     kind: str,
     model: nn.Module,
@@ -98,22 +118,11 @@ def train_images_per_second(
     steps: int,
     channels_last: bool = False,
 ) -> float:
-    """Images/s of full optimizer steps (forward, loss, backward, SGD step), after one
-    warm-up step; the median step time is used. ``channels_last`` feeds NHWC images (what
-    ``SegmentationTask(channels_last=True)`` does; the weights stay NCHW)."""
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    loss_fn = _loss_fn(kind, model, peer, size, batch, channels_last)
-    times = []
-    for step in range(steps + 1):
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        optimizer.step()
-        if step:
-            times.append(time.perf_counter() - start)
+    """Images/s of ``train_step`` (median step time after one warm-up step)."""
+    step = train_step(kind, model, peer, size, batch, channels_last)
+    ms = median_ms(step, warmup=1, repeats=steps)
     model.eval()
-    return batch / statistics.median(times)
+    return 1000 * batch / ms
 
 
 def loader_images_per_second(datamodule: Any, batches: int) -> tuple[float, int, int]:
