@@ -154,3 +154,35 @@ def test_overfits_a_few_images(tmp_path):
         task.model.train()(images)
     (metrics,) = trainer.validate(task, dm, verbose=False)
     assert metrics["val/map_50"] > 0.9
+
+
+def _detector_step(
+    channels_last: bool, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+    """Loss, all gradients (flattened) and the layouts the first conv saw, of one
+    training step on fixed data."""
+    torch.manual_seed(0)
+    task = DetectionTask(num_classes=3, width_mult=0.35, image_size=64, channels_last=channels_last)
+    task = task.to(dtype)
+    seen: list[bool] = []
+    task.model.backbone.features[0][0].register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 64, 64, generator=g).to(dtype)
+    boxes = torch.tensor([[4.0, 6.0, 30.0, 40.0], [20.0, 10.0, 60.0, 50.0]], dtype=dtype)
+    targets = [{"boxes": boxes[i : i + 1], "labels": torch.tensor([i + 1])} for i in range(2)]
+    loss = task.training_step((images, targets), 0)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in task.parameters() if p.grad is not None])
+    return loss.detach(), grads, seen
+
+
+def test_channels_last_training_is_the_same_function() -> None:
+    """The opt-in changes only the memory layout: the network sees NHWC images (the default
+    keeps NCHW) and, in float64, computes the same loss and gradients."""
+    loss, grads, seen = _detector_step(False, torch.float64)
+    loss_cl, grads_cl, seen_cl = _detector_step(True, torch.float64)
+    assert seen == [False] and seen_cl == [True]
+    torch.testing.assert_close(loss_cl, loss, rtol=1e-10, atol=0.0)
+    assert ((grads_cl - grads).norm() / grads.norm()).item() < 1e-10
