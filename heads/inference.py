@@ -169,7 +169,10 @@ def _freeze(model: nn.Module, images: Tensor) -> Any:
             warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python code
             example = images.detach().clone()  # a normal tensor, even if ``images`` is not
             traced = torch.jit.trace(net, example, check_trace=False)
-            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            for _ in range(2):  # TorchScript profiles the first runs, then optimizes
+                graph(example)
+            return graph
     except Exception:  # an unusual model: eager mode is always correct
         return None
 

@@ -164,3 +164,12 @@ def test_compiled_detector_equals_model_detections() -> None:
         torch.testing.assert_close(det["scores"], ref["scores"], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(det["labels"], ref["labels"])
         torch.testing.assert_close(det["boxes"], ref["boxes"], atol=1e-3, rtol=1e-4)
+
+
+def test_first_call_runs_the_optimized_graph() -> None:
+    """TorchScript profiles a frozen graph's first runs before optimizing it; the fast path
+    runs those while tracing, so a user's first call is already the optimized graph."""
+    fast = optimize_for_inference(mobilenet_v2_classifier(num_classes=10, width_mult=0.35))
+    fast(torch.randn(1, 3, 32, 32))
+    graph = str(torch.jit.last_executed_optimized_graph())
+    assert "mkldnn_convolution" in graph and "prim::profile" not in graph
