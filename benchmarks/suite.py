@@ -2,12 +2,13 @@
 COCO evaluation time, int8 accuracy, and the fraction of the machine's matmul peak.
 
 Run ``python -m benchmarks`` (``--quick`` for a smoke run on tiny inputs). Writes
-``benchmarks/results.md`` and ``benchmarks/results.png``.
+``benchmarks/results.md``, ``results.json`` (every latency, in ms) and ``results.png``.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import tempfile
@@ -85,6 +86,9 @@ def run(opts: Options) -> str:
     report = "\n\n".join(sections) + "\n"
     opts.output_dir.mkdir(parents=True, exist_ok=True)
     (opts.output_dir / "results.md").write_text(report)
+    timings = {f"{pairs[i].name} vs {pairs[i].peer_name}, batch {batch}": ms
+               for (i, batch), ms in lat.items()}  # fmt: skip
+    (opts.output_dir / "results.json").write_text(json.dumps(timings, indent=1) + "\n")
     _plot(pairs, lat, opts.output_dir / "results.png", opts.threads)
     return report
 
@@ -447,18 +451,26 @@ def _plot(pairs: list[latency.Pair], lat: dict, path: Path, threads: int) -> Non
     peer_keys = [("peer_eager", "peer eager"), ("peer_ort", "peer onnxruntime"),
                  ("ov_peer", "peer OpenVINO")]  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    # A detector's runtime rows: its end-to-end graphs, like its PyTorch rows (the peer's
+    # exported graph is its raw network: torchvision's NMS does not export)
+    end2end = {"ort": "ort_end2end", "int8": "int8_end2end", "ov": "ov_end2end",
+               "ov_int8": "ov_end2end_int8"}  # fmt: skip
     for ax, i in zip(axes, range(3), strict=True):
         pair = pairs[i]
         r = lat[(i, 1)]
-        ours = [(name, r[k]) for k, name in keys if k in r]
-        peers = [(name, r[k]) for k, name in peer_keys if k in r]
+        detector = pair.kind == "detector"
+        ours = [(name, r[end2end.get(k, k) if detector else k]) for k, name in keys
+                if (end2end.get(k, k) if detector else k) in r]  # fmt: skip
+        peers = [(name + (" (raw network)" if detector and k != "peer_eager" else ""), r[k])
+                 for k, name in peer_keys if k in r]  # fmt: skip
         labels = [n for n, _ in ours + peers]
         values = [v for _, v in ours + peers]
         colors = ["#1f77b4"] * len(ours) + ["#999999"] * len(peers)
         bars = ax.barh(labels[::-1], values[::-1], color=colors[::-1])
         ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
         ax.set_xlim(0, max(values) * 1.15)  # room for the labels
-        ax.set_title(f"{pair.name}\nvs {pair.peer_name}", fontsize=9)
+        ax.set_title(f"{pair.name}{' (end-to-end)' if detector else ''}\nvs {pair.peer_name}",
+                     fontsize=9)  # fmt: skip
         ax.set_xlabel(f"ms, batch 1, {threads} thread(s) (shorter is faster)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
