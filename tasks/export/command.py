@@ -158,18 +158,30 @@ def export(
 def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, images: Any,
                   check: bool, int8: bool, format: str, num_check_images: int,
                   result: ExportResult, printer: Callable[[str], None] | None) -> ExportResult:  # fmt: skip
-    """The joint detection + segmentation model: one ONNX graph with both outputs."""
+    """The joint detection + segmentation model: one graph with both outputs (ONNX, and an
+    OpenVINO IR converted from it with ``format="openvino"``), each checked."""
     from tasks.export.joint import check_joint_parity, export_joint
 
-    if int8 or format != "onnx":
-        raise ValueError("the joint model exports to ONNX in fp32 only (no int8, no OpenVINO yet)")
+    if int8:
+        raise ValueError("the joint model exports in fp32 only (no int8 yet)")
     result.files.append(export_joint(model, path, size, opset))
+    check_images = images[:num_check_images]
     if check:
-        result.parity.append(check_joint_parity(path, model, images[:num_check_images]))
+        result.parity.append(check_joint_parity(path, model, check_images))
+    if format == "openvino":
+        from tasks.export.openvino import export_openvino, openvino_runner
+
+        xml = export_openvino(path)
+        result.files.append(xml)
+        if check:
+            result.parity.append(check_joint_parity(
+                xml, model, check_images, runner=openvino_runner(xml), runtime="openvino"
+            ))  # fmt: skip
     if printer is not None:
         printer(str(result))
     if not result.passed:
-        raise RuntimeError("the runtime disagrees with PyTorch:\n" + str(result.parity[-1]))
+        failed = [str(r) for r in result.parity if not r.passed]
+        raise RuntimeError("the runtime disagrees with PyTorch:\n" + "\n".join(failed))
     return result
 
 

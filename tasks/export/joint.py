@@ -4,7 +4,7 @@ One graph, both outputs: ``images [B, 3, H, W]`` -> ``cls_logits [B, A, C + 1]``
 ``box_deltas [B, A, 4]``, ``seg_logits [B, S, H, W]`` and the ``anchors [A, 4]`` of the
 exported input size (a constant), so a runtime decodes boxes with ``SSDPostprocessor``'s
 rule and arg-maxes the mask. ``tasks.export.export`` uses it for an ``SSDLiteDeepLabV3``
-(ONNX, fp32).
+(ONNX, and OpenVINO converted from that ONNX file; fp32).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from heads.joint import SSDLiteDeepLabV3
 from tasks.export.onnx import ort_session
-from tasks.export.parity import ParityReport
+from tasks.export.parity import ParityReport, Runner
 
 JOINT_OUTPUTS = ("cls_logits", "box_deltas", "seg_logits", "anchors")
 
@@ -72,18 +72,35 @@ def export_joint(
 
 
 def check_joint_parity(
-    path: str | Path, model: SSDLiteDeepLabV3, images: Tensor, tolerance: float = 1e-4
+    path: str | Path,
+    model: SSDLiteDeepLabV3,
+    images: Tensor,
+    tolerance: float = 1e-4,
+    runner: Runner | None = None,
+    runtime: str = "onnxruntime",
 ) -> ParityReport:
-    """onnxruntime against PyTorch on ``images`` (their size must be the exported one)."""
+    """A runtime against PyTorch on ``images`` (their size must be the exported one).
+
+    Args:
+        path: the exported file.
+        model: the joint model that was exported.
+        images: ``[N, 3, H, W]`` float images.
+        tolerance: absolute and relative tolerance.
+        runner: runs the file (default: onnxruntime on ``path``).
+        runtime: the runtime's name, for the report.
+    """
     path = Path(path)
-    ort_out = ort_session(path).run(None, {"images": images.numpy()})
+    if runner is None:
+        session = ort_session(path)
+        runner = lambda x: session.run(None, {"images": x})  # noqa: E731
+    out = list(runner(images.numpy()))
     graph = JointRaw(model, tuple(images.shape[-2:])).eval()
     with torch.no_grad():
         torch_out = graph(images)
-    report = ParityReport(path, images.shape[0], tolerance=tolerance)
+    report = ParityReport(path, images.shape[0], tolerance=tolerance, runtime=runtime)
     close = True
-    for name, ours, theirs in zip(JOINT_OUTPUTS, torch_out, ort_out, strict=True):
-        ours = ours.numpy()
+    for name, ours, theirs in zip(JOINT_OUTPUTS, torch_out, out, strict=True):
+        ours, theirs = ours.numpy(), np.asarray(theirs)
         if ours.shape != theirs.shape:
             report.max_abs_diff[name], close = float("inf"), False
             continue

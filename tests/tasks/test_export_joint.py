@@ -56,6 +56,18 @@ def test_mobilezoo_export_of_a_joint_checkpoint(tmp_path):
     assert [f.suffix for f in result.files] == [".onnx"]
     with pytest.raises(ValueError, match="fp32 only"):
         export(str(ckpt), output_dir=str(tmp_path / "out"), int8=True, printer=None)
+    pytest.importorskip("openvino")
+    result = export(str(ckpt), output_dir=str(tmp_path / "ov"), format="openvino", printer=None)
+    assert [f.suffix for f in result.files] == [".onnx", ".xml"] and result.passed
+    assert [r.runtime for r in result.parity] == ["onnxruntime", "openvino"]
+    from tasks.export import load_exported
+
+    images = torch.randn(2, 3, 96, 96)
+    out = load_exported(result.files[1])(images)
+    with torch.no_grad():
+        ref = JointRaw(task.model, (96, 96)).eval()(images)
+    for name, expected in zip(JOINT_OUTPUTS, ref, strict=True):
+        torch.testing.assert_close(out[name], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_export_refuses_a_checkpoint_naming_a_foreign_class(tmp_path):
