@@ -1,6 +1,12 @@
-"""``SetMean``: a loss averaged over the whole evaluation set, equal under DDP."""
+"""``SetMean``: a loss averaged over the whole evaluation set, equal under DDP; and
+``metric_names``: one distinct log key per class."""
 
 from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -38,3 +44,26 @@ class SetMean(Metric):
 
     def compute(self) -> Tensor:
         return (self.total / self.count.clamp(min=1)).float()
+
+
+def metric_names(names: Sequence[str]) -> list[str]:
+    """Log keys for per-class metrics (``val/iou_<key>``): one distinct key per class.
+
+    Whitespace and ``/`` become ``_``. Classes whose keys would coincide (two categories
+    named alike, or ``"traffic light"`` next to ``"traffic_light"``) get their class index
+    appended, ``person_3``, with a warning: Lightning averages two values logged under one
+    key, which would report the mean of two classes' IoUs as one class's.
+    """
+    keys = [re.sub(r"[\s/]+", "_", str(name)) for name in names]
+    counts = Counter(keys)
+    if all(n == 1 for n in counts.values()):
+        return keys
+    shared = sorted(k for k, n in counts.items() if n > 1)
+    warnings.warn(
+        f"classes share the metric names {shared}: their keys get the class index appended",
+        stacklevel=2,
+    )
+    out = [f"{k}_{i}" if counts[k] > 1 else k for i, k in enumerate(keys)]
+    if len(set(out)) < len(out):  # a suffixed key met another class's own name
+        out = [f"{k}_{i}" for i, k in enumerate(keys)]  # the index is the last part: distinct
+    return out

@@ -16,7 +16,7 @@ from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
-from tasks.metrics import SetMean
+from tasks.metrics import SetMean, metric_names
 from tasks.segmentation_metrics import SegmentationMetrics
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
@@ -307,9 +307,11 @@ class MultiTaskTask(BaseTask):
         self.log(f"{prefix}/loss_seg", result["loss"].float())
         self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=True)
         self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
-        for name, iou in zip(self.seg_class_names, result["iou"].tolist(), strict=True):
+        for name, iou in zip(
+            metric_names(self.seg_class_names), result["iou"].tolist(), strict=True
+        ):
             if not math.isnan(iou):
-                self.log(f"{prefix}/iou_{name.replace(' ', '_')}", float(iou))
+                self.log(f"{prefix}/iou_{name}", float(iou))
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()

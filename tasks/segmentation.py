@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from backbones.layers import Padding
 from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
 from tasks.base import BaseTask, _default_optimizer
+from tasks.metrics import metric_names
 from tasks.prediction_writers import SegmentationPredictionWriter  # noqa: F401  (old import path)
 from tasks.segmentation_metrics import SegmentationMetrics
 
@@ -206,10 +207,10 @@ class SegmentationTask(BaseTask):
         self.log(f"{prefix}/loss", result["loss"].float())
         self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=prefix == "val")
         self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
-        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        names = metric_names(self.class_names or [str(i) for i in range(self.num_classes)])
         for name, iou in zip(names, result["iou"].tolist(), strict=True):
             if not math.isnan(iou):  # class absent from targets and predictions
-                self.log(f"{prefix}/iou_{name.replace(' ', '_')}", float(iou))
+                self.log(f"{prefix}/iou_{name}", float(iou))
         metrics.reset()
 
     def on_validation_epoch_start(self) -> None:
