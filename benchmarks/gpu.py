@@ -3,7 +3,8 @@
 Training images/s with automatic mixed precision (bf16 where supported, else fp16 with a
 grad scaler) and channels-last, and inference latency at batch 1 and 32 (AMP,
 channels-last, BatchNorm folded), for SSDLite and Mobile DeepLabv3 against torchvision's
-SSDLite-MobileNetV3 and DeepLabv3-MobileNetV3, at 320 and 513 pixels.
+SSDLite-MobileNetV3 and DeepLabv3-MobileNetV3, at 320 and 513 pixels. Every function
+takes the device, so the code paths run (and are tested) on a CPU too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.timing import median_ms
 from heads.inference import optimize_for_inference
 
 
@@ -31,7 +33,10 @@ def _targets(batch: int, size: int, labels: int, offset: int, device: Any) -> li
     return out
 
 
-def _cuda_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+def _device_ms(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
+    """Median ms of ``fn``: CUDA events on a GPU (kernels run asynchronously), else wall time."""
+    if device.type != "cuda":
+        return median_ms(fn, warmup, repeats)
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -46,19 +51,22 @@ def _cuda_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _amp_dtype() -> torch.dtype:
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.bfloat16  # CPU autocast's type
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def train_images_per_second(
-    kind: str, model: nn.Module, peer: bool, size: int, batch: int, steps: int
-) -> float:
-    """Images/s of AMP + channels-last SGD steps on the GPU (median step after warm-up)."""
-    device = torch.device("cuda")
+    kind: str, model: nn.Module, peer: bool, size: int, batch: int, steps: int,
+    device: torch.device | str = "cuda",
+) -> float:  # fmt: skip
+    """Images/s of AMP + channels-last SGD steps on ``device`` (median step after warm-up)."""
+    device = torch.device(device)
     model = copy.deepcopy(model).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    dtype = _amp_dtype()
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    dtype = _amp_dtype(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     x = torch.randn(batch, 3, size, size, device=device).contiguous(
         memory_format=torch.channels_last
     )
@@ -81,19 +89,22 @@ def train_images_per_second(
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype):
+        with torch.autocast(device.type, dtype=dtype):
             value = loss()
         scaler.scale(value).backward()
         scaler.step(optimizer)
         scaler.update()
 
-    ms = _cuda_ms(step, warmup=3, repeats=steps)
+    ms = _device_ms(step, 3, steps, device)
     return batch / (ms / 1e3)
 
 
-def inference_ms(model: nn.Module, peer: bool, size: int, batch: int, repeats: int) -> float:
+def inference_ms(
+    model: nn.Module, peer: bool, size: int, batch: int, repeats: int,
+    device: torch.device | str = "cuda",
+) -> float:  # fmt: skip
     """Median ms of one AMP, channels-last forward (ours: BatchNorm folded, eager)."""
-    device = torch.device("cuda")
+    device = torch.device(device)
     if peer:
         net = copy.deepcopy(model).to(device, memory_format=torch.channels_last).eval()
     else:
@@ -101,14 +112,14 @@ def inference_ms(model: nn.Module, peer: bool, size: int, batch: int, repeats: i
     x = torch.randn(batch, 3, size, size, device=device).contiguous(
         memory_format=torch.channels_last
     )
-    dtype = _amp_dtype()
+    dtype = _amp_dtype(device)
     arg: Any = list(x) if peer and hasattr(model, "anchor_generator") else x
 
     def run() -> object:
-        with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
             return net(arg)
 
-    return _cuda_ms(run, warmup=3, repeats=repeats)
+    return _device_ms(run, 3, repeats, device)
 
 
 def gpu_section(pairs: list[Any], quick: bool) -> str:
@@ -116,29 +127,42 @@ def gpu_section(pairs: list[Any], quick: bool) -> str:
     title = "## GPU (CUDA, AMP, channels-last)\n\n"
     if not torch.cuda.is_available():
         return title + "No CUDA device in this run: the GPU section was not run."
-    from benchmarks.suite import _fmt, _table
+    from benchmarks.suite import _table
 
     name = torch.cuda.get_device_name(0)
-    steps, repeats = (2, 3) if quick else (10, 20)
-    train_rows, infer_rows = [], []
-    for pair in [p for p in pairs[:3] if p.kind in ("detector", "segmenter")]:
-        batch = 32 if pair.kind == "detector" else 8
-        batch = 2 if quick else batch
-        ours = train_images_per_second(pair.kind, pair.model, False, pair.size, batch, steps)
-        peer = train_images_per_second(pair.kind, pair.peer, True, pair.size, batch, steps)
-        madds = pair.complexity.get("madds", 1.0) / pair.complexity.get("peer_madds", 1.0)
-        train_rows.append([pair.name, pair.size, batch, _fmt(ours, 1), pair.peer_name,
-                           _fmt(peer, 1), _fmt(ours / peer, 2),
-                           _fmt(ours * madds / peer, 2)])  # fmt: skip
-        for b in (1, 2) if quick else (1, 32):
-            o = inference_ms(pair.model, False, pair.size, b, repeats)
-            p = inference_ms(pair.peer, True, pair.size, b, repeats)
-            infer_rows.append([pair.name, b, _fmt(o, 2), pair.peer_name, _fmt(p, 2),
-                               _fmt(p / o, 2)])  # fmt: skip
-        pair.model.eval()
-    text = title + f"{name}, torch {torch.__version__}, AMP dtype {_amp_dtype()}.\n\n"
+    device = torch.device("cuda")
+    train_rows, infer_rows = device_rows(pairs, quick, device)
+    text = title + f"{name}, torch {torch.__version__}, AMP dtype {_amp_dtype(device)}.\n\n"
     text += _table(["model", "input", "batch", "ours train img/s", "peer", "peer img/s",
                     "ours / peer", "per MAdd"], train_rows)  # fmt: skip
     text += "\n\n" + _table(["model", "batch", "ours ms", "peer", "peer ms", "peer / ours"],
                             infer_rows)  # fmt: skip
     return text
+
+
+def device_rows(
+    pairs: list[Any], quick: bool, device: torch.device
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Training and inference rows of the detector and segmenter pairs on ``device``."""
+    from benchmarks.suite import _fmt
+
+    steps, repeats = (2, 3) if quick else (10, 20)
+    train_rows, infer_rows = [], []
+    for pair in [p for p in pairs[:3] if p.kind in ("detector", "segmenter")]:
+        batch = 32 if pair.kind == "detector" else 8
+        batch = 2 if quick else batch
+        ours = train_images_per_second(
+            pair.kind, pair.model, False, pair.size, batch, steps, device
+        )
+        peer = train_images_per_second(pair.kind, pair.peer, True, pair.size, batch, steps, device)
+        madds = pair.complexity.get("madds", 1.0) / pair.complexity.get("peer_madds", 1.0)
+        train_rows.append([pair.name, pair.size, batch, _fmt(ours, 1), pair.peer_name,
+                           _fmt(peer, 1), _fmt(ours / peer, 2),
+                           _fmt(ours * madds / peer, 2)])  # fmt: skip
+        for b in (1, 2) if quick else (1, 32):
+            o = inference_ms(pair.model, False, pair.size, b, repeats, device)
+            p = inference_ms(pair.peer, True, pair.size, b, repeats, device)
+            infer_rows.append([pair.name, b, _fmt(o, 2), pair.peer_name, _fmt(p, 2),
+                               _fmt(p / o, 2)])  # fmt: skip
+        pair.model.eval()
+    return train_rows, infer_rows
