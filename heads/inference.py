@@ -7,8 +7,9 @@ which removes a full read and write of every activation map. Channels-last (NHWC
 layout oneDNN's depthwise and 1x1 kernels run fastest in on a CPU. On top of that, the
 network is traced once per input shape, frozen (weights become constants) and passed
 through ``torch.jit.optimize_for_inference``, which runs the convolutions as oneDNN ops on
-prepacked weights and fuses the adds and ReLUs it can (ReLU6 stays a separate clamp):
-1.3x (classifier) and 1.5x (SSDLite) faster than the eager folded model on 2 CPU cores.
+prepacked weights and fuses the adds and ReLUs it can (ReLU6 stays a separate clamp): at
+batch 1 on 2 CPU cores 1.55x (classifier), 1.16x (SSDLite, end to end) and 1.15x
+(DeepLabv3) faster than the eager folded model (benchmarks/results.md).
 Outputs equal the unfolded model's up to float rounding (about 1e-6 relative).
 """
 
