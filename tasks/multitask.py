@@ -48,7 +48,7 @@ class MultiTaskTask(BaseTask):
         seg_dropout: dropout before the segmentation classifier.
         weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a file.
         anchor_layout, frozen_stages, neg_pos_ratio, min_negatives, score_threshold,
-            nms_iou, max_detections, eval_backend: see ``DetectionTask``.
+            nms_iou, max_detections, eval_backend, channels_last: see ``DetectionTask``.
         loss_weighting: ``"fixed"``: ``det_weight * L_det + seg_weight * L_seg``;
             ``"uncertainty"``: Kendall et al. (CVPR 2018), ``sum_i w_i (exp(-s_i) L_i + s_i)``
             with one learned log-variance ``s_i`` per task (logged as ``train/weight_*``).
@@ -105,6 +105,7 @@ class MultiTaskTask(BaseTask):
         detection_checkpoint: str | None = None,
         segmentation_checkpoint: str | None = None,
         eval_backend: EvalBackend = "pycocotools",
+        channels_last: bool = False,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
@@ -152,6 +153,7 @@ class MultiTaskTask(BaseTask):
         self.image_size = image_size
         self.ignore_index = ignore_index
         self.eval_backend = eval_backend
+        self.channels_last = channels_last
         self.category_ids: list[int] = list(range(1, num_det_classes + 1))
         self.class_names: list[str] = [str(i) for i in range(num_det_classes)]
         self.seg_class_names: list[str] = [str(i) for i in range(num_seg_classes)]
@@ -241,6 +243,8 @@ class MultiTaskTask(BaseTask):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
         masks = self._masks(targets, images.shape[-2:])  # before the (costly) forward pass
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         outputs = self.model.forward_outputs(images)
         det = self.model.compute_loss(outputs, targets)
         loss_seg = self._seg_loss(outputs["seg_logits"], masks)

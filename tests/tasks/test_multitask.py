@@ -12,6 +12,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from PIL import Image
+from torch import Tensor
 
 from heads.deeplabv3 import deeplabv3_mobilenet_v2
 from heads.ssdlite import ssdlite_mobilenet_v2
@@ -231,3 +232,31 @@ def test_both_losses_fall_when_overfitting_a_few_images(tmp_path):
         losses.append((float(det), float(seg)))
     (det0, seg0), (det1, seg1) = losses[0], losses[-1]
     assert det1 < 0.5 * det0 and seg1 < 0.5 * seg0, losses[::10]
+
+
+def test_channels_last_training_is_the_same_function(tmp_path):
+    """The opt-in changes only the memory layout: the network sees NHWC images and, in
+    float64, computes the same loss and gradients."""
+    dm = _demo(tmp_path, batch_size=2)
+    dm.setup("fit")
+    images, targets = next(iter(dm.train_dataloader()))
+    targets = [{k: v.double() if v.is_floating_point() else v for k, v in t.items()}
+               for t in targets]  # fmt: skip
+
+    def step(channels_last: bool) -> tuple[Tensor, Tensor, list[bool]]:
+        torch.manual_seed(0)
+        task = MultiTaskTask(**SMALL, channels_last=channels_last).double()
+        seen: list[bool] = []
+        task.model.backbone.features[0][0].register_forward_pre_hook(
+            lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        loss = task.training_step((images.double(), targets), 0)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in task.parameters() if p.grad is not None])
+        return loss.detach(), grads, seen
+
+    loss, grads, seen = step(False)
+    loss_cl, grads_cl, seen_cl = step(True)
+    assert seen == [False] and seen_cl == [True]
+    torch.testing.assert_close(loss_cl, loss, rtol=1e-10, atol=0.0)
+    assert ((grads_cl - grads).norm() / grads.norm()).item() < 1e-10
