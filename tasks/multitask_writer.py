@@ -3,7 +3,6 @@ and the boxes as COCO results."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,45 +57,20 @@ class MultiTaskPredictionWriter(DetectionPredictionWriter):
         cat_ids = list(getattr(pl_module, "category_ids", []))
         colours = np.asarray(self.palette, dtype=np.float32).reshape(256, 3)
         for det in prediction:
-            path = Path(det["path"])
-            rel = (
-                path.relative_to(self._root) if path.is_relative_to(self._root) else Path(path.name)
-            )
-            image_id = self._ids.get(str(path), len(self._ids) + 1)
-            boxes, scores = det["boxes"].float().cpu(), det["scores"].float().cpu()
-            labels = det["labels"].cpu().tolist()
-            for box, score, label in zip(boxes.tolist(), scores.tolist(), labels, strict=True):
-                self._results.append(
-                    {
-                        "image_id": image_id,
-                        "file_name": str(rel),
-                        "category_id": cat_ids[label] if label < len(cat_ids) else label + 1,
-                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                        "score": score,
-                    }
-                )
+            path = det["path"]
+            boxes, scores, labels, keep = self.add_detections(det, cat_ids)
             mask = det["mask"].numpy()
-            target = self.output_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
             png = Image.fromarray(mask)
             png.putpalette(self.palette)
-            png.save(target.with_suffix(".png"))
+            png.save(self.target(path, ".png"))
             image = read_image(path).astype(np.float32)
             weight = np.where(mask[..., None] > 0, self.alpha, 0.0)
             blended = (1 - weight) * image + weight * colours[mask]
             picture = torch.from_numpy(blended.round().clip(0, 255).astype(np.uint8))
             picture = picture.permute(2, 0, 1).contiguous()
-            keep = scores >= self.draw_threshold
-            if keep.any():
-                text = [
-                    f"{names[lb] if lb < len(names) else lb} {s:.2f}"
-                    for lb, s in zip(
-                        torch.tensor(labels, dtype=torch.int64)[keep].tolist(),
-                        scores[keep].tolist(),
-                        strict=True,
-                    )
-                ]
-                picture = draw_bounding_boxes(
-                    picture, boxes[keep], labels=text, width=self.line_width
-                )
-            write_jpeg(picture, str(target.with_suffix(".jpg")), quality=90)
+            if keep:
+                text = [f"{names[labels[i]] if labels[i] < len(names) else labels[i]} "
+                        f"{scores[i]:.2f}" for i in keep]  # fmt: skip
+                kept = torch.tensor([boxes[i] for i in keep], dtype=torch.float32)
+                picture = draw_bounding_boxes(picture, kept, labels=text, width=self.line_width)
+            write_jpeg(picture, str(self.target(path, ".jpg")), quality=90)

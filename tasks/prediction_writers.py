@@ -142,25 +142,7 @@ class DetectionPredictionWriter(_FolderWriter):
         cat_ids = list(getattr(pl_module, "category_ids", []))
         for det in prediction:
             path = det["path"]
-            rel = self.relative(path)
-            image_id = self._ids.get(str(path), len(self._ids) + 1)
-            boxes = det["boxes"].float().cpu().tolist()
-            scores = det["scores"].float().cpu().tolist()
-            labels = det["labels"].cpu().tolist()
-            for box, score, label in zip(boxes, scores, labels, strict=True):
-                self._results.append(
-                    {
-                        "image_id": image_id,
-                        "file_name": rel.as_posix(),
-                        "category_id": cat_ids[label] if label < len(cat_ids) else label + 1,
-                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                        "score": score,
-                    }
-                )
-            keep = [i for i, s in enumerate(scores) if s >= self.draw_threshold]
-            self._drawn += len(keep)
-            self._images += 1
-            self._best = max([self._best, *scores])
+            boxes, scores, labels, keep = self.add_detections(det, cat_ids)
             drawn = draw_detections(
                 read_image(path),
                 [boxes[i] for i in keep],
@@ -170,6 +152,38 @@ class DetectionPredictionWriter(_FolderWriter):
                 self.line_width,
             )
             Image.fromarray(drawn).save(self.target(path, ".jpg"), quality=90)
+
+    def add_detections(
+        self, det: dict[str, Any], cat_ids: list[int]
+    ) -> tuple[list[list[float]], list[float], list[int], list[int]]:
+        """Add one image's detections (``path``, ``boxes``, ``scores``, ``labels``) to the
+        COCO results and to the counts of the closing report.
+
+        Returns:
+            The boxes, scores and labels as lists, and the indices of those to draw (score
+            at least ``draw_threshold``).
+        """
+        path = det["path"]
+        rel = self.relative(path)
+        image_id = self._ids.get(str(path), len(self._ids) + 1)
+        boxes = det["boxes"].float().cpu().tolist()
+        scores = det["scores"].float().cpu().tolist()
+        labels = det["labels"].cpu().tolist()
+        for box, score, label in zip(boxes, scores, labels, strict=True):
+            self._results.append(
+                {
+                    "image_id": image_id,
+                    "file_name": rel.as_posix(),
+                    "category_id": cat_ids[label] if label < len(cat_ids) else label + 1,
+                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    "score": score,
+                }
+            )
+        keep = [i for i, s in enumerate(scores) if s >= self.draw_threshold]
+        self._drawn += len(keep)
+        self._images += 1
+        self._best = max([self._best, *scores])
+        return boxes, scores, labels, keep
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         results, counts = self._results, [self._drawn, self._images]

@@ -5,6 +5,8 @@ checkpoints, bad input."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +60,8 @@ def test_demo_module_checks_its_arguments():
         DemoMultiTaskDataModule(num_classes=0)
 
 
-def test_demo_config_through_the_cli_fit_and_predict(tmp_path):
+def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     out = tmp_path / "run"
     common = [
         "-c", str(CONFIGS / "multitask_demo_ssdlite_deeplabv3_mobilenetv2.yaml"),
@@ -79,8 +82,11 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path):
             f"--trainer.callbacks.init_args.output_dir={preds}",
             "--model.init_args.score_threshold=0.0",
             "--trainer.enable_progress_bar=false",
+            "--draw_threshold=0.0",
         ]
     )  # fmt: skip
+    # the report counts the joint writer's images and drawn boxes like the detector's
+    assert re.search(r"on 2 images; [1-9]\d* drawn at score >= 0$", caplog.text, re.M)
     assert sorted(p.name for p in preds.glob("*.jpg")) == ["000000.jpg", "000001.jpg"]
     mask = np.asarray(Image.open(preds / "000000.png"))
     assert mask.shape == (80, 80) and mask.max() < 4
