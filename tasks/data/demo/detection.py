@@ -14,7 +14,14 @@ import numpy as np
 
 from tasks.data.cache import generate_once, resolve_root, spec_hash
 from tasks.data.coco import COCOAnnotations, COCODataModule
-from tasks.data.demo.shapes import SHAPES, draw_shape, random_color, soften, textured_background
+from tasks.data.demo.shapes import (
+    SHAPES,
+    check_scene_args,
+    draw_shape,
+    random_color,
+    soften,
+    textured_background,
+)
 from tasks.data.ssd_transforms import Augmentation
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
@@ -138,18 +145,9 @@ class DemoDetectionDataModule(COCODataModule):
         on_bad_sample: Literal["raise", "skip"] = "raise",
         predict_folder: str | None = None,
     ) -> None:
-        if not 1 <= num_classes <= len(SHAPES):
-            raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
-        if not 0 < min_object_size <= max_object_size < 1:
-            raise ValueError(
-                "need 0 < min_object_size <= max_object_size < 1, got "
-                f"{min_object_size} and {max_object_size}"
-            )
-        if num_train < 1 or num_val < 1 or max_objects < 1:
-            raise ValueError(
-                f"num_train, num_val and max_objects must be >= 1, got {num_train}, {num_val}, "
-                f"{max_objects}"
-            )
+        check_scene_args(
+            num_classes, num_train, num_val, max_objects, min_object_size, max_object_size
+        )
         self.spec = {
             "kind": "detection",
             "num_classes": num_classes,

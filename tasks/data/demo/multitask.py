@@ -22,7 +22,14 @@ from tasks.data.coco import COCOAnnotations
 from tasks.data.coco_joint import COCOJointDataModule
 from tasks.data.demo.detection import _box_iou
 from tasks.data.demo.segmentation import class_color
-from tasks.data.demo.shapes import SHAPES, draw_shape, shape_polygon, soften, textured_background
+from tasks.data.demo.shapes import (
+    SHAPES,
+    check_scene_args,
+    draw_shape,
+    shape_polygon,
+    soften,
+    textured_background,
+)
 from tasks.data.ssd_transforms import Augmentation
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
@@ -145,18 +152,9 @@ class DemoMultiTaskDataModule(COCOJointDataModule):
         eval_batch_size: int | None = None,
         on_bad_sample: Literal["raise", "skip"] = "raise",
     ) -> None:
-        if not 1 <= num_classes <= len(SHAPES):
-            raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
-        if not 0 < min_object_size <= max_object_size < 1:
-            raise ValueError(
-                "need 0 < min_object_size <= max_object_size < 1, got "
-                f"{min_object_size} and {max_object_size}"
-            )
-        if num_train < 1 or num_val < 1 or max_objects < 1:
-            raise ValueError(
-                f"num_train, num_val and max_objects must be >= 1, got {num_train}, {num_val}, "
-                f"{max_objects}"
-            )
+        check_scene_args(
+            num_classes, num_train, num_val, max_objects, min_object_size, max_object_size
+        )
         self.spec = {
             "kind": "multitask",
             "num_classes": num_classes,

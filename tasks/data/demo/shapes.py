@@ -87,3 +87,27 @@ def random_color(rng: np.random.Generator) -> tuple[int, int, int]:
 def soften(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     """A light random blur, so edges are not all pixel-sharp."""
     return image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.0, 0.8))))
+
+
+def check_scene_args(
+    num_classes: int,
+    num_train: int,
+    num_val: int,
+    max_objects: int,
+    min_object_size: float,
+    max_object_size: float,
+) -> None:
+    """The arguments of the generated object scenes (detection and joint demos): raise a
+    ``ValueError`` naming the first one out of range."""
+    if not 1 <= num_classes <= len(SHAPES):
+        raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
+    if not 0 < min_object_size <= max_object_size < 1:
+        raise ValueError(
+            "need 0 < min_object_size <= max_object_size < 1, got "
+            f"{min_object_size} and {max_object_size}"
+        )
+    if num_train < 1 or num_val < 1 or max_objects < 1:
+        raise ValueError(
+            f"num_train, num_val and max_objects must be >= 1, got {num_train}, {num_val}, "
+            f"{max_objects}"
+        )
