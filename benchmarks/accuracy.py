@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 
+from benchmarks.latency import OPENVINO
 from heads.inference import DetectorEnd2End
 from tasks.export import (
     export_onnx,
@@ -27,18 +28,6 @@ from tasks.export import (
     ort_session,
     quantize_int8,
 )
-
-
-def _openvino_available() -> bool:
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-OPENVINO = _openvino_available()
 
 
 def data_module_from_run(ckpt: Path) -> Any:

@@ -18,19 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks import throughput
 from benchmarks.timing import median_ms
 from heads.inference import optimize_for_inference
 
 
 def _targets(batch: int, size: int, labels: int, offset: int, device: Any) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(batch):
-        xy = torch.rand(3, 2, generator=g) * size * 0.6
-        wh = torch.rand(3, 2, generator=g) * size * 0.3 + size * 0.1
-        labels_ = torch.randint(0, labels, (3,), generator=g) + offset
-        out.append({"boxes": torch.cat([xy, xy + wh], 1).to(device), "labels": labels_.to(device)})
-    return out
+    """``benchmarks.throughput``'s fixed random targets, on ``device``."""
+    return [
+        {k: v.to(device) for k, v in t.items()}
+        for t in throughput._targets(batch, size, labels, offset)
+    ]
 
 
 def _device_ms(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
