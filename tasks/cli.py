@@ -43,6 +43,7 @@ from tasks.cli_session import (
     mobilezoo_parser_kwargs,
     parse_with_short_errors,
 )
+from tasks.data.io import BadSampleError
 from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
 from tasks.figures import EvaluationFigures
@@ -166,15 +167,24 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
     try:
         _run(args)
-    except (CheckpointError, AnnotationError) as err:
-        # Untrusted or unusable checkpoints and annotation files: one line naming the file
-        # and the problem, no traceback.
-        sys.stderr.write(f"mobilezoo: error: {err}\n")
+    except (CheckpointError, AnnotationError, BadSampleError) as err:
+        # Untrusted or unusable checkpoints, annotation files and images: one line naming
+        # the file and the problem, no traceback.
+        sys.stderr.write(f"mobilezoo: error: {_own_message(err)}\n")
         raise SystemExit(2) from None
     except SIGTERMException:
         # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
         # save first) but exits 0; job schedulers expect 128 + SIGTERM.
         raise SystemExit(143) from None
+
+
+def _own_message(err: Exception) -> str:
+    """``err``'s message; an error re-raised from a DataLoader worker carries the worker's
+    traceback in its message, whose last line is the original error."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def export_main(args: list[str]) -> None:

@@ -76,3 +76,23 @@ def test_yaml_is_loaded_safely(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         cli_main(["fit", "-c", str(CONFIG), "-c", str(evil)])
     assert not flag.exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cli_names_a_bad_file_in_one_line(tmp_path: Path, capsys, workers: int) -> None:
+    """An unreadable image ends the command with one line naming it (exit 2), also when a
+    DataLoader worker met it (its error then carries the worker's traceback)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["predict", "-c", str(CONFIG), f"--trainer.default_root_dir={tmp_path / 'run'}",
+                  f"--data.init_args.predict_dir={folder}",
+                  f"--data.init_args.num_workers={workers}",
+                  "--trainer.enable_progress_bar=false"])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1].startswith("mobilezoo: error: ") and "broken.jpg: not a readable image" in err[-1]
+    )
+    assert not any("Traceback" in line for line in err)
