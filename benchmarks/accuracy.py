@@ -108,13 +108,12 @@ class _OpenVINOSession:
     """An OpenVINO IR behind onnxruntime's ``run(None, feeds)``."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        from tasks.export.openvino import ov_compiled
+        from tasks.export.openvino import OpenVINORunner
 
-        self.compiled = ov_compiled(path, threads)
+        self.runner = OpenVINORunner(path, threads)
 
     def run(self, _: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self.compiled(feeds["images"])
-        return [np.asarray(result[o]) for o in self.compiled.outputs]
+        return self.runner(feeds["images"])
 
 
 def pruning_map_change(ckpt: str) -> tuple[float, float]:

@@ -264,12 +264,13 @@ def time_pair(
 
         cands["fast_raw"] = fast_raw
     if "ov_raw" in files:
-        from tasks.export.openvino import ov_compiled
+        from tasks.export.openvino import OpenVINORunner
 
         for key in [k for k in files if k.startswith("ov_")]:
-            compiled = ov_compiled(files[key], threads)
+            runner = OpenVINORunner(files[key], threads)
+            runner.compiled_for(xn.shape)  # compiled for this batch, as users run it
             name = {"ov_raw": "ov", "ov_raw_int8": "ov_int8"}.get(key, key)
-            cands[name] = lambda c=compiled: c(xn)
+            cands[name] = lambda r=runner: r(xn)
     with torch.inference_mode(False), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return interleaved_medians(cands, warmup, repeats)

@@ -286,6 +286,32 @@ def rank_within_group(groups: Tensor, num_groups: int) -> Tensor:
     return torch.empty_like(groups).scatter(1, order, rank_sorted)
 
 
+def best_pairs(probs: Tensor, k: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` best (anchor, class) pairs of each image, best first: ``probs [B, A, K]``
+    -> ``scores``, ``anchor_idx``, ``labels``, each ``[B, k]`` (all ``A * K`` pairs when
+    ``k`` is ``None`` or larger).
+
+    The same pairs as one top-k over all ``A * K`` scores (up to the order of equal
+    scores), found in fewer steps: every one of the ``k`` best pairs reaches the ``k``-th
+    best anchor's best score (``heads.postprocess.pair_floor``), so it lies in the row of
+    one of the ``k`` best anchors; the top-k runs over those rows, with the pairs below that
+    floor set to -1. A runtime's heap top-k pays for every pair that enters the heap: in
+    OpenVINO at 320 px with 80 classes this is 0.2 instead of 0.55 ms per image.
+    """
+    batch, num_anchors, num_classes = probs.shape
+    k = num_anchors * num_classes if k is None else min(k, num_anchors * num_classes)
+    if k >= num_anchors:  # every anchor may hold one of the k best pairs
+        scores, idx = probs.reshape(batch, -1).topk(k, dim=1)
+        return scores, idx // num_classes, idx % num_classes
+    best, anchors = probs.amax(dim=2).topk(k, dim=1)  # [B, k]: the k best anchors
+    # Their rows [B, k, K], taken as whole rows of [B * A, K] (a cheaper gather in runtimes).
+    flat_idx = (anchors + torch.arange(batch).unsqueeze(1) * num_anchors).flatten()
+    rows = probs.reshape(-1, num_classes).index_select(0, flat_idx).reshape(batch, k, -1)
+    rows = rows.masked_fill(rows < best[:, -1:, None], -1.0)
+    scores, idx = rows.reshape(batch, -1).topk(k, dim=1)
+    return scores, anchors.gather(1, idx // num_classes), idx % num_classes
+
+
 class DetectorEnd2End(DetectorRaw):
     """SSDLite with ``SSDPostprocessor``'s rule in batched, exportable form.
 
@@ -295,7 +321,8 @@ class DetectorEnd2End(DetectorRaw):
     per image by score.
 
     Forward: ``images [B, 3, H, W]`` -> ``boxes [D, 4]``, ``scores [D]``, ``labels [D]``
-    (int64, ``0..K-1``), ``batch_index [D]`` (int64); score-descending within each image.
+    (int64, ``0..K-1``), ``batch_index [D]`` (int64); image by image, score-descending
+    within each.
     """
 
     def candidates(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -315,27 +342,20 @@ class DetectorEnd2End(DetectorRaw):
         post = self.model.postprocessor
         cls_logits, box_deltas = self.model.forward_raw(images)
         probs = post.class_scores(cls_logits)  # [B, A, K]
-        batch, num_anchors, num_classes = probs.shape
-        pairs = num_anchors * num_classes
-        k = pairs if post.topk_candidates is None else min(post.topk_candidates, pairs)
-        # Prune first: one top-k over every (anchor, class) pair of an image (a static
-        # shape: sorting only the pairs above ``pair_floor`` measured no faster here).
-        scores, idx = probs.reshape(batch, pairs).topk(k, dim=1)  # [B, k], sorted
-        anchor_idx, labels = idx // num_classes, idx % num_classes
+        batch, _, num_classes = probs.shape
+        scores, anchor_idx, labels = best_pairs(probs, post.topk_candidates)  # [B, k]
         rank = rank_within_group(labels, num_classes)
         scores = torch.where(rank < post.topk_per_class, scores, torch.zeros_like(scores))
         deltas = box_deltas.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
         cand = self._boxes(deltas, self.anchors[anchor_idx], images.shape[-2:])  # [B, k, 4]
         # Each candidate's score in its class row, 0 in the others: [B, K, k].
-        class_scores = scores.new_zeros(batch, num_classes, k).scatter(
+        class_scores = scores.new_zeros(batch, num_classes, scores.shape[1]).scatter(
             1, labels.unsqueeze(1), scores.unsqueeze(1)
         )
         sel = _ClassWiseNMS.apply(cand, class_scores, post.nms_iou, post.score_threshold)
-        image, label, box = sel[:, 0], sel[:, 1], sel[:, 2]
-        kept_scores, order = scores[image, box].sort(descending=True)
-        image, label, box = image[order], label[order], box[order]
-        # Rank of each detection within its image -> the per-image cap.
-        in_image = (image.unsqueeze(1) == torch.arange(batch).unsqueeze(0)).long()
-        rank = in_image.cumsum(0).gather(1, image.unsqueeze(1)).squeeze(1) - 1
-        keep = rank < post.max_detections
-        return cand[image, box][keep], kept_scores[keep], label[keep], image[keep]
+        # Candidates are in score order, so the kept ones in (image, candidate) order are
+        # score-descending within each image, and a running count caps them per image.
+        kept = torch.zeros_like(scores).index_put((sel[:, 0], sel[:, 2]), torch.ones(()))
+        kept = (kept > 0) & (kept.cumsum(1) <= post.max_detections)
+        image, box = torch.nonzero(kept, as_tuple=True)
+        return cand[image, box], scores[image, box], labels[image, box], image

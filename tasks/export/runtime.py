@@ -54,12 +54,11 @@ class ExportedModel:
             raise ValueError(f"onnxruntime runs .onnx files, got {self.path.name}")
         self.runtime = runtime
         if runtime == "openvino":
-            from tasks.export.openvino import ov_compiled
+            from tasks.export.openvino import OpenVINORunner
 
-            compiled = ov_compiled(self.path, threads)
-            outputs = list(compiled.outputs)
-            self.output_names = [o.get_any_name() for o in outputs]
-            self._run = lambda x: [np.asarray(v) for v in _ov_values(compiled(x), outputs)]
+            runner = OpenVINORunner(self.path, threads)
+            self.output_names = runner.output_names
+            self._run = runner
         else:
             session = ort_session(self.path, threads)
             self.output_names = [o.name for o in session.get_outputs()]
@@ -87,10 +86,6 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         return f"ExportedModel({str(self.path)!r}, runtime={self.runtime!r})"
-
-
-def _ov_values(result: Any, outputs: list[Any]) -> list[Any]:
-    return [result[o] for o in outputs]
 
 
 def load_exported(

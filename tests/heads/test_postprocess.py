@@ -212,3 +212,26 @@ def test_pair_floor_never_cuts_one_of_the_k_best_pairs(strong: int) -> None:
     best_anchor_scores = probs.amax(-1).sort(dim=1, descending=True).values
     torch.testing.assert_close(floor, best_anchor_scores[:, k - 1 : k], rtol=0, atol=0)
     assert pair_floor(probs[:, :999], k) is None  # fewer anchors than k: no floor
+
+
+@pytest.mark.parametrize("strong", [0, 7, 300])  # anchors sharing one high score (ties)
+@pytest.mark.parametrize("k", [100, 1000, 5000])  # 5000: more than the anchors, no floor
+def test_best_pairs_are_the_k_best_of_all_pairs(strong: int, k: int) -> None:
+    """The exported graph's pruning (the k best anchors' rows, pairs below the floor
+    masked) finds the same k best scores as one top-k over every pair, each with its own
+    anchor and class."""
+    from heads.inference import best_pairs
+
+    gen = torch.Generator().manual_seed(strong)
+    probs = torch.softmax(torch.randn(2, 3000, 81, generator=gen) * 0.3, -1)[..., 1:]
+    probs[1, :strong] = 0.9 / 80
+    scores, anchors, labels = best_pairs(probs, k)
+    want = probs.reshape(2, -1).topk(min(k, probs[0].numel()), dim=1).values
+    torch.testing.assert_close(scores, want, rtol=0, atol=0)
+    assert (scores >= 0).all()  # no masked pair among them
+    for b in range(2):
+        torch.testing.assert_close(probs[b, anchors[b], labels[b]], scores[b], rtol=0, atol=0)
+        pairs = anchors[b] * 80 + labels[b]
+        assert len(pairs.unique()) == len(pairs)  # k distinct pairs
+    everything, _, _ = best_pairs(probs, None)
+    assert everything.shape == (2, 3000 * 80)

@@ -96,6 +96,7 @@ def _assert_graph_equals_model(model: nn.Module, images: torch.Tensor) -> None:
     with torch.no_grad():
         expected = model(images)
         boxes, scores, labels, index = graph(images)
+    assert (index.diff() >= 0).all()  # grouped by image
     for i, det in enumerate(expected):
         sel = index == i
         assert 0 < len(det["scores"]) == int(sel.sum()) <= model.postprocessor.max_detections
@@ -118,6 +119,17 @@ def test_detector_end2end_per_class_cap_binds(detector: nn.Module) -> None:
     model.postprocessor.topk_per_class = 7
     _assert_graph_equals_model(
         model, torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    )
+
+
+def test_detector_end2end_budget_below_the_anchor_count(detector: nn.Module) -> None:
+    """With fewer candidates than anchors (320 px: 1000 of 2034) the graph looks only at
+    the best anchors' rows: still exactly the model's detections."""
+    model = copy.deepcopy(detector)
+    model.postprocessor.topk_candidates = 120  # of 330 anchors
+    model.postprocessor.max_detections = 60
+    _assert_graph_equals_model(
+        model, torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(4))
     )
 
 

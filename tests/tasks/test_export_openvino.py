@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -77,6 +78,7 @@ def test_detector_openvino_raw_and_end2end_like_the_model(tmp_path: Path) -> Non
 
     torch.manual_seed(0)
     model = ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35, image_size=128)
+    model.postprocessor.topk_candidates = 150  # of 330 anchors: the graph prunes by anchor
     _calibrate_batchnorm(model, torch.randn(8, 3, 128, 128))
     result = export(
         model, str(tmp_path), name="det", image_size=128, format="openvino",
@@ -102,6 +104,40 @@ def test_detector_openvino_raw_and_end2end_like_the_model(tmp_path: Path) -> Non
     # these images: allow fp32 rounding of that size.
     for key in ("cls_logits", "box_deltas", "anchors"):
         torch.testing.assert_close(got[key], raw[key], atol=5e-4, rtol=1e-4)
+
+
+def test_openvino_runner_compiles_each_input_shape_static(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenVINO runs static shapes faster: the runner compiles the dynamic-batch IR once
+    per input shape, up to ``MAX_STATIC_SHAPES``, then runs the dynamic model."""
+    import openvino as ov
+
+    from tasks.export import openvino as ov_export
+
+    torch.manual_seed(0)
+    model = mobilenet_v2_classifier(num_classes=4, width_mult=0.35).eval()
+    export(model, str(tmp_path), name="cls", image_size=64, format="openvino", printer=None)
+    monkeypatch.setattr(ov_export, "MAX_STATIC_SHAPES", 2)
+    runner = ov_export.OpenVINORunner(tmp_path / "cls.xml")
+    assert runner.output_names == ["logits"]
+    shapes = [(b, 3, 64, 64) for b in (1, 2, 3)]
+    compiled = [runner.compiled_for(s) for s in shapes]
+    assert [c.input(0).get_partial_shape() for c in compiled] == [
+        ov.PartialShape([1, 3, 64, 64]), ov.PartialShape([2, 3, 64, 64]),
+        ov.PartialShape([-1, 3, 64, 64]),  # past the cap: the file's dynamic batch
+    ]  # fmt: skip
+    assert runner.compiled_for(shapes[0]) is compiled[0]  # compiled once
+    for b in (1, 3):
+        x = torch.randn(b, 3, 64, 64)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        (got,) = runner(x.numpy())
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    # A wrong shape is named before anything is compiled (a fresh runner: an exception's
+    # traceback would keep this one's compiled models alive past the test).
+    with pytest.raises(ValueError, match=r"cls.xml takes inputs of shape \[\?,3,64,64\]"):
+        ov_export.OpenVINORunner(tmp_path / "cls.xml").compiled_for((1, 3, 96, 96))
 
 
 def test_bad_format_and_runtime_are_named(tmp_path: Path) -> None:
