@@ -295,7 +295,8 @@ def best_pairs(probs: Tensor, k: int | None) -> tuple[Tensor, Tensor, Tensor]:
     scores), found in fewer steps: every one of the ``k`` best pairs reaches the ``k``-th
     best anchor's best score (``heads.postprocess.pair_floor``), so it lies in the row of
     one of the ``k`` best anchors; the top-k runs over those rows, with the pairs below that
-    floor set to -1. A runtime's heap top-k pays for every pair that enters the heap: in
+    floor set to 0 (a score of 0 never passes the threshold, so which of them fill a tie
+    does not matter). A runtime's heap top-k pays for every pair that enters the heap: in
     OpenVINO at 320 px with 80 classes this is 0.2 instead of 0.55 ms per image.
     """
     batch, num_anchors, num_classes = probs.shape
@@ -307,7 +308,7 @@ def best_pairs(probs: Tensor, k: int | None) -> tuple[Tensor, Tensor, Tensor]:
     # Their rows [B, k, K], taken as whole rows of [B * A, K] (a cheaper gather in runtimes).
     flat_idx = (anchors + torch.arange(batch).unsqueeze(1) * num_anchors).flatten()
     rows = probs.reshape(-1, num_classes).index_select(0, flat_idx).reshape(batch, k, -1)
-    rows = rows.masked_fill(rows < best[:, -1:, None], -1.0)
+    rows = rows * (rows >= best[:, -1:, None])  # 0 below the floor (a where is slower)
     scores, idx = rows.reshape(batch, -1).topk(k, dim=1)
     return scores, anchors.gather(1, idx // num_classes), idx % num_classes
 
