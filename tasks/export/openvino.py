@@ -122,7 +122,9 @@ class OpenVINORunner:
         compiled = self.compiled_for(images.shape)
         if compiled not in self._requests:
             self._requests[compiled] = compiled.create_infer_request()
-        result = self._requests[compiled].infer(images)
+        # zero-copy input (as ``CompiledModel.__call__`` does); outputs are copied, so they
+        # outlive the next call
+        result = self._requests[compiled].infer(images, share_inputs=True)
         return [np.asarray(result[o]) for o in compiled.outputs]
 
 
