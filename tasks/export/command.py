@@ -169,13 +169,13 @@ def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, ima
     if check:
         result.parity.append(check_joint_parity(path, model, check_images))
     if format == "openvino":
-        from tasks.export.openvino import export_openvino, openvino_runner
+        from tasks.export.openvino import OpenVINORunner, export_openvino
 
         xml = export_openvino(path)
         result.files.append(xml)
         if check:
             result.parity.append(check_joint_parity(
-                xml, model, check_images, runner=openvino_runner(xml), runtime="openvino"
+                xml, model, check_images, runner=OpenVINORunner(xml), runtime="openvino"
             ))  # fmt: skip
     if printer is not None:
         printer(str(result))
@@ -186,12 +186,12 @@ def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, ima
 
 
 def _openvino(onnx_path: Path, graph: Any, form: str, images: Any, result: ExportResult) -> Path:
-    from tasks.export.openvino import export_openvino, openvino_runner
+    from tasks.export.openvino import OpenVINORunner, export_openvino
 
     xml = export_openvino(onnx_path)
     if images is not None:
         report = check_parity(
-            xml, graph, form, images, runner=openvino_runner(xml), runtime="openvino"
+            xml, graph, form, images, runner=OpenVINORunner(xml), runtime="openvino"
         )
         result.parity.append(report)
     return xml

@@ -17,8 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from heads.joint import SSDLiteDeepLabV3
-from tasks.export.onnx import ort_session
-from tasks.export.parity import ParityReport, Runner
+from tasks.export.parity import ParityReport, Runner, onnxruntime_runner
 
 JOINT_OUTPUTS = ("cls_logits", "box_deltas", "seg_logits", "anchors")
 
@@ -90,9 +89,7 @@ def check_joint_parity(
         runtime: the runtime's name, for the report.
     """
     path = Path(path)
-    if runner is None:
-        session = ort_session(path)
-        runner = lambda x: session.run(None, {"images": x})  # noqa: E731
+    runner = runner or onnxruntime_runner(path)
     out = list(runner(images.numpy()))
     graph = JointRaw(model, tuple(images.shape[-2:])).eval()
     with torch.no_grad():

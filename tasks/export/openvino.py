@@ -20,7 +20,6 @@ import numpy as np
 from torch import Tensor
 
 from tasks.export.loading import ModelKind
-from tasks.export.parity import Runner
 
 
 def _ov() -> Any:
@@ -126,11 +125,6 @@ class OpenVINORunner:
         # outlive the next call
         result = self._requests[compiled].infer(images, share_inputs=True)
         return [np.asarray(result[o]) for o in compiled.outputs]
-
-
-def openvino_runner(path: Path, threads: int | None = None) -> Runner:
-    """A parity ``Runner`` of an IR: outputs in the model's output order."""
-    return OpenVINORunner(path, threads)
 
 
 def quantize_openvino_int8(
