@@ -98,7 +98,11 @@ class OpenVINORunner:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
-        model = _core().read_model(str(path))
+        try:
+            model = _core().read_model(str(path))
+        except RuntimeError as err:  # OpenVINO's message names its own source, not the file
+            reason = [line for line in str(err).splitlines() if line.strip()][-1]
+            raise ValueError(f"{self.path}: not a readable OpenVINO model ({reason})") from err
         self.output_names = [o.get_any_name() for o in model.outputs]
         self.input_shape = model.input(0).get_partial_shape()
         self._compiled: dict[tuple[int, ...] | None, Any] = {}  # None: the dynamic model

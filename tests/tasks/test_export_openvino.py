@@ -140,6 +140,11 @@ def test_openvino_runner_compiles_each_input_shape_static(
     # traceback would keep this one's compiled models alive past the test).
     with pytest.raises(ValueError, match=r"cls.xml takes inputs of shape \[\?,3,64,64\]"):
         ov_export.OpenVINORunner(tmp_path / "cls.xml").compiled_for((1, 3, 96, 96))
+    # A damaged file (weights cut short) is named, with OpenVINO's reason.
+    bin_path = tmp_path / "cls.bin"
+    bin_path.write_bytes(bin_path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"cls.xml: not a readable OpenVINO model \(Incorrect"):
+        ov_export.OpenVINORunner(tmp_path / "cls.xml")
 
 
 def test_bad_format_and_runtime_are_named(tmp_path: Path) -> None:
