@@ -1,7 +1,8 @@
 """The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
 ``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``), ``mobilezoo weights``
 and ``mobilezoo convert`` (named weights, TF import; see ``tasks.tf_import.cli``) and
-``mobilezoo plot`` (the curves of a finished run; see ``tasks.plots``)."""
+``mobilezoo plot`` (the curves of a finished run; see ``tasks.plots``) and ``mobilezoo
+configs`` (the shipped recipes, which ``-c <name>`` also finds; see ``tasks.configs``)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from tasks.cli_session import (
     mobilezoo_parser_kwargs,
     parse_with_short_errors,
 )
+from tasks.configs import resolve_config_args
 from tasks.data.io import BadSampleError
 from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
@@ -218,6 +220,11 @@ def export_main(args: list[str]) -> None:
 
 def _run(args: list[str] | None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["configs"]:
+        from tasks.configs import configs_main
+
+        configs_main(argv[1:])
+        return
     if argv[:1] == ["export"]:
         export_main(argv[1:])
         return
@@ -231,6 +238,13 @@ def _run(args: list[str] | None) -> None:
 
         plot_main(argv[1:])
         return
+    # -c <recipe name>: the shipped config of that name (also from an installed wheel)
+    resolved = resolve_config_args(argv)
+    if resolved != argv:
+        if args is None:
+            sys.argv[1:] = resolved  # LightningCLI warns when given args outside Python
+        else:
+            args = resolved
     MobileZooCLI(
         BaseTask,
         LightningDataModule,
