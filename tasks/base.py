@@ -95,6 +95,15 @@ class BaseTask(LightningModule):
         # With the data order kept by the data module, the RNG state is all a resumed run
         # needs to replay dropout exactly.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        # The input normalization the run trained with: an export records it, so that the
+        # exported file can be fed raw images (tasks.export.metadata)
+        data = self._trainer.datamodule if self._trainer is not None else None
+        mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+        if mean is not None and std is not None:
+            checkpoint["normalization"] = {
+                "mean": list(map(float, mean)),
+                "std": list(map(float, std)),
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_finite(checkpoint.get("state_dict", {}), "the checkpoint being loaded")

@@ -167,6 +167,7 @@ class DetectionTask(BaseTask):
                 self._evaluators[name] = COCOEvaluator(dm.ground_truth(name), self.eval_backend)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["category_ids"] = self.category_ids
         checkpoint["class_names"] = self.class_names
 

@@ -29,6 +29,7 @@ from lightning.pytorch import LightningDataModule
 
 from heads.inference import DetectorEnd2End, DetectorRaw
 from tasks.export.loading import ModelKind, images_from_data, load_model, model_kind
+from tasks.export.metadata import ExportInfo, describe, stamp
 from tasks.export.onnx import export_onnx
 from tasks.export.parity import ParityReport, check_parity
 from tasks.export.quantization import quantize_int8
@@ -130,23 +131,27 @@ def export(
         )
     result = ExportResult(kind)
     if kind == "joint":
+        info = describe(source, model, kind, "joint", size, builder_args)
         return _export_joint(model, out / f"{stem}.onnx", size, opset, images, check, int8,
-                             format, num_check_images, result, printer)  # fmt: skip
+                             format, num_check_images, result, printer, info)  # fmt: skip
     for form in forms:
+        info = describe(source, model, kind, form, size, builder_args)
         graph = {"raw": DetectorRaw, "end2end": DetectorEnd2End}.get(form)
         graph = graph(model, size) if graph else model
         path = out / f"{stem}{'_end2end' if form == 'end2end' else ''}.onnx"
         result.files.append(export_onnx(graph, form, path, size, opset))
+        stamp(path, info)
         check_images = images[:num_check_images]
         if check:
             result.parity.append(check_parity(path, graph, form, check_images))
         if format == "openvino":
             result.files.append(
-                _openvino(path, graph, form, check_images if check else None, result)
+                _openvino(path, graph, form, check_images if check else None, result, info)
             )
         if int8:
             calibration = images[:num_calibration_images]
             result.files.append(_int8(result.files[-1], calibration, kind))
+            stamp(result.files[-1], info)
     if printer is not None:
         printer(str(result))
     if not result.passed:
@@ -157,7 +162,8 @@ def export(
 
 def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, images: Any,
                   check: bool, int8: bool, format: str, num_check_images: int,
-                  result: ExportResult, printer: Callable[[str], None] | None) -> ExportResult:  # fmt: skip
+                  result: ExportResult, printer: Callable[[str], None] | None,
+                  info: ExportInfo) -> ExportResult:  # fmt: skip
     """The joint detection + segmentation model: one graph with both outputs (ONNX, and an
     OpenVINO IR converted from it with ``format="openvino"``), each checked."""
     from tasks.export.joint import check_joint_parity, export_joint
@@ -165,6 +171,7 @@ def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, ima
     if int8:
         raise ValueError("the joint model exports in fp32 only (no int8 yet)")
     result.files.append(export_joint(model, path, size, opset))
+    stamp(path, info)
     check_images = images[:num_check_images]
     if check:
         result.parity.append(check_joint_parity(path, model, check_images))
@@ -172,6 +179,7 @@ def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, ima
         from tasks.export.openvino import OpenVINORunner, export_openvino
 
         xml = export_openvino(path)
+        stamp(xml, info)
         result.files.append(xml)
         if check:
             result.parity.append(check_joint_parity(
@@ -185,10 +193,12 @@ def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, ima
     return result
 
 
-def _openvino(onnx_path: Path, graph: Any, form: str, images: Any, result: ExportResult) -> Path:
+def _openvino(onnx_path: Path, graph: Any, form: str, images: Any, result: ExportResult,
+              info: ExportInfo) -> Path:  # fmt: skip
     from tasks.export.openvino import OpenVINORunner, export_openvino
 
     xml = export_openvino(onnx_path)
+    stamp(xml, info)
     if images is not None:
         report = check_parity(
             xml, graph, form, images, runner=OpenVINORunner(xml), runtime="openvino"
