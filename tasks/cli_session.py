@@ -26,6 +26,8 @@ EXTRA_COMMANDS = {
     "export": "ONNX or OpenVINO export of a checkpoint or builder, parity check, int8 (see "
     "`mobilezoo export --help`)",
     "plot": "draw the curves of a finished run as PNG files (`mobilezoo plot RUN_DIR`)",
+    "configs": "list the shipped recipes, which `-c <name>` runs, or copy one "
+    "(`mobilezoo configs copy NAME [DEST]`)",
     "weights": "list the named trained weights (`weights=` entries)",
     "convert": "convert a TF Lite / frozen graph / TF checkpoint file to a state dict "
     "(`mobilezoo convert FILE --output model.pt`)",
