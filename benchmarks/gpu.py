@@ -19,16 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks import throughput
-from benchmarks.timing import median_ms
+from benchmarks.timing import fmt, markdown_table, median_ms
 from heads.inference import optimize_for_inference
-
-
-def _targets(batch: int, size: int, labels: int, offset: int, device: Any) -> list[dict]:
-    """``benchmarks.throughput``'s fixed random targets, on ``device``."""
-    return [
-        {k: v.to(device) for k, v in t.items()}
-        for t in throughput._targets(batch, size, labels, offset)
-    ]
 
 
 def _device_ms(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
@@ -75,12 +67,12 @@ def train_images_per_second(
             out = model(x)
             return F.cross_entropy((out["out"] if peer else out).float(), y)
     elif peer:
-        targets, images = _targets(batch, size, 90, 1, device), list(x)
+        targets, images = throughput.random_targets(batch, size, 90, 1, device), list(x)
 
         def loss() -> Tensor:
             return sum(model(images, targets).values())
     else:
-        targets = _targets(batch, size, 80, 0, device)
+        targets = throughput.random_targets(batch, size, 80, 0, device)
 
         def loss() -> Tensor:
             return model.compute_loss(model.forward_outputs(x), targets)["loss"]
@@ -125,15 +117,14 @@ def gpu_section(pairs: list[Any], quick: bool) -> str:
     title = "## GPU (CUDA, AMP, channels-last)\n\n"
     if not torch.cuda.is_available():
         return title + "No CUDA device in this run: the GPU section was not run."
-    from benchmarks.suite import _table
 
     name = torch.cuda.get_device_name(0)
     device = torch.device("cuda")
     train_rows, infer_rows = device_rows(pairs, quick, device)
     text = title + f"{name}, torch {torch.__version__}, AMP dtype {_amp_dtype(device)}.\n\n"
-    text += _table(["model", "input", "batch", "ours train img/s", "peer", "peer img/s",
+    text += markdown_table(["model", "input", "batch", "ours train img/s", "peer", "peer img/s",
                     "ours / peer", "per MAdd"], train_rows)  # fmt: skip
-    text += "\n\n" + _table(["model", "batch", "ours ms", "peer", "peer ms", "peer / ours"],
+    text += "\n\n" + markdown_table(["model", "batch", "ours ms", "peer", "peer ms", "peer / ours"],
                             infer_rows)  # fmt: skip
     return text
 
@@ -142,7 +133,6 @@ def device_rows(
     pairs: list[Any], quick: bool, device: torch.device
 ) -> tuple[list[list[Any]], list[list[Any]]]:
     """Training and inference rows of the detector and segmenter pairs on ``device``."""
-    from benchmarks.suite import _fmt
 
     steps, repeats = (2, 3) if quick else (10, 20)
     train_rows, infer_rows = [], []
@@ -154,13 +144,13 @@ def device_rows(
         )
         peer = train_images_per_second(pair.kind, pair.peer, True, pair.size, batch, steps, device)
         madds = pair.complexity.get("madds", 1.0) / pair.complexity.get("peer_madds", 1.0)
-        train_rows.append([pair.name, pair.size, batch, _fmt(ours, 1), pair.peer_name,
-                           _fmt(peer, 1), _fmt(ours / peer, 2),
-                           _fmt(ours * madds / peer, 2)])  # fmt: skip
+        train_rows.append([pair.name, pair.size, batch, fmt(ours, 1), pair.peer_name,
+                           fmt(peer, 1), fmt(ours / peer, 2),
+                           fmt(ours * madds / peer, 2)])  # fmt: skip
         for b in (1, 2) if quick else (1, 32):
             o = inference_ms(pair.model, False, pair.size, b, repeats, device)
             p = inference_ms(pair.peer, True, pair.size, b, repeats, device)
-            infer_rows.append([pair.name, b, _fmt(o, 2), pair.peer_name, _fmt(p, 2),
-                               _fmt(p / o, 2)])  # fmt: skip
+            infer_rows.append([pair.name, b, fmt(o, 2), pair.peer_name, fmt(p, 2),
+                               fmt(p / o, 2)])  # fmt: skip
         pair.model.eval()
     return train_rows, infer_rows

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks import latency, throughput
-from benchmarks.timing import SETTLE_S, interleaved_medians
+from benchmarks.timing import SETTLE_S, fmt, interleaved_medians, markdown_table
 
 OUT_DIR = Path(__file__).parent
 
@@ -45,18 +45,6 @@ class Options:
     coco_images: int = 5000
     output_dir: Path = OUT_DIR
     accuracy: dict[str, str] = field(default_factory=dict)  # kind -> checkpoint
-
-
-def _fmt(v: float | None, digits: int = 1) -> str:
-    if v is None or v != v:
-        return "-"
-    return f"{v:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def run(opts: Options) -> str:
@@ -139,7 +127,7 @@ def _complexity_section(pairs: list[latency.Pair]) -> str:
         rows.append([pair.peer_name, pair.size, f"{c['peer_params'] / 1e6:.3f}M", "",
                      f"{c['peer_madds'] / 1e9:.3f}G", ""])  # fmt: skip
     header = ["model", "input", "params", "paper params", "MAdds", "paper MAdds"]
-    return "## Size and multiply-adds\n\n" + _table(header, rows)
+    return "## Size and multiply-adds\n\n" + markdown_table(header, rows)
 
 
 def _latency(pairs: list[latency.Pair], opts: Options) -> dict[tuple[int, int], dict]:
@@ -194,9 +182,9 @@ def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
                 if pair.kind == "detector" and peer != "peer_eager":
                     peer_label += " raw"
                 peer_ms = r.get(peer)
-                ratio = _fmt(peer_ms / r[ours], 2) if peer_ms else "-"
-                rows.append([pair.name, batch, label, _fmt(r[ours]), pair.peer_name,
-                             peer_label, _fmt(peer_ms), ratio])  # fmt: skip
+                ratio = fmt(peer_ms / r[ours], 2) if peer_ms else "-"
+                rows.append([pair.name, batch, label, fmt(r[ours]), pair.peer_name,
+                             peer_label, fmt(peer_ms), ratio])  # fmt: skip
     note = (
         "Detector peers in onnxruntime and OpenVINO run their raw network (backbone + head, "
         "no resize and no NMS: torchvision's NMS loops over images and does not export with "
@@ -207,7 +195,7 @@ def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
         "threads, and threads spinning after one session's run would take the cores from "
         "the next path timed."
     )
-    return "## CPU latency (ms)\n\n" + _table(header, rows) + "\n\n" + note
+    return "## CPU latency (ms)\n\n" + markdown_table(header, rows) + "\n\n" + note
 
 
 def _met(value: float, target: float, at_most: bool = True) -> str:
@@ -229,7 +217,7 @@ def _parity_section(opts: Options) -> str:
         "within 1e-4 absolute plus 1e-4 relative of PyTorch, and an end-to-end detector keeps "
         "the same detections (candidates whose scores tie exactly may be swapped; counted)."
     )
-    return "## Export parity (ONNX and OpenVINO)\n\n" + _table(HEADER, rows) + "\n\n" + note
+    return "## Export parity (ONNX and OpenVINO)\n\n" + markdown_table(HEADER, rows) + "\n\n" + note
 
 
 def _end2end_section(pairs: list[latency.Pair], lat: dict) -> str:
@@ -247,10 +235,10 @@ def _end2end_section(pairs: list[latency.Pair], lat: dict) -> str:
                 continue
             ratio = r[e2e] / r[raw]
             target = _met(ratio, 1.15) if batch == 1 and "int8" not in runtime else ""
-            rows.append([runtime, batch, _fmt(r[raw]), _fmt(r[e2e]), f"{ratio:.2f}x", target])
+            rows.append([runtime, batch, fmt(r[raw]), fmt(r[e2e]), f"{ratio:.2f}x", target])
     header = ["runtime", "batch", "raw ms", "end-to-end ms", "end-to-end / raw",
               "target <= 1.15x (batch 1, fp32)"]  # fmt: skip
-    return "## Detector: end-to-end against the raw network\n\n" + _table(header, rows)
+    return "## Detector: end-to-end against the raw network\n\n" + markdown_table(header, rows)
 
 
 def _pytorch_vs_ort_section(pairs: list[latency.Pair], lat: dict) -> str:
@@ -261,12 +249,17 @@ def _pytorch_vs_ort_section(pairs: list[latency.Pair], lat: dict) -> str:
             ort_key = "ort_end2end" if pair.kind == "detector" else "ort"
             ratio = r["fast"] / r[ort_key]
             eager_ratio = r["fast_eager"] / r[ort_key]
-            rows.append([pair.name, batch, _fmt(r["fast"]), _fmt(r[ort_key]),
+            rows.append([pair.name, batch, fmt(r["fast"]), fmt(r[ort_key]),
                          f"{ratio:.2f}x", f"{eager_ratio:.2f}x", _met(ratio, 1.25)])  # fmt: skip
     header = ["model", "batch", "PyTorch fast, compiled ms", "onnxruntime fp32 ms",
               "compiled / onnxruntime", "eager fast / onnxruntime", "target <= 1.25x"]  # fmt: skip
     note = "Detector: both end-to-end (network, decoding, pruning, NMS)."
-    return "## PyTorch fast path against onnxruntime\n\n" + _table(header, rows) + "\n\n" + note
+    return (
+        "## PyTorch fast path against onnxruntime\n\n"
+        + markdown_table(header, rows)
+        + "\n\n"
+        + note
+    )
 
 
 def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
@@ -304,14 +297,14 @@ def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
         rows.append(["fastest fp32 runtime for the classifier, batch 1",
                      f"{'OpenVINO' if best == 'ov' else 'onnxruntime'} "
                      f"({cls1['ort'] / cls1['ov']:.2f}x onnxruntime / OpenVINO)"])  # fmt: skip
-    return "## Targets\n\n" + _table(["target", "measured"], rows)
+    return "## Targets\n\n" + markdown_table(["target", "measured"], rows)
 
 
 def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
-    return training_table(pairs, opts) + "\n\n" + _loader_section(pairs, opts)
+    return trainingmarkdown_table(pairs, opts) + "\n\n" + _loader_section(pairs, opts)
 
 
-def training_table(pairs: list[latency.Pair], opts: Options) -> str:
+def trainingmarkdown_table(pairs: list[latency.Pair], opts: Options) -> str:
     """The training-throughput table of the first three pairs (and a channels-last row
     for the segmenter), as Markdown with its note. ``pair.complexity`` must be set."""
     rows = []
@@ -332,10 +325,10 @@ def training_table(pairs: list[latency.Pair], opts: Options) -> str:
         c = pair.complexity
         per_madd = ours * c["madds"] / (peer * c["peer_madds"])
         target = _met(per_madd, 1.0, at_most=False) if pair.kind != "classifier" else ""
-        rows.append([pair.name + layout, pair.size, batch, _fmt(ours, 2), pair.peer_name + layout,
-                     _fmt(peer, 2), _fmt(ours / peer, 2), f"{per_madd:.2f}x", target])  # fmt: skip
+        rows.append([pair.name + layout, pair.size, batch, fmt(ours, 2), pair.peer_name + layout,
+                     fmt(peer, 2), fmt(ours / peer, 2), f"{per_madd:.2f}x", target])  # fmt: skip
     text = "## Training throughput (one SGD step: forward, loss, backward, update)\n\n"
-    text += _table(["model", "input", "batch", "ours img/s", "peer", "peer img/s",
+    text += markdown_table(["model", "input", "batch", "ours img/s", "peer", "peer img/s",
                     "ours / peer", "per MAdd (ours MAdd/s / peer MAdd/s)",
                     "target >= 1.0x"], rows)  # fmt: skip
     note = (
@@ -390,8 +383,8 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
         pair.model.eval()
         # Loading one image takes 1/per_worker s on one worker; training on it 1/step s.
         fraction = step / per_worker
-        rows.append([type(dm).__name__, f"{side}x{side}", _fmt(per_worker, 0),
-                     f"{1e3 / per_worker:.1f}", _fmt(step, 1), f"{fraction:.0%}"])  # fmt: skip
+        rows.append([type(dm).__name__, f"{side}x{side}", fmt(per_worker, 0),
+                     f"{1e3 / per_worker:.1f}", fmt(step, 1), f"{fraction:.0%}"])  # fmt: skip
     real.cleanup()
     note = (
         "Fraction = time to load and augment an image on one worker / time to train on it "
@@ -400,7 +393,7 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
     )
     header = ["data module (train, augmented)", "image", "img/s per worker", "ms per image",
               "train img/s (ours, same size)", "load / train time"]  # fmt: skip
-    return "## Data loading\n\n" + _table(header, rows) + "\n\n" + note
+    return "## Data loading\n\n" + markdown_table(header, rows) + "\n\n" + note
 
 
 def _coco_section(opts: Options) -> str:
@@ -410,9 +403,9 @@ def _coco_section(opts: Options) -> str:
             seconds = throughput.coco_eval_seconds(opts.coco_images, backend)
         except ImportError:
             continue
-        rows.append([backend, opts.coco_images, opts.coco_images * 100, _fmt(seconds, 1)])
+        rows.append([backend, opts.coco_images, opts.coco_images * 100, fmt(seconds, 1)])
     header = ["backend", "images", "detections", "seconds (evaluate + accumulate + summarize)"]
-    return "## COCO evaluation time\n\n" + _table(header, rows)
+    return "## COCO evaluation time\n\n" + markdown_table(header, rows)
 
 
 def _peak_section(pairs: list[latency.Pair], lat: dict, peak: float, busy: float | None) -> str:
@@ -423,8 +416,8 @@ def _peak_section(pairs: list[latency.Pair], lat: dict, peak: float, busy: float
         key = min((k for k in fp32 if k in r), key=lambda k: r[k])
         gflops = 2 * pair.complexity["madds"] * 8 / (r[key] / 1e3) / 1e9
         int8 = min((r[k] for k in ("int8", "ov_int8") if k in r), default=None)
-        rows.append([pair.name, key, _fmt(r[key]), _fmt(gflops, 1), f"{gflops / peak:.0%}",
-                     _fmt(int8)])  # fmt: skip
+        rows.append([pair.name, key, fmt(r[key]), fmt(gflops, 1), f"{gflops / peak:.0%}",
+                     fmt(int8)])  # fmt: skip
     header = ["model (batch 8)", "fastest fp32 path", "ms", "achieved GFLOP/s",
               f"fraction of fp32 matmul peak ({peak:.0f} GFLOP/s)", "fastest int8 ms"]  # fmt: skip
     if busy is None:
@@ -441,7 +434,7 @@ def _peak_section(pairs: list[latency.Pair], lat: dict, peak: float, busy: float
         f"({torch.get_num_threads()} threads), before anything else of the suite ran; {state}. "
         "int8 paths are listed apart: integer arithmetic is not measured against an fp32 peak."
     )
-    return "## Achieved throughput\n\n" + _table(header, rows) + "\n\n" + note
+    return "## Achieved throughput\n\n" + markdown_table(header, rows) + "\n\n" + note
 
 
 def _plot(pairs: list[latency.Pair], lat: dict, path: Path, threads: int) -> None:

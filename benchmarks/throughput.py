@@ -53,7 +53,11 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
     return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
-def _targets(batch: int, size: int, labels: int, offset: int) -> list[dict[str, Tensor]]:
+def random_targets(
+    batch: int, size: int, labels: int, offset: int, device: torch.device | str = "cpu"
+) -> list[dict[str, Tensor]]:
+    """Fixed (seeded) targets: 3 boxes per image inside ``size`` x ``size``, labels in
+    ``offset .. offset + labels - 1``, on ``device``."""
     g = torch.Generator().manual_seed(0)
     out = []
     for _ in range(batch):
@@ -65,7 +69,7 @@ def _targets(batch: int, size: int, labels: int, offset: int) -> list[dict[str, 
                 "labels": torch.randint(0, labels, (3,), generator=g) + offset,
             }
         )
-    return out
+    return [{k: v.to(device) for k, v in t.items()} for t in out]
 
 
 def _loss_fn(
@@ -85,10 +89,10 @@ def _loss_fn(
             return lambda: F.cross_entropy(model(x)["out"], y)
         return lambda: F.cross_entropy(model(x), y)
     if peer:  # torchvision detectors take lists and return a dict of losses
-        targets = _targets(batch, size, 90, 1)
+        targets = random_targets(batch, size, 90, 1)
         images = list(x)
         return lambda: sum(model(images, targets).values())
-    targets = _targets(batch, size, 80, 0)
+    targets = random_targets(batch, size, 80, 0)
     return lambda: model.compute_loss(model.forward_outputs(x), targets)["loss"]
 
 

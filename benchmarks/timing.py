@@ -50,6 +50,13 @@ def interleaved_medians(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def fmt(value: float | None, digits: int = 1) -> str:
+    """``value`` with ``digits`` decimals; ``-`` for a missing or NaN value."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     """A GitHub Markdown table; floats with 2 decimals."""
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.throughput import _targets
+from benchmarks.throughput import random_targets
 from benchmarks.timing import markdown_table
 
 PHASES = ("forward", "loss", "backward", "optimizer")
@@ -53,13 +53,13 @@ def build_step(kind: str, model: nn.Module, peer: bool, x: Tensor) -> Step:
 
         return Step(lambda: model(x), seg_loss)
     if peer:
-        targets = _targets(batch, size, 90, 1)
+        targets = random_targets(batch, size, 90, 1)
         images = list(x)
         return Step(
             lambda: model(images, targets),
             lambda out: sum(out.values()),  # type: ignore[attr-defined]
         )
-    targets = _targets(batch, size, 80, 0)
+    targets = random_targets(batch, size, 80, 0)
     return Step(
         lambda: model.forward_outputs(x),  # type: ignore[operator]
         lambda out: model.compute_loss(out, targets)["loss"],  # type: ignore[operator]
