@@ -17,6 +17,7 @@ from torch import nn
 from backbones.mobilenetv2 import mobilenet_v2
 from heads.classifier import mobilenet_v2_classifier
 from heads.deeplabv3 import deeplabv3_mobilenet_v2
+from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from heads.ssdlite import ssdlite_mobilenet_v2
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -80,3 +81,4 @@ register_model("mobilenet_v2", mobilenet_v2)
 register_model("mobilenet_v2_classifier", mobilenet_v2_classifier)
 register_model("ssdlite_mobilenet_v2", ssdlite_mobilenet_v2)
 register_model("deeplabv3_mobilenet_v2", deeplabv3_mobilenet_v2)
+register_model("ssdlite_deeplabv3_mobilenet_v2", ssdlite_deeplabv3_mobilenet_v2)

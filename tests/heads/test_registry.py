@@ -16,6 +16,7 @@ def test_list_models_names_every_builder() -> None:
         "deeplabv3_mobilenet_v2",
         "mobilenet_v2",
         "mobilenet_v2_classifier",
+        "ssdlite_deeplabv3_mobilenet_v2",
         "ssdlite_mobilenet_v2",
     ]
     assert list_models(include="*mobilenet_v2_*") == ["mobilenet_v2_classifier"]
@@ -46,3 +47,9 @@ def test_torch_hub_load_from_a_clone() -> None:
     )
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
     assert torch.hub.load(str(ROOT), "list_models", source="local") == list_models()
+    # every registered builder is a hub entry point, built from the clone
+    joint = torch.hub.load(str(ROOT), "ssdlite_deeplabv3_mobilenet_v2", source="local",
+                           num_det_classes=2, num_seg_classes=3, width_mult=0.35)  # fmt: skip
+    assert isinstance(joint, heads.SSDLiteDeepLabV3)
+    hubconf = (ROOT / "hubconf.py").read_text()
+    assert all(f'"{name}"' in hubconf.split("__all__")[1] for name in list_models())
