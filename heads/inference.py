@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -215,7 +214,6 @@ def optimize_for_inference(
 
 
 #: alias, the name the issue uses
-fast_inference: Callable[..., InferenceModel] = optimize_for_inference
 
 
 # -- detector graphs for export ---------------------------------------------------------

@@ -3,7 +3,7 @@
 import tasks.quiet  # noqa: F401  (first: filters foreign warnings before they are raised)
 from tasks.base import BaseTask
 from tasks.checkpointing import ModelCheckpoint
-from tasks.classification import ClassificationPredictionWriter, ClassificationTask
+from tasks.classification import ClassificationTask
 from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.cityscapes_joint import CityscapesJointDataModule
 from tasks.data.coco import COCODataModule
@@ -16,11 +16,16 @@ from tasks.data.demo import (
 )
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.voc import VOCSegmentationDataModule
-from tasks.detection import DetectionPredictionWriter, DetectionTask
+from tasks.detection import DetectionTask
 from tasks.multitask import MultiTaskTask
 from tasks.multitask_writer import MultiTaskPredictionWriter
+from tasks.prediction_writers import (
+    ClassificationPredictionWriter,
+    DetectionPredictionWriter,
+    SegmentationPredictionWriter,
+)
 from tasks.schedulers import WarmupCosineLR, WarmupExponentialLR, WarmupPolyLR
-from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
+from tasks.segmentation import SegmentationTask
 
 __all__ = [
     "BaseTask",

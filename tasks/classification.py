@@ -15,7 +15,6 @@ from backbones.layers import Padding
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask, _default_optimizer
 from tasks.metrics import SetMean
-from tasks.prediction_writers import ClassificationPredictionWriter  # noqa: F401  (old import path)
 
 
 class ClassificationTask(BaseTask):

@@ -18,7 +18,6 @@ from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean
-from tasks.prediction_writers import DetectionPredictionWriter  # noqa: F401  (old import path)
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 

@@ -15,7 +15,6 @@ from backbones.layers import Padding
 from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
 from tasks.base import BaseTask, _default_optimizer
 from tasks.metrics import metric_names
-from tasks.prediction_writers import SegmentationPredictionWriter  # noqa: F401  (old import path)
 from tasks.segmentation_metrics import SegmentationMetrics
 
 

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import albumentations as A
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -189,7 +188,6 @@ class COCODataModule(BaseDataModule):
         mean, std: normalization (default maps pixels to [-1, 1]).
         predict_dir: folder of images for ``predict`` (searched recursively), the same
             option name as the segmentation and classification data modules.
-        predict_folder: deprecated name of ``predict_dir``.
         batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
             on_bad_sample: see
             ``BaseDataModule``.
@@ -223,14 +221,10 @@ class COCODataModule(BaseDataModule):
         eval_batch_size: int | None = None,
         on_bad_sample: Literal["raise", "skip"] = "raise",
         allow_outside_root: bool = False,
-        predict_folder: str | None = None,
     ) -> None:
         super().__init__(
             batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
         )
-        if predict_folder is not None:
-            rank_zero_warn("data.predict_folder is deprecated; use data.predict_dir")
-            predict_dir = predict_dir or predict_folder
         for name, pattern in (
             ("annotation_pattern", annotation_pattern),
             ("image_dir_pattern", image_dir_pattern),

@@ -9,7 +9,7 @@ from lightning.pytorch import Trainer
 
 from tasks import ClassificationTask, ImageFolderDataModule
 from tasks.cli import main as cli_main
-from tasks.data.demo_classification import make_classification_demo
+from tasks.data.demo.classification import make_classification_demo
 from tasks.data.io import BadSampleError, read_image
 from tests.tasks.test_io import png_header_only
 

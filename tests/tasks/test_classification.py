@@ -12,7 +12,7 @@ from PIL import Image
 
 from tasks import ClassificationTask, DemoClassificationDataModule, ImageFolderDataModule
 from tasks.cli import main as cli_main
-from tasks.data.demo_classification import make_classification_demo
+from tasks.data.demo.classification import make_classification_demo
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

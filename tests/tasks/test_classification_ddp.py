@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from tasks import ClassificationTask, ImageFolderDataModule
-from tasks.data.demo_classification import make_classification_demo
+from tasks.data.demo.classification import make_classification_demo
 
 
 def _validate(

@@ -97,5 +97,5 @@ def test_unknown_command_lists_the_commands_outside_lightning_too(capsys) -> Non
     lines = _error_lines(capsys, ["fitt"])
     assert "invalid choice: 'fitt'" in lines[0]
     assert lines[-1] == (
-        "also: mobilezoo export, mobilezoo plot, mobilezoo weights, mobilezoo convert"
+        "also: mobilezoo export, mobilezoo plot, mobilezoo configs, mobilezoo weights, mobilezoo convert"
     )

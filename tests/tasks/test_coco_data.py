@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tasks.data.coco import COCOAnnotations, COCODataModule, COCODetectionDataset, collate_detection
-from tasks.data.demo_detection import make_detection_demo
+from tasks.data.demo.detection import make_detection_demo
 from tasks.data.io import BadSampleError
 from tasks.data.ssd_transforms import (
     RandomIoUCrop,

@@ -63,7 +63,7 @@ def test_detection_task_validate_ddp_spawn_equals_one_process(tmp_path):
     from lightning.pytorch import Trainer
 
     from tasks import DetectionTask
-    from tasks.data.demo_detection import DemoDetectionDataModule
+    from tasks.data.demo.detection import DemoDetectionDataModule
 
     def run(devices: int, eval_batch_size: int = 2) -> dict[str, float]:
         dm = DemoDetectionDataModule(

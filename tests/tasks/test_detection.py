@@ -13,7 +13,7 @@ from lightning.pytorch import Trainer
 
 from tasks import DetectionTask
 from tasks.cli import main as cli_main
-from tasks.data.demo_detection import DemoDetectionDataModule, make_detection_demo
+from tasks.data.demo.detection import DemoDetectionDataModule, make_detection_demo
 from tests.tasks.test_coco_data import write_coco
 
 CONFIGS = Path(__file__).parents[2] / "configs"

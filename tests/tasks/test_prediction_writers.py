@@ -120,11 +120,3 @@ def test_every_data_module_names_its_predict_folder_predict_dir(tmp_path):
     assert len(modules) >= 10  # the joint (detection + segmentation) modules too
     for module in modules:
         assert "predict_dir" in inspect.signature(module.__init__).parameters, module.__name__
-
-
-def test_old_detection_option_name_still_works_with_a_warning(tmp_path):
-    from tasks import DemoDetectionDataModule
-
-    with pytest.warns(UserWarning, match="data.predict_folder is deprecated; use data.predict_dir"):
-        dm = DemoDetectionDataModule(root=str(tmp_path / "d"), predict_folder=str(tmp_path))
-    assert dm.predict_dir == str(tmp_path)

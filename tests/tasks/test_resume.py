@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.data.demo_classification import make_classification_demo
+from tasks.data.demo.classification import make_classification_demo
 
 SCRIPT = Path(__file__).with_name("_resume_run.py")
 

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tasks import ClassificationTask, ImageFolderDataModule
 from tasks.callbacks import FiniteLossCheck
 from tasks.cli import main as cli_main
-from tasks.data.demo_classification import make_classification_demo
+from tasks.data.demo.classification import make_classification_demo
 
 CONFIG = Path(__file__).parents[2] / "configs" / "classification_demo_mobilenetv2.yaml"
 MARKER = "mobilezoo-test-code-ran"

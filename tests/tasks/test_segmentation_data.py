@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tasks.data.cityscapes import CITYSCAPES_LABELS
-from tasks.data.demo_segmentation import DemoSegmentationDataModule, make_segmentation_demo
+from tasks.data.demo.segmentation import DemoSegmentationDataModule, make_segmentation_demo
 from tasks.data.seg_transforms import (
     SegmentationDataset,
     collate_segmentation,

@@ -11,10 +11,11 @@ from lightning.pytorch import Callback, Trainer
 from PIL import Image
 from torch import Tensor
 
-from tasks.data.demo_segmentation import make_segmentation_demo
+from tasks.data.demo.segmentation import make_segmentation_demo
 from tasks.data.seg_transforms import collate_segmentation
 from tasks.data.voc import VOCSegmentationDataModule
-from tasks.segmentation import SegmentationPredictionWriter, SegmentationTask
+from tasks.prediction_writers import SegmentationPredictionWriter
+from tasks.segmentation import SegmentationTask
 from tests.tasks.test_segmentation_data import write_voc
 
 SPLITS = {"train": ["a1", "a2", "a3", "a4"], "val": ["b1", "b2", "b3", "b4", "b5"]}

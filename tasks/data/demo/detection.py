@@ -143,7 +143,6 @@ class DemoDetectionDataModule(COCODataModule):
         persistent_workers: bool = True,
         eval_batch_size: int | None = None,
         on_bad_sample: Literal["raise", "skip"] = "raise",
-        predict_folder: str | None = None,
     ) -> None:
         check_scene_args(
             num_classes, num_train, num_val, max_objects, min_object_size, max_object_size
@@ -168,7 +167,7 @@ class DemoDetectionDataModule(COCODataModule):
             predict_dir=predict_dir, batch_size=batch_size, num_workers=num_workers,
             pin_memory=pin_memory, persistent_workers=persistent_workers,
             eval_batch_size=eval_batch_size,
-            on_bad_sample=on_bad_sample, predict_folder=predict_folder,
+            on_bad_sample=on_bad_sample,
         )  # fmt: skip
 
     def prepare_data(self) -> None:
