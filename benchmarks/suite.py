@@ -345,9 +345,9 @@ def trainingmarkdown_table(pairs: list[latency.Pair], opts: Options) -> str:
 
 
 def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
-    from tasks.data.demo_classification import DemoClassificationDataModule
-    from tasks.data.demo_detection import DemoDetectionDataModule
-    from tasks.data.demo_segmentation import DemoSegmentationDataModule
+    from tasks.data.demo.classification import DemoClassificationDataModule
+    from tasks.data.demo.detection import DemoDetectionDataModule
+    from tasks.data.demo.segmentation import DemoSegmentationDataModule
 
     small = {"num_workers": 0}
     modules = {
