@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.tf_import.families import Layer
+
 try:
     import tflite
 except ImportError as err:  # pragma: no cover - depends on the environment
@@ -74,19 +76,22 @@ class TFLiteConv:
     """A convolution (or fully connected) operator and its constant inputs.
 
     Attributes:
-        scope: the TF-slim scope of its weights, e.g. ``MobilenetV2/expanded_conv_3/expand``.
+        scope: the TF-slim scope of its weights, e.g. ``MobilenetV2/expanded_conv_3/expand``,
+            or ``None`` when the weights' name is not a TF-slim one (other families:
+            ``families`` places them by position).
         op: ``"CONV_2D"``, ``"DEPTHWISE_CONV_2D"`` or ``"FULLY_CONNECTED"``.
         weights: float weights in TF Lite layout (``OHWI``; depthwise ``1HWC``; FC ``OI``).
         bias: float bias (BatchNorm folded into it where the model had one), or ``None``.
         stride, dilation: ``(h, w)``.
     """
 
-    scope: str
+    scope: str | None
     op: str
     weights: np.ndarray
     bias: np.ndarray | None
     stride: tuple[int, int]
     dilation: tuple[int, int]
+    name: str = ""
 
 
 def dequantize(raw: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
@@ -192,12 +197,13 @@ class TFLiteFile:
                 dilation = (options.DilationHFactor(), options.DilationWFactor())
             out.append(
                 TFLiteConv(
-                    weight_scope(weights.name),
+                    slim_scope(weights.name),
                     name,
                     weights.values,
                     None if bias is None else bias.values.astype(np.float32),
                     stride,
                     dilation,
+                    weights.name,
                 )
             )
         return out
@@ -215,26 +221,53 @@ class TFLiteFile:
         return out
 
 
-def weight_scope(name: str) -> str:
+def slim_scope(name: str) -> str | None:
     """TF-slim scope of a weight tensor name, e.g. both ``MobilenetV2/Conv/weights`` and
     ``MobilenetV2/Conv/Conv2D_Fold;MobilenetV2/Conv/weights_quant/FakeQuantWithMinMaxVars``
-    give ``MobilenetV2/Conv``."""
+    give ``MobilenetV2/Conv``; ``None`` for other names."""
     for part in name.split(";"):
         for pattern in _WEIGHT_PATTERNS:
             match = pattern.match(part)
             if match:
                 return match.group("scope")
-    raise ValueError(f"cannot find a TF-slim weight name in tensor name {name!r}")
+    return None
 
 
-def read_tflite_variables(path: str | Path) -> dict[str, np.ndarray]:
-    """TF-slim style variables of a TF Lite file: ``{scope}/weights`` (``OHWI``, FC ``OI``),
-    ``{scope}/depthwise_weights`` (``1HWC``) and ``{scope}/biases`` (BatchNorm folded in),
-    float32, dequantized."""
+def weight_scope(name: str) -> str:
+    """``slim_scope`` that raises ``ValueError`` for a name that is not TF-slim's."""
+    scope = slim_scope(name)
+    if scope is None:
+        raise ValueError(f"cannot find a TF-slim weight name in tensor name {name!r}")
+    return scope
+
+
+def slim_variables(convs: list[TFLiteConv]) -> dict[str, np.ndarray] | None:
+    """TF-slim style variables of TF Lite convolutions: ``{scope}/weights`` (``OHWI``, FC
+    ``OI``), ``{scope}/depthwise_weights`` (``1HWC``) and ``{scope}/biases`` (BatchNorm
+    folded in), float32, dequantized; ``None`` when a weight name is not TF-slim's."""
     out: dict[str, np.ndarray] = {}
-    for conv in TFLiteFile(path).convs():
+    for conv in convs:
+        if conv.scope is None:
+            return None
         kind = "depthwise_weights" if conv.op == "DEPTHWISE_CONV_2D" else "weights"
         out[f"{conv.scope}/{kind}"] = conv.weights
         if conv.bias is not None:
             out[f"{conv.scope}/biases"] = conv.bias
+    return out
+
+
+def conv_layers(convs: list[TFLiteConv]) -> list[Layer]:
+    """The convolutions as ``families.Layer`` (TF Lite layout), in execution order."""
+    kinds = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "linear"}
+    return [Layer(kinds[c.op], c.weights, c.name, c.bias) for c in convs]  # type: ignore[arg-type]
+
+
+def read_tflite_variables(path: str | Path) -> dict[str, np.ndarray]:
+    """``slim_variables`` of a file; raises ``ValueError`` naming the first tensor whose
+    name is not TF-slim's."""
+    convs = TFLiteFile(path).convs()
+    out = slim_variables(convs)
+    if out is None:
+        weight_scope(next(c.name for c in convs if c.scope is None))  # raises, naming it
+    assert out is not None
     return out
