@@ -86,12 +86,6 @@ def backbone_scopes() -> list[tuple[str, Kind]]:
     return out
 
 
-def describe(layers: list[Layer], layout: Layout) -> str:
-    """A short account of a layer sequence for error messages."""
-    kinds = "".join({"conv": "c", "depthwise": "d", "linear": "l"}[la.kind] for la in layers)
-    return f"{len(layers)} layers ({kinds[:60]}{'...' if len(kinds) > 60 else ''})"
-
-
 def is_mobilenet_v2(layers: list[Layer]) -> bool:
     """Whether the kinds of ``layers`` are MobileNetV2's (with at most one head layer)."""
     expected = [k for _, k in backbone_scopes()]
@@ -115,10 +109,7 @@ def canonical_variables(layers: list[Layer], layout: Layout, source: str) -> dic
             file and the first layer that does not fit named.
     """
     if not is_mobilenet_v2(layers):
-        raise ValueError(
-            f"{source}: its {describe(layers, layout)} are not MobileNetV2's 52 convolutions "
-            "(c d c, then c d c x16, then c) with at most one classifier layer after them"
-        )
+        raise ValueError(unknown_file_message(source, [la.name for la in layers]))
     out: dict[str, np.ndarray] = {}
     scopes = [s for s, _ in backbone_scopes()]
     if len(layers) > BACKBONE_LAYERS:

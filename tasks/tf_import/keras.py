@@ -28,7 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from tasks.tf_import.families import Layer, backbone_scopes, canonical_variables
+from tasks.tf_import.families import (
+    Layer,
+    backbone_scopes,
+    canonical_variables,
+    unknown_file_message,
+)
 
 try:
     import h5py
@@ -38,6 +43,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 #: Keras variable order of a BatchNormalization layer (center and scale on)
 _KERAS_BN = ("gamma", "beta", "moving_mean", "moving_variance")
 _COUNTED = re.compile(r"^(?P<cls>[a-z0-9_]+?)(?:_(?P<k>\d+))?$")
+
+
+class NotMobileNetV2(ValueError):
+    """A Keras file whose layers are not a MobileNetV2's (``names``: its layer names)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(f"layers {names[:3]} do not form a MobileNetV2")
 
 
 def _need_h5py() -> Any:
@@ -74,7 +87,7 @@ def _chain(items: list[tuple[str, str, list[str], list[np.ndarray]]]) -> list[La
     for name, role, weight_names, arrays in items:
         if role == "bn":
             if not layers or layers[-1].batchnorm:
-                raise ValueError(f"BatchNorm layer {name!r} follows no convolution")
+                raise NotMobileNetV2([i[0] for i in items])
             short = [n.rsplit("/", 1)[-1].split(":")[0] for n in weight_names]
             keys = short if set(short) <= set(_KERAS_BN) else list(_KERAS_BN)
             layers[-1].batchnorm = dict(zip(keys, arrays, strict=True))
@@ -112,9 +125,8 @@ def _keras3_layers(group: Any) -> list[Layer]:
         variables = group["layers"][key]["vars"]
         return [np.asarray(variables[i]) for i in sorted(variables, key=int)]
 
-    unknown = set(queues) - {"conv2d", "depthwise_conv2d", "batch_normalization", "dense"}
-    if unknown:
-        raise ValueError(f"layers of kinds {sorted(unknown)} are not in a MobileNetV2")
+    if set(queues) - {"conv2d", "depthwise_conv2d", "batch_normalization", "dense"}:
+        raise NotMobileNetV2(sorted(group["layers"]))
     convs = [k for _, k in queues.get("conv2d", [])]
     depthwise = [k for _, k in queues.get("depthwise_conv2d", [])]
     norms = [k for _, k in queues.get("batch_normalization", [])]
@@ -132,10 +144,7 @@ def _keras3_layers(group: Any) -> list[Layer]:
         values = arrays(key)
         layers.append(Layer(kind, values[0], key, values[1] if len(values) > 1 else None))  # type: ignore[arg-type]
     if len(norms) > len(layers) or depthwise:
-        raise ValueError(
-            f"{len(norms)} BatchNorm and {len(depthwise)} extra depthwise layers do not fit "
-            "a MobileNetV2"
-        )
+        raise NotMobileNetV2(sorted(group["layers"]))
     for layer, key in zip(layers, norms, strict=False):
         layer.batchnorm = dict(zip(_KERAS_BN, arrays(key), strict=True))
     return layers
@@ -178,6 +187,8 @@ def read_keras_variables(path: str | Path) -> dict[str, np.ndarray]:
     """TF-slim-named variables (layout ``"tf"``) of a Keras MobileNetV2 file."""
     try:
         layers = keras_layers(path)
+    except NotMobileNetV2 as err:
+        raise ValueError(unknown_file_message(str(path), err.names)) from err
     except ValueError as err:
         if str(path) in str(err):
             raise
