@@ -208,6 +208,34 @@ class TFLiteFile:
             )
         return out
 
+    def tensor_quantization(self, index: int) -> tuple[float, int, int, int] | None:
+        """``(scale, zero_point, qmin, qmax)`` of an 8-bit tensor with one scale, else
+        ``None``."""
+        t = self._graph.Tensors(index)
+        dtype = _NUMPY_TYPES.get(t.Type())
+        q = t.Quantization()
+        if dtype not in (np.int8, np.uint8) or q is None or q.ScaleLength() != 1:
+            return None
+        info = np.iinfo(dtype)
+        zero_point = int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
+        return float(q.Scale(0)), zero_point, int(info.min), int(info.max)
+
+    def activation_quantization(
+        self, ops: tuple[str, ...]
+    ) -> tuple[tuple[float, int, int, int] | None, list[tuple[float, int, int, int] | None]]:
+        """Quantization of the first convolution's input and of the output of every operator
+        named in ``ops``, in graph order (what an 8-bit model rounds its activations to)."""
+        first: tuple[float, int, int, int] | None = None
+        outputs = []
+        for i in range(self._graph.OperatorsLength()):
+            name = self.op_name(i)
+            op = self._graph.Operators(i)
+            if name in _CONV_OPS and first is None:
+                first = self.tensor_quantization(int(op.Inputs(0)))
+            if name in ops:
+                outputs.append(self.tensor_quantization(int(op.Outputs(0))))
+        return first, outputs
+
     def resize_align_corners(self) -> list[bool]:
         """``align_corners`` of every RESIZE_BILINEAR operator, in graph order."""
         out = []
