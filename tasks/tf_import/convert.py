@@ -47,6 +47,8 @@ BUILDERS = (
     "ssdlite_mobilenet_v2",
     "mobilenet_v2",
 )
+#: residual additions of MobileNetV2 (blocks of stride 1 and equal widths)
+_RESIDUAL_ADDS = 10
 #: a variable of each model's head (DeepLab, classifier, SSD): what tells the model
 _HEAD_VARIABLES = (
     "logits/semantic/weights",
@@ -207,7 +209,7 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
         resizes = tfl.resize_align_corners()
         if resizes:
             hints["align_corners"] = resizes[-1]
-        return _tflite_variables(convs, path), "tflite", hints
+        return _tflite_variables(convs, path, tfl.op_names()), "tflite", hints
     if path.suffix in (".h5", ".keras"):
         from tasks.tf_import.keras import read_keras_variables
 
@@ -226,10 +228,13 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
     )
 
 
-def _tflite_variables(convs: list[Any], path: Path) -> dict[str, np.ndarray]:
+def _tflite_variables(
+    convs: list[Any], path: Path, ops: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """TF-slim-named variables of a TF Lite file's convolutions: by their names when they
     are TF-slim's and hold a head we know, else by position (``families``: any exporter of
-    a MobileNetV2 classifier or backbone)."""
+    a MobileNetV2 classifier or backbone; ``ops``: the file's operators, checked for
+    BatchNorm left unfolded)."""
     from tasks.tf_import.tflite import conv_layers, slim_variables
 
     named = slim_variables(convs)
@@ -237,6 +242,15 @@ def _tflite_variables(convs: list[Any], path: Path) -> dict[str, np.ndarray]:
         return named
     layers = conv_layers(convs)
     if is_mobilenet_v2(layers):
+        ops = ops or []
+        if "MUL" in ops or ops.count("ADD") > _RESIDUAL_ADDS:
+            # BatchNorm kept as a multiply-add after its conv: reading the convs alone
+            # would give silently wrong numbers.
+            raise ValueError(
+                f"{path}: MobileNetV2 with {ops.count('MUL')} MUL and {ops.count('ADD')} ADD "
+                f"operators (its residuals need {_RESIDUAL_ADDS} ADD): BatchNorm is not folded "
+                "into the convolutions; re-export it with the TF Lite converter's defaults"
+            )
         return canonical_variables(layers, "tflite", str(path))
     if named is not None:
         return named  # TF-slim names: infer_builder says what is missing

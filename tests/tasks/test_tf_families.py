@@ -83,23 +83,31 @@ def test_keras_files_match_keras(name: str) -> None:
         assert (out.argmax(1).numpy() == expected.argmax(1)).all()
 
 
-def test_converted_files_build_through_the_builders(tmp_path: Path) -> None:
+def test_converted_classifier_builds_through_the_builder(tmp_path: Path) -> None:
+    reference, meta = convert_file(DATA / "keras_int8_channel.tflite")
+    path = save_converted(reference, meta, tmp_path / "classifier.pt")
+    model = mobilenet_v2_classifier(num_classes=meta["num_classes"], weights=path).eval()
+    assert model.backbone.padding == "tf" and model.backbone.width_mult == 0.35
+    with torch.no_grad():
+        torch.testing.assert_close(model(_inputs()), reference(_inputs()))
+
+
+def test_converted_backbone_builds_through_the_builder(tmp_path: Path) -> None:
     pytest.importorskip("h5py", reason="reading Keras files needs h5py (tf extra)")
-    x = _inputs()
-    for name, build in (
-        ("keras_int8_channel.tflite", mobilenet_v2_classifier),
-        ("keras3_backbone.keras", mobilenet_v2),
-    ):
-        reference, meta = convert_file(DATA / name)
-        path = save_converted(reference, meta, tmp_path / f"{name}.pt")
-        kwargs = {"num_classes": meta["num_classes"]} if meta["num_classes"] else {}
-        kwargs.update(meta["architecture"] if build is mobilenet_v2 else {})
-        model = build(weights=path, **kwargs).eval()
-        with torch.no_grad():
-            ours, theirs = model(x), reference(x)
-        if isinstance(ours, dict):
-            ours, theirs = ours["layer_19"], theirs["layer_19"]
-        torch.testing.assert_close(ours, theirs)
+    reference, meta = convert_file(DATA / "keras3_backbone.keras")
+    assert meta["builder"] == "mobilenet_v2" and meta["num_classes"] is None
+    path = save_converted(reference, meta, tmp_path / "backbone.pt")
+    model = mobilenet_v2(weights=path, **meta["architecture"]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(_inputs())["layer_19"], reference(_inputs())["layer_19"])
+
+
+def test_batchnorm_left_as_multiply_add_is_refused() -> None:
+    convs = TFLiteFile(DATA / "keras_convhead_float.tflite").convs()
+    ops = TFLiteFile(DATA / "keras_convhead_float.tflite").op_names()
+    assert "MUL" not in ops and ops.count("ADD") == 10
+    with pytest.raises(ValueError, match="BatchNorm is not folded"):
+        _tflite_variables(convs, DATA / "x.tflite", [*ops, "MUL", "ADD"])
 
 
 def test_tf_slim_names_with_a_fully_connected_head_convert_by_structure() -> None:
