@@ -41,8 +41,8 @@ class Comparison:
     """Our converted model against the TF Lite runtime on one photo.
 
     Attributes:
-        output: what was compared: ``"logits"``, ``"probabilities"`` (the file ends in a
-            softmax), ``"features"`` (a backbone) or ``"segmentation"``.
+        output: what was compared: ``"logits"`` (per pixel for segmentation),
+            ``"probabilities"`` (the file ends in a softmax) or ``"features"`` (a backbone).
         top1_same: classifier: the same top-1 class; segmentation: every pixel's class the
             same; features: ``None``.
         max_difference: largest absolute difference of the compared outputs (the runtime's
@@ -52,6 +52,7 @@ class Comparison:
             then test the conversion, not the quantization noise.
         float_top1_same: 8-bit classifiers: the converted float model's own top-1 against
             the runtime's (``None`` otherwise).
+        agreement: segmentation: the fraction of pixels of the same class.
     """
 
     output: str
@@ -60,21 +61,26 @@ class Comparison:
     quantized: bool
     emulated: bool = False
     float_top1_same: bool | None = None
+    agreement: float | None = None
 
     def line(self, model_path: Path, photo: Path) -> str:
         """One line for ``mobilezoo convert --check``."""
         bits = "8-bit" if self.quantized else "float"
         same = "" if self.top1_same is None else f"same top-1: {self.top1_same}, "
+        if self.agreement is not None:
+            same = f"pixels of the same class: {self.agreement:.2%}, "
         how = ", our activations rounded to its 8-bit grid" if self.emulated else ""
         plain = (
             ""
             if self.float_top1_same is None
             else f"; the float conversion alone: same top-1: {self.float_top1_same}"
         )
-        return (
-            f"{model_path.name} ({bits}) vs TF Lite runtime on {photo.name}: {same}max "
-            f"{self.output} difference {self.max_difference:.2e}{how}{plain}"
+        diff = (
+            "the runtime gives classes only"
+            if np.isnan(self.max_difference)
+            else f"max {self.output} difference {self.max_difference:.2e}"
         )
+        return f"{model_path.name} ({bits}) vs TF Lite runtime on {photo.name}: {same}{diff}{how}{plain}"
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:  # type: ignore[type-arg]
@@ -151,8 +157,8 @@ def compare_with_runtime(
             ref = ref.argmax(-1)
         else:
             diff = float("nan")
-        same = bool((ours.argmax(-1) == ref).all())
-        return Comparison("segmentation", same, diff, quantized)
+        agreement = float((ours.argmax(-1) == ref).mean())
+        return Comparison("logits", agreement == 1.0, diff, quantized, agreement=agreement)
     raise ValueError(f"comparing {builder} with the TF Lite runtime is not supported")
 
 

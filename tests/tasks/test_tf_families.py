@@ -18,7 +18,7 @@ import torch
 from backbones import mobilenet_v2
 from heads import mobilenet_v2_classifier
 from tasks.cli import main
-from tests.tasks.tf_files import PHOTOS, QUANT_CLASSIFIER, TF_WEIGHTS, need, photo
+from tests.tasks.tf_files import FLOAT_DEEPLAB, PHOTOS, QUANT_CLASSIFIER, TF_WEIGHTS, need, photo
 
 pytest.importorskip("tflite", reason="the tf extra (tflite) is not installed")
 from tasks.tf_import.convert import _tflite_variables, convert_file, save_converted
@@ -179,3 +179,16 @@ def test_unknown_keras_file_gets_the_same_one_line(tmp_path: Path) -> None:
         convert_file(path)
     message = str(info.value)
     assert "'dense_in'" in message and "Keras applications" in message and "\n" not in message
+
+
+def test_convert_check_of_a_deeplab_file_reports_pixel_agreement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ai_edge_litert", reason="the TF Lite runtime is not installed")
+    bird = need(TF_WEIGHTS / "photos" / "bird_segmentation.bmp")
+    source = need(FLOAT_DEEPLAB)
+    main(["convert", str(source), "--output", str(tmp_path / "o.pt"), "--check", str(bird)])
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "(float) vs TF Lite runtime on bird_segmentation.bmp: pixels of the same class: " in line
+    assert float(line.split("same class: ")[1].split("%")[0]) > 99.0
+    assert float(line.split("difference ")[1].split()[0]) < 1e-3
