@@ -65,14 +65,19 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _short(name: str) -> str:
+    """``"block_1_expand/kernel:0"`` -> ``"kernel"``."""
+    return name.rsplit("/", 1)[-1].split(":")[0]
+
+
 def _role(weight_names: list[str], arrays: list[np.ndarray]) -> str | None:
     """``"bn"``, ``"depthwise"``, ``"conv"``, ``"linear"`` or ``None`` (no weights)."""
     if not arrays:
         return None
-    short = [n.rsplit("/", 1)[-1].split(":")[0] for n in weight_names]
+    short = [_short(n) for n in weight_names]
     if "moving_mean" in short:
         return "bn"
-    kernel = arrays[0]
+    kernel = arrays[short.index("kernel")] if "kernel" in short else arrays[0]
     if "depthwise_kernel" in short or (
         kernel.ndim == 4 and kernel.shape[0] > 1 and kernel.shape[3] == 1
     ):
@@ -80,73 +85,100 @@ def _role(weight_names: list[str], arrays: list[np.ndarray]) -> str | None:
     return "conv" if kernel.ndim == 4 else "linear" if kernel.ndim == 2 else None
 
 
-def _chain(items: list[tuple[str, str, list[str], list[np.ndarray]]]) -> list[Layer]:
+def _chain(items: list[tuple[str, str | None, list[str], list[np.ndarray]]]) -> list[Layer]:
     """Layers (each with the BatchNorm that follows it) from ``(name, role, weight names,
     arrays)`` in model order."""
     layers: list[Layer] = []
     for name, role, weight_names, arrays in items:
+        short = [_short(n) for n in weight_names]
         if role == "bn":
             if not layers or layers[-1].batchnorm:
                 raise NotMobileNetV2([i[0] for i in items])
-            short = [n.rsplit("/", 1)[-1].split(":")[0] for n in weight_names]
             keys = short if set(short) <= set(_KERAS_BN) else list(_KERAS_BN)
             layers[-1].batchnorm = dict(zip(keys, arrays, strict=True))
         elif role is not None:
-            bias = arrays[1] if len(arrays) > 1 else None
-            layers.append(Layer(role, arrays[0], name, bias))  # type: ignore[arg-type]
+            values = dict(zip(short, arrays, strict=True))
+            kernel = values.get("kernel", values.get("depthwise_kernel", arrays[0]))
+            bias = values.get("bias")
+            layers.append(Layer(role, kernel, name, bias))  # type: ignore[arg-type]
     return layers
 
 
 def _legacy_layers(group: Any) -> list[Layer]:
-    """Layers of a legacy HDF5 weights group (``model_weights`` or the root)."""
+    """Layers of a legacy HDF5 weights group (``model_weights`` or the root). A nested
+    model (a MobileNetV2 used as one layer of the user's model) lists all its weights under
+    one layer: they are split by their layer prefix, in order of first appearance (its
+    trainable weights come first, in layer order)."""
     items = []
     for raw in group.attrs["layer_names"]:
-        name = _text(raw)
-        layer = group[name]
+        layer = group[_text(raw)]
         names = [_text(n) for n in layer.attrs.get("weight_names", [])]
-        arrays = [np.asarray(layer[n]) for n in names]
-        items.append((name, _role(names, arrays), names, arrays))
+        parts: dict[str, list[str]] = {}
+        for n in names:
+            parts.setdefault(n.rsplit("/", 1)[0] if "/" in n else _text(raw), []).append(n)
+        for part, part_names in parts.items():
+            arrays = [np.asarray(layer[n]) for n in part_names]
+            items.append((part, _role(part_names, arrays), part_names, arrays))
     return _chain(items)
+
+
+def _counted(group: Any) -> tuple[dict[str, list[str]], list[Any]]:
+    """Keys of a Keras 3 ``layers`` group with weights, by layer class in creation order,
+    and the groups of nested models (which have ``layers`` of their own)."""
+    queues: dict[str, list[tuple[int, str]]] = {}
+    nested = []
+    for key in group["layers"]:
+        child = group["layers"][key]
+        if "layers" in child and len(child["layers"]):
+            nested.append(child)
+        match = _COUNTED.match(key)
+        if match is None or not len(child.get("vars", {})):
+            continue
+        queues.setdefault(match["cls"], []).append((int(match["k"] or 0), key))
+    return {c: [k for _, k in sorted(q)] for c, q in queues.items()}, nested
 
 
 def _keras3_layers(group: Any) -> list[Layer]:
     """Layers of a Keras 3 weights file: one queue per layer class in creation order,
-    interleaved by MobileNetV2's order of plain and depthwise convolutions."""
-    queues: dict[str, list[tuple[int, str]]] = {}
-    for key in group["layers"]:
-        match = _COUNTED.match(key)
-        if match is None or not len(group["layers"][key].get("vars", {})):
-            continue
-        queues.setdefault(match["cls"], []).append((int(match["k"] or 0), key))
-    for queue in queues.values():
-        queue.sort()
+    interleaved by MobileNetV2's order of plain and depthwise convolutions. A MobileNetV2
+    nested as one layer of the user's model is found inside it; the outer model's dense or
+    conv layer is then the head."""
+    queues, nested = _counted(group)
+    head_queues: dict[str, list[str]] = {}
+    body = group
+    if "depthwise_conv2d" not in queues and len(nested) == 1:
+        body, head_queues = nested[0], queues
+        queues, _ = _counted(body)
+    known = {"conv2d", "depthwise_conv2d", "batch_normalization", "dense"}
+    if set(queues) - known or set(head_queues) - {"conv2d", "dense"}:
+        raise NotMobileNetV2(sorted(body["layers"]))
 
-    def arrays(key: str) -> list[np.ndarray]:
-        variables = group["layers"][key]["vars"]
+    def arrays(owner: Any, key: str) -> list[np.ndarray]:
+        variables = owner["layers"][key]["vars"]
         return [np.asarray(variables[i]) for i in sorted(variables, key=int)]
 
-    if set(queues) - {"conv2d", "depthwise_conv2d", "batch_normalization", "dense"}:
-        raise NotMobileNetV2(sorted(group["layers"]))
-    convs = [k for _, k in queues.get("conv2d", [])]
-    depthwise = [k for _, k in queues.get("depthwise_conv2d", [])]
-    norms = [k for _, k in queues.get("batch_normalization", [])]
-    dense = [k for _, k in queues.get("dense", [])]
+    def layer(owner: Any, key: str, kind: str) -> Layer:
+        values = arrays(owner, key)
+        return Layer(kind, values[0], key, values[1] if len(values) > 1 else None)  # type: ignore[arg-type]
+
+    convs = list(queues.get("conv2d", []))
+    depthwise = list(queues.get("depthwise_conv2d", []))
+    norms = queues.get("batch_normalization", [])
     layers: list[Layer] = []
     for _, kind in backbone_scopes():
         queue = depthwise if kind == "depthwise" else convs
         if not queue:
             break
-        key = queue.pop(0)
-        values = arrays(key)
-        layers.append(Layer(kind, values[0], key, values[1] if len(values) > 1 else None))
+        layers.append(layer(body, queue.pop(0), kind))
     # A head after layer_19: a 1x1 conv (left in the conv queue) or a dense layer.
-    for key, kind in [(k, "conv") for k in convs] + [(k, "linear") for k in dense]:
-        values = arrays(key)
-        layers.append(Layer(kind, values[0], key, values[1] if len(values) > 1 else None))  # type: ignore[arg-type]
+    layers += [layer(body, k, "conv") for k in convs]
+    layers += [layer(body, k, "linear") for k in queues.get("dense", [])]
+    layers += [layer(group, k, "conv") for k in head_queues.get("conv2d", [])]
+    layers += [layer(group, k, "linear") for k in head_queues.get("dense", [])]
     if len(norms) > len(layers) or depthwise:
-        raise NotMobileNetV2(sorted(group["layers"]))
-    for layer, key in zip(layers, norms, strict=False):
-        layer.batchnorm = dict(zip(_KERAS_BN, arrays(key), strict=True))
+        raise NotMobileNetV2(sorted(body["layers"]))
+    for item, key in zip(layers, norms, strict=False):
+        item.batchnorm = dict(zip(_KERAS_BN, arrays(body, key), strict=True))
     return layers
 
 

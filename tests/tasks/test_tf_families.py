@@ -38,6 +38,9 @@ KERAS = {
     "keras3_classifier.h5": "mobilenet_v2_classifier",
     "keras2_classifier.weights.h5": "mobilenet_v2_classifier",
     "keras3_backbone.keras": "mobilenet_v2",
+    # a Sequential of the MobileNetV2 (one nested layer), pooling and a dense head
+    "keras3_nested.keras": "mobilenet_v2_classifier",
+    "keras3_nested.h5": "mobilenet_v2_classifier",
 }
 
 

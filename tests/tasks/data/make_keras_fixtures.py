@@ -10,6 +10,8 @@ matters), saved the way users get such files:
 
 - ``keras3_classifier.h5``: Keras 3 ``model.save`` legacy HDF5, 5 classes (dense head);
 - ``keras3_backbone.keras``: Keras 3 native zip, ``include_top=False``;
+- ``keras3_nested.keras`` / ``keras3_nested.h5``: the usual fine-tuning model, a
+  ``Sequential`` of the MobileNetV2 backbone (one nested layer), pooling and a 3-class dense;
 - ``keras2_classifier.weights.h5``: Keras 2 (tf-keras) ``save_weights``, the layout of the
   files ``keras.applications`` downloads (``Conv1/kernel:0``), 5 classes;
 - ``keras_convhead_float.tflite``: TF Lite float of a Keras backbone with a 1x1 conv
@@ -149,7 +151,20 @@ def keras3_models() -> dict[str, object]:
     convhead = keras.Model(base.input, keras.layers.Flatten()(x))
     randomize(convhead, 3)
     calibrate(convhead, calibration_data())
-    return {"classifier": classifier, "backbone": backbone, "convhead": convhead}
+    nested = keras.Sequential(  # the usual fine-tuning model: MobileNetV2 as one layer
+        [keras.Input((SIZE, SIZE, 3)), app(include_top=False),
+         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)]
+    )  # fmt: skip
+    randomize(nested, 7)
+    calibrate(nested, calibration_data())
+    return {"classifier": classifier, "backbone": backbone, "convhead": convhead, "nested": nested}
+
+
+def save_nested(model, out: Path, outputs: dict[str, np.ndarray]) -> None:  # type: ignore[no-untyped-def]
+    """The nested model as ``.keras`` and legacy ``.h5``, with Keras's logits."""
+    for name in ("keras3_nested.keras", "keras3_nested.h5"):
+        model.save(out / name)
+        outputs[name] = np.asarray(model(photos(), training=False))
 
 
 def keras2_classifier():  # type: ignore[no-untyped-def]
@@ -227,6 +242,7 @@ def main(out: Path) -> None:
     outputs["keras3_classifier.h5"] = k3["classifier"].predict(data, verbose=0)  # type: ignore[attr-defined]
     k3["backbone"].save(out / "keras3_backbone.keras")  # type: ignore[attr-defined]
     outputs["keras3_backbone.keras"] = k3["backbone"].predict(data, verbose=0)  # type: ignore[attr-defined]
+    save_nested(k3["nested"], out, outputs)
     (out / "keras_convhead_float.tflite").write_bytes(to_tflite(k3["convhead"], "float", data))
     for mode in ("int8_channel", "int8_tensor"):
         (out / f"keras_{mode}.tflite").write_bytes(
