@@ -155,6 +155,24 @@ class TFLiteFile:
             values = raw.astype(np.float32) if raw.dtype.kind == "f" else raw
         return TFLiteTensor(t.Name().decode(), shape, values, raw, scale, zero_point, axis)
 
+    def _dequantized(self) -> dict[int, int]:
+        """``{output tensor: constant input tensor}`` of every ``DEQUANTIZE`` operator
+        whose input is a constant (float16 weights, stored as half and widened by the
+        graph)."""
+        out = {}
+        for i in range(self._graph.OperatorsLength()):
+            if self.op_name(i) == "DEQUANTIZE":
+                op = self._graph.Operators(i)
+                out[int(op.Outputs(0))] = int(op.Inputs(0))
+        return out
+
+    def constant(self, index: int, dequantized: dict[int, int]) -> TFLiteTensor | None:
+        """The constant at ``index``, or the constant a ``DEQUANTIZE`` makes it from."""
+        tensor = self.tensor(index)
+        if tensor is None and index in dequantized:
+            tensor = self.tensor(dequantized[index])
+        return tensor
+
     def tensors(self) -> dict[str, TFLiteTensor]:
         """Every constant tensor, by its name in the file."""
         out = {}
@@ -175,14 +193,19 @@ class TFLiteFile:
     def convs(self) -> list[TFLiteConv]:
         """Every convolution / fully connected operator, in graph order."""
         out = []
+        dequantized = self._dequantized()
         for i in range(self._graph.OperatorsLength()):
             name = self.op_name(i)
             if name not in _CONV_OPS:
                 continue
             op = self._graph.Operators(i)
             inputs = op.InputsAsNumpy()
-            weights = self.tensor(int(inputs[1]))
-            bias = self.tensor(int(inputs[2])) if len(inputs) > 2 and inputs[2] >= 0 else None
+            weights = self.constant(int(inputs[1]), dequantized)
+            bias = (
+                self.constant(int(inputs[2]), dequantized)
+                if len(inputs) > 2 and inputs[2] >= 0
+                else None
+            )
             if weights is None:
                 raise ValueError(f"{self.path}: operator {i} ({name}) has non-constant weights")
             stride, dilation = (1, 1), (1, 1)

@@ -30,6 +30,7 @@ SIZE = 96
 #: file -> (builder, outputs, 8-bit)
 TFLITE = {
     "keras_convhead_float.tflite": ("mobilenet_v2_classifier", 7, False),
+    "keras_float16.tflite": ("mobilenet_v2_classifier", 5, False),  # DEQUANTIZE'd weights
     "keras_int8_channel.tflite": ("mobilenet_v2_classifier", 5, True),
     "keras_int8_tensor.tflite": ("mobilenet_v2_classifier", 5, True),
     "garden_int8.tflite": ("mobilenet_v2_classifier", 6, True),

@@ -16,6 +16,8 @@ matters), saved the way users get such files:
   files ``keras.applications`` downloads (``Conv1/kernel:0``), 5 classes;
 - ``keras_convhead_float.tflite``: TF Lite float of a Keras backbone with a 1x1 conv
   classifier (7 classes), as TF-slim heads are;
+- ``keras_float16.tflite``: the Keras 3 classifier with float16 weights (``DEQUANTIZE``
+  operators feed the convolutions);
 - ``keras_int8_channel.tflite`` / ``keras_int8_tensor.tflite``: the Keras 3 classifier
   after post-training int8 quantization, per-channel and per-tensor weights (float I/O);
 - ``garden_int8.tflite``: a TF2 Model Garden MobileNetV2 classifier (backbone +
@@ -109,12 +111,15 @@ def calibration_data() -> np.ndarray:
 
 
 def to_tflite(model, mode: str, data: np.ndarray) -> bytes:  # type: ignore[no-untyped-def]
-    """TF Lite bytes: ``"float"``, ``"int8_channel"``, ``"int8_tensor"`` (float I/O) or
-    ``"int8_io"`` (full integer, int8 input and output)."""
+    """TF Lite bytes: ``"float"``, ``"float16"`` (float16 weights), ``"int8_channel"``,
+    ``"int8_tensor"`` (float I/O) or ``"int8_io"`` (full integer, int8 input and output)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode != "float":
+    if mode == "float16":  # weights stored in float16, DEQUANTIZE ops before the convs
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode != "float":
 
         def representative():  # type: ignore[no-untyped-def]
             for x in data:
@@ -244,6 +249,7 @@ def main(out: Path) -> None:
     outputs["keras3_backbone.keras"] = k3["backbone"].predict(data, verbose=0)  # type: ignore[attr-defined]
     save_nested(k3["nested"], out, outputs)
     (out / "keras_convhead_float.tflite").write_bytes(to_tflite(k3["convhead"], "float", data))
+    (out / "keras_float16.tflite").write_bytes(to_tflite(k3["classifier"], "float16", data))
     for mode in ("int8_channel", "int8_tensor"):
         (out / f"keras_{mode}.tflite").write_bytes(
             to_tflite(k3["classifier"], mode, calibration_data())
