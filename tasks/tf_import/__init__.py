@@ -2,10 +2,13 @@
 
 Readers give ``{tf_variable_name: numpy array}``: ``tflite`` (TF Lite flatbuffers, float
 and 8-bit, via the ``tflite`` schema package), ``graphdef`` (frozen graphs, via TF's protos
-in ``tensorboard``) and ``checkpoint`` (TF V2 checkpoints, decoded directly). ``names`` maps
-TF names to our modules; ``convert`` assembles state dicts and whole models; ``cli`` holds
-``mobilezoo weights`` / ``convert``; ``verify`` compares with the TF Lite runtime. Needs the
-``tf`` extra; never imported by ``import backbones`` or ``import heads``.
+in ``tensorboard``), ``checkpoint`` (TF V2 checkpoints, decoded directly) and ``keras``
+(``.h5`` / ``.keras``, via ``h5py``). ``families`` gives TF-slim names to a MobileNetV2 of any
+family (TF2 Model Garden, Keras, their TF Lite exports) by the order of its layers;
+``names`` maps TF-slim names to our modules; ``convert`` assembles state dicts and whole
+models; ``cli`` holds ``mobilezoo weights`` / ``convert``; ``verify`` compares with the TF
+Lite runtime (``emulate``: with an 8-bit file's activation rounding). Needs the ``tf``
+extra; never imported by ``import backbones`` or ``import heads``.
 """
 
 from tasks.tf_import.convert import (

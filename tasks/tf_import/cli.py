@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from heads.pretrained import WeightsEntry, list_weights
 
@@ -79,11 +81,24 @@ def convert_main(args: Sequence[str]) -> None:
     parser.add_argument("--output", required=True, help="where to write the .pt file")
     parser.add_argument(
         "--builder",
-        choices=("mobilenet_v2_classifier", "deeplabv3_mobilenet_v2", "ssdlite_mobilenet_v2"),
+        choices=(
+            "mobilenet_v2_classifier",
+            "deeplabv3_mobilenet_v2",
+            "ssdlite_mobilenet_v2",
+            "mobilenet_v2",
+        ),
         help="expected model (default: read from the file's tensor names)",
     )
     parser.add_argument(
         "--output_stride", type=int, choices=(8, 16, 32), help="DeepLab: override the file's"
+    )
+    parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="PHOTO",
+        help="TF Lite files: compare the conversion with the TF Lite runtime on this photo "
+        "(repeatable; needs ai-edge-litert)",
     )
     options = parser.parse_args(list(args))
     from tasks.tf_import.convert import convert_file, save_converted
@@ -95,6 +110,9 @@ def convert_main(args: Sequence[str]) -> None:
         model, meta = convert_file(options.file, options.builder, **overrides)
     except (ValueError, KeyError, FileNotFoundError, NotImplementedError, ImportError) as err:
         parser.exit(2, f"mobilezoo convert: error: {err}\n")
+    checks = _check_lines(options.file, model, meta["builder"], options.check)
+    if isinstance(checks, str):
+        parser.exit(2, f"mobilezoo convert: error: {checks}\n")
     path = save_converted(model, meta, options.output)
     arch = ", ".join(f"{k}={v!r}" for k, v in meta["architecture"].items())
     print(
@@ -102,3 +120,24 @@ def convert_main(args: Sequence[str]) -> None:
         f"from {meta['source']}\nuse: {meta['builder']}(weights={str(path)!r}) or "
         f"model.init_args.weights: {path}"
     )
+    for line in checks:
+        print(line)
+
+
+def _check_lines(file: str, model: Any, builder: str, photos: Sequence[str]) -> list[str] | str:
+    """``--check`` lines, or the one-line reason they cannot be made."""
+    if not photos:
+        return []
+    if Path(file).suffix != ".tflite":
+        return f"--check compares with the TF Lite runtime: {file} is not a .tflite file"
+    try:
+        from tasks.tf_import.verify import check_photo
+
+        return [
+            check_photo(Path(file), model, builder, Path(p)).line(Path(file), Path(p))
+            for p in photos
+        ]
+    except ImportError as err:
+        return f"--check needs the TF Lite runtime: pip install ai-edge-litert ({err})"
+    except (OSError, ValueError) as err:
+        return f"--check: {err}"

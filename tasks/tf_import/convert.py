@@ -26,8 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from heads.pretrained import META_KEY, WeightsEntry
+from tasks.tf_import.families import (
+    canonical_variables,
+    is_mobilenet_v2,
+    unknown_file_message,
+)
 from tasks.tf_import.names import (
     ConvMapping,
+    backbone_mappings,
     classifier_mappings,
     deeplab_mappings,
     out_index_array,
@@ -35,7 +41,20 @@ from tasks.tf_import.names import (
 )
 
 Layout = Literal["tflite", "tf"]
-BUILDERS = ("mobilenet_v2_classifier", "deeplabv3_mobilenet_v2", "ssdlite_mobilenet_v2")
+BUILDERS = (
+    "mobilenet_v2_classifier",
+    "deeplabv3_mobilenet_v2",
+    "ssdlite_mobilenet_v2",
+    "mobilenet_v2",
+)
+#: residual additions of MobileNetV2 (blocks of stride 1 and equal widths)
+_RESIDUAL_ADDS = 10
+#: a variable of each model's head (DeepLab, classifier, SSD): what tells the model
+_HEAD_VARIABLES = (
+    "logits/semantic/weights",
+    "MobilenetV2/Logits/Conv2d_1c_1x1/weights",
+    "BoxPredictor_0/ClassPredictor/weights",
+)
 #: TF-slim MobileNetV2 and the Object Detection API train BatchNorm with epsilon 1e-3
 TF_SLIM_BN_EPS = 1e-3
 #: TF DeepLab's head (image pooling, ASPP, projection) uses 1e-5
@@ -178,17 +197,23 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
     """
     path = Path(path)
     if path.suffix == ".tflite":
-        from tasks.tf_import.tflite import TFLiteFile, read_tflite_variables
+        from tasks.tf_import.tflite import TFLiteFile
 
         tfl = TFLiteFile(path)
         hints: dict[str, Any] = {}
         convs = tfl.convs()
+        if not convs:
+            raise ValueError(unknown_file_message(str(path), []))
         rate = max(max(c.dilation) for c in convs)
         hints["output_stride"] = 32 // rate
         resizes = tfl.resize_align_corners()
         if resizes:
             hints["align_corners"] = resizes[-1]
-        return read_tflite_variables(path), "tflite", hints
+        return _tflite_variables(convs, path, tfl.op_names()), "tflite", hints
+    if path.suffix in (".h5", ".keras"):
+        from tasks.tf_import.keras import read_keras_variables
+
+        return read_keras_variables(path), "tf", {}
     if path.suffix == ".pb":
         from tasks.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
 
@@ -198,18 +223,49 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
 
         return read_checkpoint(path), "tf", {}
     raise ValueError(
-        f"{path}: unknown TF file type {path.suffix!r}; expected .tflite, a frozen graph .pb "
-        "or a checkpoint (model.ckpt.index or the prefix model.ckpt)"
+        f"{path}: unknown TF file type {path.suffix!r}; expected .tflite, a frozen graph .pb, "
+        "a checkpoint (model.ckpt.index or the prefix model.ckpt) or a Keras .h5 / .keras file"
     )
+
+
+def _tflite_variables(
+    convs: list[Any], path: Path, ops: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """TF-slim-named variables of a TF Lite file's convolutions: by their names when they
+    are TF-slim's and hold a head we know, else by position (``families``: any exporter of
+    a MobileNetV2 classifier or backbone; ``ops``: the file's operators, checked for
+    BatchNorm left unfolded)."""
+    from tasks.tf_import.tflite import conv_layers, slim_variables
+
+    named = slim_variables(convs)
+    if named is not None and any(head in named for head in _HEAD_VARIABLES):
+        return named
+    layers = conv_layers(convs)
+    if is_mobilenet_v2(layers):
+        ops = ops or []
+        if "MUL" in ops or ops.count("ADD") > _RESIDUAL_ADDS:
+            # BatchNorm kept as a multiply-add after its conv: reading the convs alone
+            # would give silently wrong numbers.
+            raise ValueError(
+                f"{path}: MobileNetV2 with {ops.count('MUL')} MUL and {ops.count('ADD')} ADD "
+                f"operators (its residuals need {_RESIDUAL_ADDS} ADD): BatchNorm is not folded "
+                "into the convolutions; re-export it with the TF Lite converter's defaults"
+            )
+        return canonical_variables(layers, "tflite", str(path))
+    if named is not None:
+        return named  # TF-slim names: infer_builder says what is missing
+    raise ValueError(unknown_file_message(str(path), [c.name for c in convs]))
 
 
 def _out_channels(array: np.ndarray, layout: Layout) -> int:
     return int(array.shape[0] if layout == "tflite" else array.shape[-1])
 
 
-def infer_builder(variables: dict[str, np.ndarray], layout: Layout) -> tuple[str, dict[str, Any]]:
+def infer_builder(
+    variables: dict[str, np.ndarray], layout: Layout, source: str = "the file"
+) -> tuple[str, dict[str, Any]]:
     """The builder and its options (``num_classes``, ``width_mult``, ``divisible_by``,
-    ``aspp``) that the TF variables fit."""
+    ``aspp``) that the TF variables fit (``source`` names the file in errors)."""
     if "logits/semantic/weights" in variables:
         builder = "deeplabv3_mobilenet_v2"
         kwargs: dict[str, Any] = {
@@ -229,11 +285,11 @@ def infer_builder(variables: dict[str, np.ndarray], layout: Layout) -> tuple[str
         tf_classes = classes // (anchors // 4)
         kwargs = {"num_classes": 80 if tf_classes == 91 else tf_classes - 1}
         prefix = "FeatureExtractor/MobilenetV2"
+    elif "MobilenetV2/Conv_1/weights" in variables:
+        # No head: the backbone (``backbones.mobilenet_v2``, its ``features.*`` keys).
+        builder, kwargs, prefix = "mobilenet_v2", {}, "MobilenetV2"
     else:
-        raise ValueError(
-            "cannot tell the model: no logits/semantic (DeepLab), MobilenetV2/Logits "
-            "(classifier) or BoxPredictor_0 (SSD) variables found"
-        )
+        raise ValueError(unknown_file_message(source, sorted(variables)))
     kwargs.update(_infer_width(variables, layout, prefix))
     return builder, kwargs
 
@@ -257,19 +313,28 @@ def _infer_width(variables: dict[str, np.ndarray], layout: Layout, prefix: str) 
 
 def build_model(builder: str, **kwargs: Any) -> nn.Module:
     """Build ``builder`` (a name from ``BUILDERS``) without weights."""
+    import backbones
     import heads
 
     if builder not in BUILDERS:
         raise ValueError(f"builder must be one of {BUILDERS}, got {builder!r}")
-    fn: Callable[..., nn.Module] = getattr(heads, builder)
+    fn: Callable[..., nn.Module] = getattr(
+        backbones if builder == "mobilenet_v2" else heads, builder
+    )
     return fn(**kwargs)
 
 
-def mappings_for(builder: str, model: nn.Module) -> list[ConvMapping]:
+def mappings_for(
+    builder: str, model: nn.Module, tf_classes: int | None = None
+) -> list[ConvMapping]:
+    """Mappings of ``builder``'s model (``tf_classes``: the file's classifier outputs,
+    TF-slim's 1001 by default)."""
     if builder == "mobilenet_v2_classifier":
-        return classifier_mappings(model)
+        return classifier_mappings(model, tf_classes or 1001)
     if builder == "deeplabv3_mobilenet_v2":
         return deeplab_mappings(model)
+    if builder == "mobilenet_v2":
+        return backbone_mappings(model.features, "features", "MobilenetV2")
     return ssdlite_mappings(model)
 
 
@@ -301,7 +366,7 @@ def convert_file(
         metadata (builder, architecture, source) that ``save_converted`` stores.
     """
     variables, layout, hints = read_variables(path)
-    found, kwargs = infer_builder(variables, layout)
+    found, kwargs = infer_builder(variables, layout, str(path))
     if builder is not None and builder != found:
         raise ValueError(f"{path} holds a {found} model, not a {builder}")
     kwargs["padding"] = "tf"  # TF convolutions pad "SAME"
@@ -310,7 +375,10 @@ def convert_file(
         kwargs["align_corners"] = hints.get("align_corners", True)
     kwargs.update(overrides)
     model = build_model(found, **kwargs)
-    state, unused = convert_variables(model, variables, mappings_for(found, model), layout)
+    logits = variables.get("MobilenetV2/Logits/Conv2d_1c_1x1/weights")
+    tf_classes = None if logits is None else _out_channels(logits, layout)
+    mappings = mappings_for(found, model, tf_classes)
+    state, unused = convert_variables(model, variables, mappings, layout)
     if unused and strict:
         raise ValueError(f"{path}: {len(unused)} TF variables were not used, e.g. {unused[:5]}")
     model.load_state_dict(state)
@@ -318,7 +386,7 @@ def convert_file(
     meta = {
         "builder": found,
         "architecture": {k: kwargs[k] for k in architecture_keys(found) if k in kwargs},
-        "num_classes": kwargs["num_classes"],
+        "num_classes": kwargs.get("num_classes"),
         "options": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))},
         "source": Path(path).name,
         "source_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.tf_import.families import Layer
+
 try:
     import tflite
 except ImportError as err:  # pragma: no cover - depends on the environment
@@ -74,19 +76,22 @@ class TFLiteConv:
     """A convolution (or fully connected) operator and its constant inputs.
 
     Attributes:
-        scope: the TF-slim scope of its weights, e.g. ``MobilenetV2/expanded_conv_3/expand``.
+        scope: the TF-slim scope of its weights, e.g. ``MobilenetV2/expanded_conv_3/expand``,
+            or ``None`` when the weights' name is not a TF-slim one (other families:
+            ``families`` places them by position).
         op: ``"CONV_2D"``, ``"DEPTHWISE_CONV_2D"`` or ``"FULLY_CONNECTED"``.
         weights: float weights in TF Lite layout (``OHWI``; depthwise ``1HWC``; FC ``OI``).
         bias: float bias (BatchNorm folded into it where the model had one), or ``None``.
         stride, dilation: ``(h, w)``.
     """
 
-    scope: str
+    scope: str | None
     op: str
     weights: np.ndarray
     bias: np.ndarray | None
     stride: tuple[int, int]
     dilation: tuple[int, int]
+    name: str = ""
 
 
 def dequantize(raw: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
@@ -150,6 +155,24 @@ class TFLiteFile:
             values = raw.astype(np.float32) if raw.dtype.kind == "f" else raw
         return TFLiteTensor(t.Name().decode(), shape, values, raw, scale, zero_point, axis)
 
+    def _dequantized(self) -> dict[int, int]:
+        """``{output tensor: constant input tensor}`` of every ``DEQUANTIZE`` operator
+        whose input is a constant (float16 weights, stored as half and widened by the
+        graph)."""
+        out = {}
+        for i in range(self._graph.OperatorsLength()):
+            if self.op_name(i) == "DEQUANTIZE":
+                op = self._graph.Operators(i)
+                out[int(op.Outputs(0))] = int(op.Inputs(0))
+        return out
+
+    def constant(self, index: int, dequantized: dict[int, int]) -> TFLiteTensor | None:
+        """The constant at ``index``, or the constant a ``DEQUANTIZE`` makes it from."""
+        tensor = self.tensor(index)
+        if tensor is None and index in dequantized:
+            tensor = self.tensor(dequantized[index])
+        return tensor
+
     def tensors(self) -> dict[str, TFLiteTensor]:
         """Every constant tensor, by its name in the file."""
         out = {}
@@ -170,14 +193,19 @@ class TFLiteFile:
     def convs(self) -> list[TFLiteConv]:
         """Every convolution / fully connected operator, in graph order."""
         out = []
+        dequantized = self._dequantized()
         for i in range(self._graph.OperatorsLength()):
             name = self.op_name(i)
             if name not in _CONV_OPS:
                 continue
             op = self._graph.Operators(i)
             inputs = op.InputsAsNumpy()
-            weights = self.tensor(int(inputs[1]))
-            bias = self.tensor(int(inputs[2])) if len(inputs) > 2 and inputs[2] >= 0 else None
+            weights = self.constant(int(inputs[1]), dequantized)
+            bias = (
+                self.constant(int(inputs[2]), dequantized)
+                if len(inputs) > 2 and inputs[2] >= 0
+                else None
+            )
             if weights is None:
                 raise ValueError(f"{self.path}: operator {i} ({name}) has non-constant weights")
             stride, dilation = (1, 1), (1, 1)
@@ -192,15 +220,44 @@ class TFLiteFile:
                 dilation = (options.DilationHFactor(), options.DilationWFactor())
             out.append(
                 TFLiteConv(
-                    weight_scope(weights.name),
+                    slim_scope(weights.name),
                     name,
                     weights.values,
                     None if bias is None else bias.values.astype(np.float32),
                     stride,
                     dilation,
+                    weights.name,
                 )
             )
         return out
+
+    def tensor_quantization(self, index: int) -> tuple[float, int, int, int] | None:
+        """``(scale, zero_point, qmin, qmax)`` of an 8-bit tensor with one scale, else
+        ``None``."""
+        t = self._graph.Tensors(index)
+        dtype = _NUMPY_TYPES.get(t.Type())
+        q = t.Quantization()
+        if dtype not in (np.int8, np.uint8) or q is None or q.ScaleLength() != 1:
+            return None
+        info = np.iinfo(dtype)
+        zero_point = int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
+        return float(q.Scale(0)), zero_point, int(info.min), int(info.max)
+
+    def activation_quantization(
+        self, ops: tuple[str, ...]
+    ) -> tuple[tuple[float, int, int, int] | None, list[tuple[float, int, int, int] | None]]:
+        """Quantization of the first convolution's input and of the output of every operator
+        named in ``ops``, in graph order (what an 8-bit model rounds its activations to)."""
+        first: tuple[float, int, int, int] | None = None
+        outputs = []
+        for i in range(self._graph.OperatorsLength()):
+            name = self.op_name(i)
+            op = self._graph.Operators(i)
+            if name in _CONV_OPS and first is None:
+                first = self.tensor_quantization(int(op.Inputs(0)))
+            if name in ops:
+                outputs.append(self.tensor_quantization(int(op.Outputs(0))))
+        return first, outputs
 
     def resize_align_corners(self) -> list[bool]:
         """``align_corners`` of every RESIZE_BILINEAR operator, in graph order."""
@@ -215,26 +272,53 @@ class TFLiteFile:
         return out
 
 
-def weight_scope(name: str) -> str:
+def slim_scope(name: str) -> str | None:
     """TF-slim scope of a weight tensor name, e.g. both ``MobilenetV2/Conv/weights`` and
     ``MobilenetV2/Conv/Conv2D_Fold;MobilenetV2/Conv/weights_quant/FakeQuantWithMinMaxVars``
-    give ``MobilenetV2/Conv``."""
+    give ``MobilenetV2/Conv``; ``None`` for other names."""
     for part in name.split(";"):
         for pattern in _WEIGHT_PATTERNS:
             match = pattern.match(part)
             if match:
                 return match.group("scope")
-    raise ValueError(f"cannot find a TF-slim weight name in tensor name {name!r}")
+    return None
 
 
-def read_tflite_variables(path: str | Path) -> dict[str, np.ndarray]:
-    """TF-slim style variables of a TF Lite file: ``{scope}/weights`` (``OHWI``, FC ``OI``),
-    ``{scope}/depthwise_weights`` (``1HWC``) and ``{scope}/biases`` (BatchNorm folded in),
-    float32, dequantized."""
+def weight_scope(name: str) -> str:
+    """``slim_scope`` that raises ``ValueError`` for a name that is not TF-slim's."""
+    scope = slim_scope(name)
+    if scope is None:
+        raise ValueError(f"cannot find a TF-slim weight name in tensor name {name!r}")
+    return scope
+
+
+def slim_variables(convs: list[TFLiteConv]) -> dict[str, np.ndarray] | None:
+    """TF-slim style variables of TF Lite convolutions: ``{scope}/weights`` (``OHWI``, FC
+    ``OI``), ``{scope}/depthwise_weights`` (``1HWC``) and ``{scope}/biases`` (BatchNorm
+    folded in), float32, dequantized; ``None`` when a weight name is not TF-slim's."""
     out: dict[str, np.ndarray] = {}
-    for conv in TFLiteFile(path).convs():
+    for conv in convs:
+        if conv.scope is None:
+            return None
         kind = "depthwise_weights" if conv.op == "DEPTHWISE_CONV_2D" else "weights"
         out[f"{conv.scope}/{kind}"] = conv.weights
         if conv.bias is not None:
             out[f"{conv.scope}/biases"] = conv.bias
+    return out
+
+
+def conv_layers(convs: list[TFLiteConv]) -> list[Layer]:
+    """The convolutions as ``families.Layer`` (TF Lite layout), in execution order."""
+    kinds = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "linear"}
+    return [Layer(kinds[c.op], c.weights, c.name, c.bias) for c in convs]  # type: ignore[arg-type]
+
+
+def read_tflite_variables(path: str | Path) -> dict[str, np.ndarray]:
+    """``slim_variables`` of a file; raises ``ValueError`` naming the first tensor whose
+    name is not TF-slim's."""
+    convs = TFLiteFile(path).convs()
+    out = slim_variables(convs)
+    if out is None:
+        weight_scope(next(c.name for c in convs if c.scope is None))  # raises, naming it
+    assert out is not None
     return out
