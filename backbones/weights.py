@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
-
-_Builder = TypeVar("_Builder", bound=Callable[..., Any])
 
 # torchvision's MobileNet_V2_Weights; kept here so that a file already in the torch hub
 # cache loads without importing torchvision.
@@ -55,8 +50,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
 
 class WeightsDownloadError(RuntimeError):
     """Named ImageNet weights could not be downloaded. The message says where to put the
-    file by hand and names ``option``, the setting that takes a local file instead: a model
-    builder re-raises it with its own name (``weights_backbone``) via ``for_option``."""
+    file by hand and names ``option``, the setting that takes a local file instead: the
+    weights loader re-raises it with the builder's name (``weights_backbone``) via
+    ``for_option``."""
 
     def __init__(self, name: str, url: str, dest: Path, cause: str, option: str = "weights"):
         self.name, self.url, self.dest, self.cause, self.option = name, url, dest, cause, option
@@ -69,23 +65,6 @@ class WeightsDownloadError(RuntimeError):
     def for_option(self, option: str) -> WeightsDownloadError:
         """The same error, naming ``option`` as the setting to change."""
         return WeightsDownloadError(self.name, self.url, self.dest, self.cause, option)
-
-
-def names_weights_option(option: str) -> Callable[[_Builder], _Builder]:
-    """Decorate a model builder whose weights argument is called ``option`` (for instance
-    ``weights_backbone``) so that a failed download names that argument."""
-
-    def decorate(builder: _Builder) -> _Builder:
-        @functools.wraps(builder)
-        def build(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return builder(*args, **kwargs)
-            except WeightsDownloadError as err:
-                raise err.for_option(option) from err.__cause__
-
-        return build  # type: ignore[return-value]
-
-    return decorate
 
 
 def _download_imagenet(name: str, dest: Path) -> None:
