@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from backbones.mobilenetv2 import infer_width
 from backbones.weights import WeightsDownloadError
 from heads.pretrained import (
     META_KEY,
@@ -232,7 +233,29 @@ def _read_file(path: Path, source: str) -> Weights:
         )
     _check_finite(state, path)
     arch = _architecture(meta, kind, builder, path)
+    if "width_mult" not in arch:  # a bare state dict: its channels tell the width
+        arch.update(_width_from_shapes(state))
+    classes = {CLASSIFIER: "head.classifier.1.weight", DEEPLAB: "head.classifier.weight"}
+    if "num_classes" not in arch and classes.get(builder) in state:  # and the class count
+        arch["num_classes"] = int(state[classes[builder]].shape[0])
     return Weights(source, kind, builder, arch, None, state)
+
+
+def _width_from_shapes(state: dict[str, Tensor]) -> dict[str, Any]:
+    """``width_mult`` and ``divisible_by`` of a published width whose channels the
+    backbone tensors have (``{}`` when none fits: the loading then names the shape)."""
+    channels = []
+    for layer in range(18):
+        convs = [
+            v
+            for k, v in state.items()
+            if k.startswith(f"backbone.features.{layer}.") and v.dim() == 4
+        ]
+        if not convs:
+            return {}
+        channels.append(int(convs[-1].shape[0]))
+    found = infer_width(channels)
+    return {} if found is None else {"width_mult": found[0], "divisible_by": found[1]}
 
 
 def _load(path: Path) -> Any:

@@ -274,10 +274,13 @@ def mappings_for(builder: str, model: nn.Module) -> list[ConvMapping]:
 
 
 def architecture_keys(builder: str) -> tuple[str, ...]:
-    """Builder options recorded in a converted file (the weights need them)."""
-    common = ("width_mult", "divisible_by", "padding")
+    """Builder options recorded in a converted file: all that ``builder(weights=file)``
+    needs to build exactly the converted model."""
+    common = ("num_classes", "width_mult", "divisible_by", "padding")
     if builder == "deeplabv3_mobilenet_v2":
-        return (*common, "align_corners", "aspp")
+        return (*common, "output_stride", "align_corners", "aspp")
+    if builder == "ssdlite_mobilenet_v2":
+        return (*common, "anchor_layout", "score_activation")
     return common
 
 
@@ -308,6 +311,9 @@ def convert_file(
     if found == "deeplabv3_mobilenet_v2":
         kwargs["output_stride"] = hints.get("output_stride", 16)
         kwargs["align_corners"] = hints.get("align_corners", True)
+    if found == "ssdlite_mobilenet_v2":
+        # the Object Detection API's SSDLite: TF's anchors, sigmoid class scores
+        kwargs.update(anchor_layout="tf", score_activation="sigmoid")
     kwargs.update(overrides)
     model = build_model(found, **kwargs)
     state, unused = convert_variables(model, variables, mappings_for(found, model), layout)
