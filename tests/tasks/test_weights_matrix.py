@@ -89,17 +89,12 @@ def converted(hub: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 
 def _save_task(task: lightning.LightningModule, path: Path) -> Path:
-    """What ``Trainer.save_checkpoint`` writes, for a task that never trained."""
-    torch.save(
-        {
-            "epoch": 0,
-            "global_step": 0,
-            "pytorch-lightning_version": lightning.__version__,
-            "state_dict": task.state_dict(),
-            "hyper_parameters": dict(task.hparams),
-        },
-        path,
+    """A Lightning checkpoint of a task that never trained, written by the Trainer."""
+    trainer = lightning.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
     )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
     return path
 
 
