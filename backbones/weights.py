@@ -17,6 +17,16 @@ IMAGENET_URLS = {
 _ENUM_NAMES = {"imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2"}
 
 
+class WeightsError(ValueError):
+    """Weights that cannot be used (unreadable, of no known kind, of another architecture);
+    the message is one line naming the file and the problem. The command line reports it
+    as such (exit code 2)."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """Neither an existing file nor a known weights name."""
+
+
 def hub_checkpoint_path(name: str) -> Path:
     """Where torch hub caches the file of named weights (``$TORCH_HOME/hub/checkpoints``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(IMAGENET_URLS[name])

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from backbones.weights import WeightsError
 from heads.categories import CITYSCAPES_CLASSES, VOC_CLASSES, coco_categories, imagenet_categories
 
 log = logging.getLogger("mobilezoo")
@@ -367,7 +368,7 @@ def load_for_finetuning(
             for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
             if keys
         )
-        raise ValueError(f"{source} does not fit this model ({detail})")
+        raise WeightsError(f"{source} does not fit this model ({detail})")
     model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
     if mismatched:
         shapes = ", ".join(

@@ -15,7 +15,8 @@ state dict in that builder's keys. It knows these kinds:
 
 Files are untrusted: read with ``weights_only=True``, only listed architecture keys of plain
 types and checked ranges are taken from their metadata, non-finite tensors are refused.
-Anything else is one ``ValueError`` naming the file and the kinds known here.
+Anything else is one ``WeightsError`` (a ``ValueError``) naming the file and the kinds
+known here.
 
 ``architecture_of`` applies what weights need to a builder's options; ``load_weights`` and
 ``load_backbone_weights`` load them into a built model. A model of another family than the
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.mobilenetv2 import infer_width
-from backbones.weights import WeightsDownloadError
+from backbones.weights import WeightsDownloadError, WeightsError, WeightsNotFoundError
 from heads.pretrained import (
     META_KEY,
     WeightsEntry,
@@ -176,8 +177,10 @@ def open_weights(weights: str | Path, builder: str | None = None) -> Weights:
         builder: the builder asking; an entry name of that builder is preferred.
 
     Raises:
-        FileNotFoundError: neither a weights name nor an existing file.
-        ValueError: a file of no known kind, unreadable, or with bad metadata (named).
+        WeightsNotFoundError: (a ``FileNotFoundError``) neither a weights name nor an
+            existing file.
+        WeightsError: (a ``ValueError``) a file of no known kind, unreadable, or with bad
+            metadata (named).
     """
     text = str(weights)
     path = Path(text).expanduser()
@@ -192,7 +195,7 @@ def open_weights(weights: str | Path, builder: str | None = None) -> Weights:
         return Weights(text, "entry", entry.builder, arch, entry)
     if not path.is_file():
         names = sorted({e.name for e in list_weights()})
-        raise FileNotFoundError(
+        raise WeightsNotFoundError(
             f"weights {text!r}: no such file, and not a weights name ({', '.join(names)})"
         )
     return _read_file(path, text)
@@ -215,19 +218,19 @@ def _read_file(path: Path, source: str) -> Weights:
         or not state
         or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items())
     ):
-        raise ValueError(f"{path} is not a weights file of a known kind: {known}")
+        raise WeightsError(f"{path} is not a weights file of a known kind: {known}")
     if kind == "checkpoint":
         state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     builder = builder_of(state)
     if builder is None:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: its tensors ({_sample(state)}) are not of a zoo model or torchvision's "
             f"mobilenet_v2; {known}"
         )
     if builder == "torchvision":
         kind, builder, state = "torchvision", CLASSIFIER, _from_torchvision(state)
     if kind == "converted" and isinstance(meta, dict) and meta.get("builder") != builder:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: its metadata names builder {str(meta.get('builder'))[:60]!r} but its "
             f"tensors are of {builder}"
         )
@@ -262,10 +265,17 @@ def _load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError...
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
-        raise ValueError(
-            f"cannot load weights file {path} safely (weights_only=True): "
-            f"{type(err).__name__}: {first}. Only tensor files are accepted ({', '.join(KINDS)})"
+        with path.open("rb") as f:
+            head = f.read(4)
+        if "Unsupported global" in str(err) or "GLOBAL" in str(err):
+            why = "it holds Python objects that could run code on load (refused)"
+        elif head != b"PK\x03\x04":
+            why = "not a PyTorch zip archive"
+        else:
+            why = f"truncated or corrupt ({type(err).__name__})"
+        raise WeightsError(
+            f"cannot load weights file {path} safely (weights_only=True): {why}. Known kinds: "
+            f"{', '.join(KINDS)}"
         ) from None
 
 
@@ -304,7 +314,7 @@ def _from_torchvision(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def _check_finite(state: dict[str, Tensor], path: Path) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ValueError(
+        raise WeightsError(
             f"{path} holds NaN or infinite values in {len(bad)} tensors, e.g. {bad[0]}"
         )
 
@@ -317,7 +327,7 @@ def _architecture(meta: Any, kind: str, builder: str, path: Path) -> dict[str, A
         len(meta) > 200
         or sum(len(repr(k)) + len(repr(v)) for k, v in meta.items()) > _MAX_META_CHARS
     ):
-        raise ValueError(f"{path}: its metadata block is too large")
+        raise WeightsError(f"{path}: its metadata block is too large")
     found: dict[str, Any] = {}
     if kind == "converted":
         # older files kept output_stride and num_classes outside "architecture"
@@ -333,7 +343,7 @@ def _architecture(meta: Any, kind: str, builder: str, path: Path) -> dict[str, A
             continue
         value = found[key]
         if not _VALID[key](value):
-            raise ValueError(f"{path}: architecture value {key}={str(value)[:40]!r} is invalid")
+            raise WeightsError(f"{path}: architecture value {key}={str(value)[:40]!r} is invalid")
         arch[key] = value
     return arch
 
@@ -397,7 +407,7 @@ def architecture_of(
             mine = out[key]
             if mine is not None and mine != value and mine != defaults.get(key, value):
                 option = "weights_backbone" if part == "backbone" else "weights"
-                raise ValueError(f"{option}={source!s} need {key}={value!r}, got {key}={mine!r}")
+                raise WeightsError(f"{option}={source!s} need {key}={value!r}, got {key}={mine!r}")
             out[key] = value
     return out
 
@@ -435,7 +445,7 @@ def _fit_shared(
     backbone layer (a DeepLab backbone has no ``layer_19``).
 
     Raises:
-        ValueError: a shape differs outside the class predictors, or the source lacks
+        WeightsError: a shape differs outside the class predictors, or the source lacks
             tensors of a layer it has (another architecture).
     """
     shared = [k for k in state if k.startswith(prefixes)]
@@ -445,7 +455,7 @@ def _fit_shared(
     ]  # fmt: skip
     if wrong:
         k = wrong[0]
-        raise ValueError(
+        raise WeightsError(
             f"{source} does not fit this model: {k} has shape {tuple(state[k].shape)}, the "
             f"model {tuple(own[k].shape)} ({len(wrong)} such tensors; another width_mult or "
             "divisible_by?)"
@@ -457,7 +467,7 @@ def _fit_shared(
     fresh = [k for k in absent if _layer(k) not in layers]
     missing = [k for k in absent if _layer(k) in layers]
     if missing:
-        raise ValueError(
+        raise WeightsError(
             f"{source} does not fit this model: it lacks {len(missing)} tensors of layers it "
             f"has, e.g. {missing[:3]}"
         )
@@ -512,7 +522,7 @@ def load_backbone_weights(
     initialization, with a log line.
 
     Raises:
-        ValueError: the backbone is of another shape (named), or the file of no known kind.
+        WeightsError: the backbone is of another shape (named), or the file of no known kind.
     """
     found = open_weights(weights, builder)
     try:
@@ -522,7 +532,7 @@ def load_backbone_weights(
     own = {"backbone." + k: v for k, v in backbone.state_dict().items()}
     selected, _, fresh = _fit_shared(own, state, ("backbone.",), (), found.describe())
     if not selected:
-        raise ValueError(f"{found.describe()} has no backbone tensors")
+        raise WeightsError(f"{found.describe()} has no backbone tensors")
     backbone.load_state_dict({k[len("backbone.") :]: v for k, v in selected.items()}, strict=False)
     if fresh:
         log.warning(
