@@ -229,9 +229,10 @@ def _read_file(path: Path, source: str) -> Weights:
         )
     if builder == "torchvision":
         kind, builder, state = "torchvision", CLASSIFIER, _from_torchvision(state)
-    if kind == "converted" and isinstance(meta, dict) and meta.get("builder") != builder:
+    named = meta.get("builder") if kind == "converted" and isinstance(meta, dict) else None
+    if named is not None and named != builder:
         raise WeightsError(
-            f"{path}: its metadata names builder {str(meta.get('builder'))[:60]!r} but its "
+            f"{path}: its metadata names builder {str(named)[:60]!r} but its "
             f"tensors are of {builder}"
         )
     _check_finite(state, path)

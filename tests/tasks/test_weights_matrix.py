@@ -239,3 +239,43 @@ def test_imagenet_names_as_weights_of_other_families_give_the_backbone(
     # one line: the classifier's linear layer (and layer_19 for DeepLab) skipped
     assert caplog.text.count("loaded the shared backbone") == 1
     assert "skipped" in caplog.text and "head (2)" in caplog.text
+
+
+def _deeplab_file(path: Path, meta: object, nan: bool = False) -> Path:
+    state = deeplabv3_mobilenet_v2(width_mult=WIDTH).state_dict()
+    if nan:
+        state["head.classifier.weight"][0] = float("nan")
+    torch.save({"state_dict": state, META_KEY: meta}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("meta", "nan", "reason"),
+    [
+        ({"builder": "ssdlite_mobilenet_v2"}, False, "names builder 'ssdlite_mobilenet_v2'"),
+        ({"architecture": {"padding": "x" * 500}}, False, "padding='xxx.* is invalid"),
+        ({"architecture": {"output_stride": 12}}, False, "output_stride='12' is invalid"),
+        ({"architecture": ["x"] * 100_000}, False, "metadata block is too large"),
+        ({}, True, "NaN or infinite values in 1 tensors"),
+    ],
+)
+def test_untrusted_metadata_and_values_are_refused(
+    tmp_path: Path, meta: object, nan: bool, reason: str
+) -> None:
+    path = _deeplab_file(tmp_path / "file.pt", meta, nan)
+    with pytest.raises(ValueError, match=reason) as err:
+        deeplabv3_mobilenet_v2(weights=str(path))
+    assert str(path) in str(err.value)
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "hook": print}, path)
+    with pytest.raises(ValueError, match="could run code on load"):
+        ssdlite_mobilenet_v2(weights_backbone=str(path))
+
+
+def test_a_converted_file_without_metadata_is_read_by_its_tensors(tmp_path: Path) -> None:
+    path = _deeplab_file(tmp_path / "bare.pt", {})
+    model = deeplabv3_mobilenet_v2(weights=str(path))
+    assert model.backbone.width_mult == WIDTH and model.num_classes == 21
