@@ -67,7 +67,10 @@ class MultiTaskTask(BaseTask):
             or a checkpoint of this task is loaded (its weights then replace them).
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
         divisible_by, padding: backbone channel rounding and convolution padding (``None``:
-            what ``weights_backbone`` needs, else 8 and ``"torch"``).
+            what the weights need, else 8 and ``"torch"``).
+        weights: weights of any kind (``heads.weights_loader``): a checkpoint of this task
+            (the whole model), of ``DetectionTask`` / an SSDLite file (the detector half), or
+            of another model (the backbone); see ``heads.ssdlite_deeplabv3_mobilenet_v2``.
 
     Batches are ``(images [B, 3, H, W], targets)`` with the detection keys and ``mask``:
     ``[H, W]`` in training, the image's size on disk in evaluation (logits are upsampled
@@ -83,7 +86,7 @@ class MultiTaskTask(BaseTask):
     )  # fmt: skip
     evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
     weights_hparams = (
-        "weights_backbone", "detection_checkpoint", "segmentation_checkpoint",
+        "weights", "weights_backbone", "detection_checkpoint", "segmentation_checkpoint",
     )  # fmt: skip
 
     def __init__(
@@ -117,6 +120,7 @@ class MultiTaskTask(BaseTask):
         decay_norm_and_bias: bool = False,
         divisible_by: int | None = None,
         padding: Padding | None = None,
+        weights: str | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
         if loss_weighting not in ("fixed", "uncertainty"):
@@ -129,8 +133,8 @@ class MultiTaskTask(BaseTask):
                 f"{det_weight} and {seg_weight}"
             )
         arch = self.resolve_architecture(
-            ssdlite_deeplabv3_mobilenet_v2, None, weights_backbone, width_mult=width_mult,
-            divisible_by=divisible_by, padding=padding,
+            ssdlite_deeplabv3_mobilenet_v2, weights, weights_backbone, width_mult=width_mult,
+            divisible_by=divisible_by, padding=padding, aspp=aspp, anchor_layout=anchor_layout,
         )  # fmt: skip
         self.model = ssdlite_deeplabv3_mobilenet_v2(
             num_det_classes=num_det_classes,
@@ -138,10 +142,9 @@ class MultiTaskTask(BaseTask):
             **arch,
             image_size=image_size,
             seg_skip=seg_skip,
-            aspp=aspp,
             seg_dropout=seg_dropout,
             weights_backbone=weights_backbone,
-            anchor_layout=anchor_layout,
+            weights=weights,
             frozen_stages=frozen_stages,
             score_threshold=score_threshold,
             nms_iou=nms_iou,

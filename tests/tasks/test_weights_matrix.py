@@ -279,3 +279,16 @@ def test_a_converted_file_without_metadata_is_read_by_its_tensors(tmp_path: Path
     path = _deeplab_file(tmp_path / "bare.pt", {})
     model = deeplabv3_mobilenet_v2(weights=str(path))
     assert model.backbone.width_mult == WIDTH and model.num_classes == 21
+
+
+def test_multitask_task_starts_from_a_detection_checkpoint(files) -> None:
+    from tasks import MultiTaskTask
+
+    task = MultiTaskTask(num_det_classes=2, num_seg_classes=3, weights=str(files["detection_ckpt"]))
+    assert task.hparams["width_mult"] == WIDTH  # the checkpoint's architecture
+    detector = open_weights(files["detection_ckpt"]).state_dict()
+    own = task.model.state_dict()
+    for key in [k for k in detector if k.startswith(("backbone.", "extras.", "head."))]:
+        torch.testing.assert_close(own[key], detector[key], rtol=0, atol=0, msg=key)
+    no_skip = MultiTaskTask(num_det_classes=2, num_seg_classes=3, seg_skip=None, width_mult=WIDTH)
+    assert no_skip.model.seg_skip is None
