@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
-from heads.weights_loader import architecture_of, load_backbone_weights, load_weights
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
 CLASS_PREDICTORS = ("head.classifier.1.",)

@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
-from heads.weights_loader import architecture_of, load_backbone_weights, load_weights
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: the 320-channel map the paper's "MNet V2*" heads read
 DEEPLAB_FEATURE = "layer_18"

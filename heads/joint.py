@@ -31,7 +31,8 @@ from heads.deeplabv3 import ASPP_RATES_OS16, DEEPLAB_FEATURE, DeepLabV3Head
 from heads.detection_loss import MultiBoxLoss
 from heads.postprocess import SSDPostprocessor
 from heads.ssdlite import SSD_BN, SSDLITE_FEATURES, SSDLite
-from heads.weights_loader import architecture_of, load_backbone_weights, load_weights
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: the stride-8 map of the segmentation decoder (last block of the 32-channel stage)
 SEG_SKIP_FEATURE = "layer_7"

@@ -19,7 +19,8 @@ from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
 from heads.detection_loss import MultiBoxLoss
 from heads.postprocess import ScoreActivation, SSDPostprocessor
-from heads.weights_loader import architecture_of, load_backbone_weights, load_weights
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
 EXTRA_DEPTHS = (512, 256, 256, 128)
