@@ -298,6 +298,28 @@ def _build_layers(
     return layers, infos
 
 
+#: width multipliers of published MobileNetV2 weights, tried when weights do not say theirs
+PUBLISHED_WIDTHS = (1.0, 0.5, 0.75, 0.35, 1.3, 1.4)
+
+
+def layer_channels(width_mult: float, divisible_by: int = 8) -> list[int]:
+    """Output channels of ``layer_1`` .. ``layer_18`` at this width and rounding."""
+    channels = [make_divisible(STEM_CHANNELS * width_mult, divisible_by, MIN_CHANNELS)]
+    for _, c, n, _ in INVERTED_RESIDUAL_SETTING:
+        channels += [make_divisible(c * width_mult, divisible_by, MIN_CHANNELS)] * n
+    return channels
+
+
+def infer_width(channels: Sequence[int]) -> tuple[float, int] | None:
+    """``(width_mult, divisible_by)`` of a published width whose ``layer_1`` .. ``layer_18``
+    have these output channels (rounding 8 tried first), or ``None``."""
+    for width_mult in PUBLISHED_WIDTHS:
+        for divisible_by in (8, 1):
+            if layer_channels(width_mult, divisible_by) == list(channels):
+                return width_mult, divisible_by
+    return None
+
+
 def mobilenet_v2(
     width_mult: float = 1.0,
     output_stride: int = 32,

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
-
-_Builder = TypeVar("_Builder", bound=Callable[..., Any])
 
 # torchvision's MobileNet_V2_Weights; kept here so that a file already in the torch hub
 # cache loads without importing torchvision.
@@ -20,6 +15,16 @@ IMAGENET_URLS = {
     "imagenet_v2": "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth",  # IMAGENET1K_V2
 }
 _ENUM_NAMES = {"imagenet": "IMAGENET1K_V1", "imagenet_v2": "IMAGENET1K_V2"}
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be used (unreadable, of no known kind, of another architecture);
+    the message is one line naming the file and the problem. The command line reports it
+    as such (exit code 2)."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """Neither an existing file nor a known weights name."""
 
 
 def hub_checkpoint_path(name: str) -> Path:
@@ -55,8 +60,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
 
 class WeightsDownloadError(RuntimeError):
     """Named ImageNet weights could not be downloaded. The message says where to put the
-    file by hand and names ``option``, the setting that takes a local file instead: a model
-    builder re-raises it with its own name (``weights_backbone``) via ``for_option``."""
+    file by hand and names ``option``, the setting that takes a local file instead: the
+    weights loader re-raises it with the builder's name (``weights_backbone``) via
+    ``for_option``."""
 
     def __init__(self, name: str, url: str, dest: Path, cause: str, option: str = "weights"):
         self.name, self.url, self.dest, self.cause, self.option = name, url, dest, cause, option
@@ -69,23 +75,6 @@ class WeightsDownloadError(RuntimeError):
     def for_option(self, option: str) -> WeightsDownloadError:
         """The same error, naming ``option`` as the setting to change."""
         return WeightsDownloadError(self.name, self.url, self.dest, self.cause, option)
-
-
-def names_weights_option(option: str) -> Callable[[_Builder], _Builder]:
-    """Decorate a model builder whose weights argument is called ``option`` (for instance
-    ``weights_backbone``) so that a failed download names that argument."""
-
-    def decorate(builder: _Builder) -> _Builder:
-        @functools.wraps(builder)
-        def build(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return builder(*args, **kwargs)
-            except WeightsDownloadError as err:
-                raise err.for_option(option) from err.__cause__
-
-        return build  # type: ignore[return-value]
-
-    return decorate
 
 
 def _download_imagenet(name: str, dest: Path) -> None:

@@ -12,6 +12,7 @@ from heads.inference import optimize_for_inference
 from heads.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
 from heads.registry import get_model, get_model_builder, list_models, register_model
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
+from heads.weights_loader import Weights, open_weights
 
 __all__ = [
     "ClassificationHead",
@@ -21,12 +22,14 @@ __all__ = [
     "SSDLite",
     "SSDLiteDeepLabV3",
     "SSDLiteHead",
+    "Weights",
     "deeplabv3_mobilenet_v2",
     "get_model",
     "get_model_builder",
     "list_models",
     "mobilenet_v2_classifier",
     "multiscale_flip_predict",
+    "open_weights",
     "optimize_for_inference",
     "predict_padded",
     "register_model",

@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
-from backbones.weights import IMAGENET_URLS, load_torchvision_state_dict
-from heads.pretrained import architecture_of, is_entry_name, load_weights, read_meta
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
 CLASS_PREDICTORS = ("head.classifier.1.",)
@@ -54,37 +54,37 @@ class MobileNetV2Classifier(nn.Module):
 
 
 def mobilenet_v2_classifier(
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     width_mult: float = 1.0,
     weights: str | Path | None = None,
     dropout: float = 0.2,
     frozen_stages: int = 0,
     divisible_by: int = 8,
     padding: Padding = "torch",
+    weights_backbone: str | Path | None = None,
 ) -> MobileNetV2Classifier:
     """MobileNetV2 classifier (paper Table 2 + 1280 conv + pool + dropout + linear).
 
     Args:
-        num_classes: number of classes.
+        num_classes: number of classes (``None``: the weights', else 1000).
         width_mult: width multiplier of the backbone.
-        weights: ``None``, ``"imagenet"``, ``"imagenet_v2"`` (torchvision), a TF entry of
-            ``heads.pretrained.list_weights("mobilenet_v2_classifier")`` (``"imagenet_tf"``,
-            ``"imagenet_tf_8bit"``: they set ``padding="tf"``), a file written by
-            ``mobilezoo convert`` or a torchvision state-dict file. The linear layer is
-            loaded too when ``num_classes`` matches the file's.
+        weights: any weights of ``heads.weights_loader``: a name of
+            ``heads.pretrained.list_weights()`` (``"imagenet"``, ``"imagenet_v2"``,
+            ``"imagenet_tf"``, ``"imagenet_tf_8bit"``: the TF ones set ``padding="tf"``), a
+            ``mobilezoo convert`` file, a task checkpoint, a state dict (torchvision's
+            too). The linear layer is loaded when ``num_classes`` matches the weights';
+            weights of another model (a detector, a segmenter) give the backbone only.
         dropout: dropout before the linear layer (paper: 0.2).
         frozen_stages: see ``MobileNetV2``.
-        divisible_by, padding: see ``MobileNetV2``.
+        divisible_by, padding: see ``MobileNetV2``; weights that need other values set
+            them (an explicit other value is refused).
+        weights_backbone: the same kinds of weights, of which only the backbone is loaded.
     """
-    tf_named = is_entry_name("mobilenet_v2_classifier", weights) and weights not in IMAGENET_URLS
-    converted = (
-        weights is not None
-        and not tf_named
-        and bool(Path(str(weights)).expanduser().is_file() and read_meta(weights))
-    )
     arch = architecture_of(
         "mobilenet_v2_classifier",
-        weights if tf_named or converted else None,
+        weights,
+        weights_backbone,
+        num_classes=num_classes,
         width_mult=width_mult,
         divisible_by=divisible_by,
         padding=padding,
@@ -96,16 +96,10 @@ def mobilenet_v2_classifier(
         divisible_by=arch["divisible_by"],
         padding=arch["padding"],
     )
+    num_classes = 1000 if arch["num_classes"] is None else arch["num_classes"]
     model = MobileNetV2Classifier(backbone, num_classes, dropout)
-    if tf_named or converted:
-        assert weights is not None
-        load_weights(model, "mobilenet_v2_classifier", weights, CLASS_PREDICTORS)
-    elif weights is not None:
-        state = load_torchvision_state_dict(weights, width_mult)
-        backbone.load_features_state(state, source=str(weights))
-        weight = state.get("classifier.1.weight")
-        if weight is not None and tuple(weight.shape) == (num_classes, backbone.channels()[0]):
-            model.head.classifier[1].load_state_dict(
-                {"weight": weight, "bias": state["classifier.1.bias"]}
-            )
+    if weights_backbone is not None:
+        load_backbone_weights(backbone, weights_backbone, "mobilenet_v2_classifier")
+    if weights is not None:
+        load_weights(model, "mobilenet_v2_classifier", weights)
     return model

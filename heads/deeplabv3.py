@@ -17,8 +17,8 @@ from torch.nn import functional as F
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
-from backbones.weights import names_weights_option
-from heads.pretrained import architecture_of, load_weights
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: the 320-channel map the paper's "MNet V2*" heads read
 DEEPLAB_FEATURE = "layer_18"
@@ -188,10 +188,9 @@ class MobileDeepLabV3(nn.Module):
         )
 
 
-@names_weights_option("weights_backbone")
 def deeplabv3_mobilenet_v2(
-    num_classes: int = 21,
-    output_stride: int = 16,
+    num_classes: int | None = None,
+    output_stride: int | None = None,
     aspp: bool = False,
     width_mult: float = 1.0,
     weights_backbone: str | Path | None = None,
@@ -212,13 +211,17 @@ def deeplabv3_mobilenet_v2(
     1280-channel ``layer_19`` is not built.
 
     Args:
-        num_classes: number of classes.
+        num_classes: number of classes (``None``: the weights', else 21).
         output_stride: 16 or 8 (8 costs about 4x the multiply-adds; the paper uses it with
-            multi-scale evaluation). 32 is accepted for experiments.
+            multi-scale evaluation). 32 is accepted for experiments. ``None``: the one
+            ``weights`` were converted or trained at, else 16 (the weights run at any).
         aspp: add the three 3x3 atrous branches (rates 6, 12, 18 at OS16; 12, 24, 36 at OS8).
         width_mult: backbone width multiplier.
-        weights_backbone: ``None``, ``"imagenet"`` / ``"imagenet_v2"`` (torchvision
-            ImageNet weights) or a torchvision ``mobilenet_v2`` state dict file.
+        weights_backbone: weights whose backbone starts this one: any of
+            ``heads.weights_loader`` (an ImageNet name: ``"imagenet"``, ``"imagenet_v2"``,
+            ``"imagenet_tf"``, ``"imagenet_tf_8bit"``; a ``mobilezoo convert`` file; a task
+            checkpoint of any task; a torchvision state dict). They set ``width_mult``,
+            ``divisible_by`` and ``padding`` (an explicit other value is refused).
         dropout: dropout before the classifier (DeepLab keep probability 0.9 -> 0.1).
         frozen_stages, freeze_bn: see ``backbones.MobileNetV2``.
         bn_eps: BatchNorm epsilon of backbone and head (1e-5: TF DeepLab's head value and
@@ -230,19 +233,23 @@ def deeplabv3_mobilenet_v2(
         align_corners: of the final upsampling (see ``MobileDeepLabV3``).
         weights: trained weights of the whole model: a name from
             ``heads.pretrained.list_weights("deeplabv3_mobilenet_v2")`` (e.g. ``"voc_tf"``)
-            or a file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())``.
-            A named entry sets ``width_mult``, ``divisible_by``, ``padding`` and
-            ``align_corners`` to the values its model was trained with. With a different
-            ``num_classes`` everything but the classifier is loaded (fine-tuning).
+            or a file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())``
+            or a task checkpoint. They set ``width_mult``, ``divisible_by``, ``padding``,
+            ``align_corners``, ``aspp`` (and, unless given, ``num_classes`` and
+            ``output_stride``) to the values their model was built with. With a different
+            ``num_classes`` everything but the classifier is loaded (fine-tuning). Weights
+            of another model (a classifier, a detector) give the backbone only, with one
+            log line saying what was skipped.
 
     Returns:
         ``MobileDeepLabV3``: ``[B, 3, H, W]`` -> logits ``[B, num_classes, H, W]``.
     """
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     arch = architecture_of(
         "deeplabv3_mobilenet_v2",
         weights,
+        weights_backbone,
+        num_classes=num_classes,
+        output_stride=output_stride,
         width_mult=width_mult,
         divisible_by=divisible_by,
         padding=padding,
@@ -251,18 +258,23 @@ def deeplabv3_mobilenet_v2(
     )
     width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
     align_corners, aspp = arch["align_corners"], arch["aspp"]
+    num_classes = 21 if arch["num_classes"] is None else arch["num_classes"]
+    output_stride = 16 if arch["output_stride"] is None else arch["output_stride"]
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     backbone = MobileNetV2(
         width_mult=width_mult,
         output_stride=output_stride,
         out_features=[DEEPLAB_FEATURE],
         frozen_stages=frozen_stages,
         freeze_bn=freeze_bn,
-        weights=weights_backbone,
         bn_eps=bn_eps,
         bn_momentum=bn_momentum,
         divisible_by=divisible_by,
         padding=padding,
     )
+    if weights_backbone is not None:
+        load_backbone_weights(backbone, weights_backbone, "deeplabv3_mobilenet_v2")
     rates: tuple[int, ...] = ()
     if aspp:
         rates = tuple(r * 16 // output_stride for r in ASPP_RATES_OS16)
@@ -270,7 +282,7 @@ def deeplabv3_mobilenet_v2(
         backbone, num_classes, rates, dropout, bn_eps, bn_momentum, align_corners=align_corners
     )
     if weights is not None:
-        load_weights(model, "deeplabv3_mobilenet_v2", weights, CLASS_PREDICTORS)
+        load_weights(model, "deeplabv3_mobilenet_v2", weights)
     return model
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
 from heads.anchors import AnchorLayout
 from heads.box_coder import BoxCoder
@@ -30,10 +31,14 @@ from heads.deeplabv3 import ASPP_RATES_OS16, DEEPLAB_FEATURE, DeepLabV3Head
 from heads.detection_loss import MultiBoxLoss
 from heads.postprocess import SSDPostprocessor
 from heads.ssdlite import SSD_BN, SSDLITE_FEATURES, SSDLite
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: the stride-8 map of the segmentation decoder (last block of the 32-channel stage)
 SEG_SKIP_FEATURE = "layer_7"
 SEG_SKIPS = ("layer_4", "layer_7", "layer_14")
+#: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
+CLASS_PREDICTORS = ("head.cls_predictors.", "seg_head.classifier.", "seg_skip.")
 
 
 class SSDLiteDeepLabV3(SSDLite):
@@ -53,7 +58,7 @@ class SSDLiteDeepLabV3(SSDLite):
         seg_skip: the decoder's high-resolution map, or ``None`` for the head alone.
         atrous_rates: ASPP rates of the DeepLab head; ``()`` (the paper's efficient head).
         seg_dropout: dropout before the DeepLab classifier.
-        taps, anchor_layout, loss, postprocessor, image_size: see ``SSDLite``.
+        taps, anchor_layout, loss, postprocessor, image_size, padding: see ``SSDLite``.
 
     Forward (``images`` ``[B, 3, H, W]`` normalized to [-1, 1]):
         - eval: a list of ``B`` dicts: SSDLite's ``boxes`` ``[D, 4]``, ``scores`` ``[D]``,
@@ -78,6 +83,7 @@ class SSDLiteDeepLabV3(SSDLite):
         loss: MultiBoxLoss | None = None,
         postprocessor: SSDPostprocessor | None = None,
         image_size: int = 320,
+        padding: Padding = "torch",
     ) -> None:
         if num_seg_classes < 2:
             raise ValueError(
@@ -102,6 +108,7 @@ class SSDLiteDeepLabV3(SSDLite):
             loss=loss,
             postprocessor=postprocessor,
             image_size=image_size,
+            padding=padding,
         )
         self.seg_feature = seg_feature
         self.seg_skip_feature = seg_skip
@@ -228,8 +235,8 @@ class SSDLiteDeepLabV3(SSDLite):
 
 
 def ssdlite_deeplabv3_mobilenet_v2(
-    num_det_classes: int = 80,
-    num_seg_classes: int = 81,
+    num_det_classes: int | None = None,
+    num_seg_classes: int | None = None,
     width_mult: float = 1.0,
     image_size: int = 320,
     seg_skip: str | None = SEG_SKIP_FEATURE,
@@ -243,12 +250,17 @@ def ssdlite_deeplabv3_mobilenet_v2(
     max_detections: int = 100,
     neg_pos_ratio: float = 3.0,
     min_negatives: int = 0,
+    divisible_by: int = 8,
+    padding: Padding = "torch",
+    weights: str | Path | None = None,
 ) -> SSDLiteDeepLabV3:
     """SSDLite + Mobile DeepLabv3 on one MobileNetV2 (stride 32) pass.
 
     Args:
-        num_det_classes: object classes without background (COCO: 80).
-        num_seg_classes: mask classes with background (COCO things: 81; Cityscapes: 19).
+        num_det_classes: object classes without background (``None``: the weights', else
+            80 as COCO).
+        num_seg_classes: mask classes with background (``None``: the weights', else 81 as
+            COCO things; Cityscapes: 19).
         width_mult: backbone width multiplier.
         image_size: the square input size the model is meant for (anchors follow the input).
         seg_skip: stride-8/4/16 map added to the DeepLab logits (``"layer_7"``, ``"layer_4"``,
@@ -256,7 +268,12 @@ def ssdlite_deeplabv3_mobilenet_v2(
         aspp: add DeepLab's three 3x3 atrous branches (rates 6, 12, 18 halved for stride 32).
         seg_dropout: dropout before the DeepLab classifier.
         weights_backbone, anchor_layout, frozen_stages, score_threshold, nms_iou,
-            max_detections, neg_pos_ratio, min_negatives: see ``ssdlite_mobilenet_v2``.
+            max_detections, neg_pos_ratio, min_negatives, divisible_by, padding: see
+            ``ssdlite_mobilenet_v2``.
+        weights: trained weights: of this model (a ``MultiTaskTask`` checkpoint, a state
+            dict), or of another (``heads.weights_loader``): an SSDLite file or checkpoint
+            gives the whole detector half, any other (a DeepLab, a classifier) the
+            backbone; one log line says what was skipped.
 
     At 320x320 with 80 + 81 classes: 4,656,951 parameters (SSDLite's 4,337,013 plus
     319,938) and 0.816 G multiply-adds (SSDLite: 0.789 G; SSDLite and an output-stride-16
@@ -266,21 +283,39 @@ def ssdlite_deeplabv3_mobilenet_v2(
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     if seg_skip is not None and seg_skip not in SEG_SKIPS:
         raise ValueError(f"seg_skip must be one of {SEG_SKIPS} or None, got {seg_skip!r}")
+    arch = architecture_of(
+        "ssdlite_deeplabv3_mobilenet_v2",
+        weights,
+        weights_backbone,
+        num_det_classes=num_det_classes,
+        num_seg_classes=num_seg_classes,
+        width_mult=width_mult,
+        divisible_by=divisible_by,
+        padding=padding,
+        anchor_layout=anchor_layout,
+        seg_skip=seg_skip,
+        aspp=aspp,
+    )
+    width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
+    anchor_layout, seg_skip, aspp = arch["anchor_layout"], arch["seg_skip"], arch["aspp"]
     out = [*SSDLITE_FEATURES, DEEPLAB_FEATURE] + ([seg_skip] if seg_skip else [])
     backbone = MobileNetV2(
         width_mult=width_mult,
         out_features=out,
         frozen_stages=frozen_stages,
-        weights=weights_backbone,
+        divisible_by=divisible_by,
+        padding=padding,
         **SSD_BN,
     )
+    if weights_backbone is not None:
+        load_backbone_weights(backbone, weights_backbone, "ssdlite_deeplabv3_mobilenet_v2")
     box_coder = BoxCoder()
     # DeepLab's rates are for stride 16; at stride 32 the same field of view is half.
     rates = tuple(max(1, r // 2) for r in ASPP_RATES_OS16) if aspp else ()
-    return SSDLiteDeepLabV3(
+    model = SSDLiteDeepLabV3(
         backbone,
-        num_det_classes,
-        num_seg_classes,
+        80 if arch["num_det_classes"] is None else arch["num_det_classes"],
+        81 if arch["num_seg_classes"] is None else arch["num_seg_classes"],
         seg_skip=seg_skip,
         atrous_rates=rates,
         seg_dropout=seg_dropout,
@@ -293,7 +328,11 @@ def ssdlite_deeplabv3_mobilenet_v2(
             max_detections=max_detections,
         ),
         image_size=image_size,
+        padding=padding,
     )
+    if weights is not None:
+        load_weights(model, "ssdlite_deeplabv3_mobilenet_v2", weights)
+    return model
 
 
 def _with_masks(detections: list[dict[str, Tensor]], seg_logits: Tensor) -> list[dict[str, Tensor]]:

@@ -10,14 +10,15 @@ The first use downloads the source file (progress bar, sha256 checked) and conve
 
 A converted file (``mobilezoo convert``) is ``{"state_dict": ..., "mobilezoo": {...}}``;
 its ``"mobilezoo"`` part records the builder and architecture it was converted for, so
-``weights=<that file>`` builds the right model too.
+``weights=<that file>`` builds the right model too. ``heads.weights_loader`` reads every
+kind of weights (these entries, converted files, task checkpoints, state dicts) for the
+builders, the tasks and export.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from backbones.weights import WeightsError
 from heads.categories import CITYSCAPES_CLASSES, VOC_CLASSES, coco_categories, imagenet_categories
 
 log = logging.getLogger("mobilezoo")
@@ -279,66 +281,6 @@ def is_entry_name(builder: str, weights: object) -> bool:
     return isinstance(weights, str) and any(e.name == weights for e in list_weights(builder))
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The ``"mobilezoo"`` metadata of a converted file (``{}`` for a plain state dict)."""
-    try:
-        obj = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    except Exception:  # not ours to judge here; the state-dict loader reports it
-        return {}
-    meta = obj.get(META_KEY) if isinstance(obj, dict) else None
-    return dict(meta) if isinstance(meta, dict) else {}
-
-
-def architecture_of(
-    builder: Callable[..., Any] | str, weights: str | Path | None, **given: Any
-) -> dict[str, Any]:
-    """Builder options after applying those that ``weights`` needs.
-
-    An entry (or a converted file's metadata) overrides the builder's defaults; a value the
-    user set to something else than both the default and the weights' raises
-    ``ValueError`` (the weights would not fit).
-    """
-    name = builder if isinstance(builder, str) else builder.__name__
-    if weights is None:
-        return dict(given)
-    if is_entry_name(name, weights):
-        needed = get_weights(name, str(weights)).architecture
-    elif Path(str(weights)).expanduser().is_file():
-        meta = read_meta(weights)
-        if meta.get("builder") not in (None, name):
-            raise ValueError(f"{weights} was converted for {meta['builder']}, not for {name}")
-        needed = meta.get("architecture", {})
-    else:
-        return dict(given)
-    fn = builder if callable(builder) else None
-    defaults = _defaults(fn, name)
-    out = dict(given)
-    for key, value in needed.items():
-        if key not in out:
-            continue
-        if out[key] != value and key in defaults and out[key] != defaults[key]:
-            raise ValueError(f"weights {weights!s} need {key}={value!r}, got {key}={out[key]!r}")
-        out[key] = value
-    return out
-
-
-def _defaults(fn: Callable[..., Any] | None, name: str) -> dict[str, Any]:
-    if fn is None:
-        module = importlib.import_module(
-            {
-                "deeplabv3_mobilenet_v2": "heads.deeplabv3",
-                "ssdlite_mobilenet_v2": "heads.ssdlite",
-                "mobilenet_v2_classifier": "heads.classifier",
-            }[name]
-        )
-        fn = getattr(module, name)
-    return {
-        k: p.default
-        for k, p in inspect.signature(fn).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -395,23 +337,6 @@ def entry_state_dict(entry: WeightsEntry, progress: bool = True) -> dict[str, Te
     return load_state_dict_file(entry.cache_path)
 
 
-def load_weights(
-    model: nn.Module,
-    builder: str,
-    weights: str | Path,
-    class_predictors: Sequence[str],
-    progress: bool = True,
-) -> list[str]:
-    """Load named or file weights into a built model (see ``load_for_finetuning``)."""
-    from backbones.weights import load_state_dict_file
-
-    if is_entry_name(builder, weights):
-        state = entry_state_dict(get_weights(builder, str(weights)), progress)
-    else:
-        state = load_state_dict_file(weights)
-    return load_for_finetuning(model, state, class_predictors, source=str(weights))
-
-
 def load_for_finetuning(
     model: nn.Module,
     state: dict[str, Tensor],
@@ -443,7 +368,7 @@ def load_for_finetuning(
             for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
             if keys
         )
-        raise ValueError(f"{source} does not fit this model ({detail})")
+        raise WeightsError(f"{source} does not fit this model ({detail})")
     model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
     if mismatched:
         shapes = ", ".join(

@@ -15,12 +15,12 @@ from torch import Tensor, nn
 
 from backbones.layers import ConvBNReLU6, Padding
 from backbones.mobilenetv2 import MobileNetV2
-from backbones.weights import names_weights_option
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
 from heads.detection_loss import MultiBoxLoss
 from heads.postprocess import ScoreActivation, SSDPostprocessor
-from heads.pretrained import architecture_of, load_weights
+from heads.weights_loader import architecture_of
+from heads.weights_transfer import load_backbone_weights, load_weights
 
 SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
 EXTRA_DEPTHS = (512, 256, 256, 128)
@@ -239,9 +239,8 @@ def _halve(n: int, stride: int) -> int:
     return n
 
 
-@names_weights_option("weights_backbone")
 def ssdlite_mobilenet_v2(
-    num_classes: int = 80,
+    num_classes: int | None = None,
     width_mult: float = 1.0,
     image_size: int = 320,
     weights_backbone: str | Path | None = None,
@@ -260,12 +259,15 @@ def ssdlite_mobilenet_v2(
     """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
 
     Args:
-        num_classes: object classes without background (COCO: 80).
+        num_classes: object classes without background (``None``: the weights', else 80).
         width_mult: backbone width multiplier (the extra layers and head keep their depths).
         image_size: the square training/inference size this model is meant for (320). It
             does not fix the graph: anchors follow the input, so other sizes run too.
-        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
-            ``mobilenet_v2`` state-dict file for the backbone.
+        weights_backbone: weights whose backbone starts this one: any of
+            ``heads.weights_loader`` (an ImageNet name: ``"imagenet"``, ``"imagenet_v2"``,
+            ``"imagenet_tf"``, ``"imagenet_tf_8bit"``; a ``mobilezoo convert`` file; a task
+            checkpoint of any task; a torchvision state dict). They set ``width_mult``,
+            ``divisible_by`` and ``padding`` (an explicit other value is refused).
         anchor_layout: ``"tf"`` (2034 anchors at 320) or ``"torchvision"`` (3234).
         frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
         score_threshold, nms_iou, max_detections: post-processing (see ``SSDPostprocessor``).
@@ -278,10 +280,13 @@ def ssdlite_mobilenet_v2(
             fresh predictors, trained with the softmax loss) goes back to ``"softmax"``.
         weights: trained weights of the whole detector: a name from
             ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` (``"coco_tf"``) or a
-            file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())``. A
-            named entry sets ``width_mult`` and ``padding``. With another ``num_classes``
-            everything but the class predictors' last convs is loaded (fine-tuning; what
-            is skipped is logged).
+            file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())`` or a
+            task checkpoint. They set the architecture they were trained with
+            (``width_mult``, ``padding``, ``anchor_layout``, ...). With another
+            ``num_classes`` everything but the class predictors' last convs is loaded
+            (fine-tuning; what is skipped is logged). Weights of another model (a
+            classifier, a DeepLab) give the backbone only (the joint model: the whole
+            detector), with one log line saying what was skipped.
 
     At 320x320 with 80 classes: 4,3xx,xxx parameters and 0.79 G multiply-adds (paper: 4.3M,
     0.8B); the exact numbers are pinned in ``tests/heads/test_ssdlite.py``.
@@ -291,6 +296,8 @@ def ssdlite_mobilenet_v2(
     arch = architecture_of(
         "ssdlite_mobilenet_v2",
         weights,
+        weights_backbone,
+        num_classes=num_classes,
         width_mult=width_mult,
         divisible_by=divisible_by,
         padding=padding,
@@ -299,15 +306,17 @@ def ssdlite_mobilenet_v2(
     )
     width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
     anchor_layout = arch["anchor_layout"]
+    num_classes = 80 if arch["num_classes"] is None else arch["num_classes"]
     backbone = MobileNetV2(
         width_mult=width_mult,
         out_features=list(SSDLITE_FEATURES),
         frozen_stages=frozen_stages,
-        weights=weights_backbone,
         divisible_by=divisible_by,
         padding=padding,
         **SSD_BN,
     )
+    if weights_backbone is not None:
+        load_backbone_weights(backbone, weights_backbone, "ssdlite_mobilenet_v2")
     box_coder = BoxCoder()
     model = SSDLite(
         backbone,
@@ -325,7 +334,7 @@ def ssdlite_mobilenet_v2(
         padding=padding,
     )
     if weights is not None:
-        skipped = load_weights(model, "ssdlite_mobilenet_v2", weights, CLASS_PREDICTORS)
+        skipped = load_weights(model, "ssdlite_mobilenet_v2", weights)
         if skipped and model.postprocessor.score_activation != score_activation:
             # Fresh class predictors learn with the softmax loss: the weights' activation
             # described their own predictors only.

@@ -63,26 +63,31 @@ class BaseTask(LightningModule):
         self.decay_norm_and_bias = decay_norm_and_bias
 
     def resolve_architecture(
-        self, builder: Callable[..., Any], weights: str | None, **given: Any
+        self,
+        builder: Callable[..., Any],
+        weights: str | None,
+        weights_backbone: str | None = None,
+        **given: Any,
     ) -> dict[str, Any]:
-        """The builder's architecture options for ``weights``, recorded as hyper-parameters.
+        """The builder's architecture options for the weights, recorded as hyper-parameters.
 
         ``given`` maps option names to the task's values, ``None`` meaning "what the
-        weights need, else the builder's default". A named weights entry (or a converted
-        file) decides ``width_mult``, ``divisible_by``, ``padding``, ... The resolved values
-        go into ``self.hparams``, so a checkpoint rebuilds exactly this architecture without
-        the weights (``padding="tf"`` and ``"torch"`` have the same shapes: a checkpoint that
-        forgot it would load and give other numbers).
+        weights need, else the builder's default". Weights (a named entry, a converted
+        file, a checkpoint: ``heads.weights_loader``) decide ``width_mult``,
+        ``divisible_by``, ``padding``, ...; ``weights_backbone`` the backbone's options.
+        The resolved values go into ``self.hparams``, so a checkpoint rebuilds exactly this
+        architecture without the weights (``padding="tf"`` and ``"torch"`` have the same
+        shapes: a checkpoint that forgot it would load and give other numbers).
         """
-        from heads.pretrained import architecture_of
+        from heads.weights_loader import architecture_of
 
         defaults = {
             name: p.default
             for name, p in inspect.signature(builder).parameters.items()
             if name in given
         }
-        chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
-        resolved = architecture_of(builder, weights, **chosen)
+        resolved = architecture_of(builder, weights, weights_backbone, **given)
+        resolved = {k: defaults[k] if v is None else v for k, v in resolved.items()}
         self.hparams.update(resolved)
         return resolved
 

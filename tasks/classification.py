@@ -24,8 +24,10 @@ class ClassificationTask(BaseTask):
         num_classes: number of classes (must match the data).
         width_mult: backbone width multiplier.
         weights: ``None``, ``"imagenet"``, ``"imagenet_v2"``, a TF entry (``"imagenet_tf"``,
-            ``"imagenet_tf_8bit"``: inputs in [-1, 1]), a ``mobilezoo convert`` file or a
-            torchvision state dict file.
+            ``"imagenet_tf_8bit"``: inputs in [-1, 1]), a ``mobilezoo convert`` file, a
+            checkpoint or a torchvision state dict file (``heads.weights_loader``); another
+            model's weights (a detector's, a segmenter's) give the backbone.
+        weights_backbone: the same kinds of weights, of which only the backbone is loaded.
         dropout: dropout before the last layer (paper: 0.2).
         frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
         label_smoothing: cross-entropy label smoothing (0 = off).
@@ -57,15 +59,17 @@ class ClassificationTask(BaseTask):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         decay_norm_and_bias: bool = False,
+        weights_backbone: str | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
         arch = self.resolve_architecture(
-            mobilenet_v2_classifier, weights, width_mult=width_mult,
+            mobilenet_v2_classifier, weights, weights_backbone, width_mult=width_mult,
             divisible_by=divisible_by, padding=padding,
         )  # fmt: skip
         self.model = mobilenet_v2_classifier(
             num_classes=num_classes,
             weights=weights,
+            weights_backbone=weights_backbone,
             **arch,
             dropout=dropout,
             frozen_stages=frozen_stages,

@@ -21,6 +21,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from backbones.weights import WeightsError
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
 from tasks.checkpoint_hparams import (
@@ -174,10 +175,30 @@ def main(args: list[str] | None = None) -> None:
         # the file and the problem, no traceback.
         sys.stderr.write(f"mobilezoo: error: {_own_message(err)}\n")
         raise SystemExit(2) from None
+    except ValueError as err:
+        # Weights that cannot be used reach here wrapped by jsonargparse (the task's
+        # __init__ loads them while the config is instantiated): report the cause, one line.
+        cause = _weights_error(err)
+        if cause is None:
+            raise
+        sys.stderr.write(f"mobilezoo: error: {cause}\n")
+        raise SystemExit(2) from None
     except SIGTERMException:
         # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
         # save first) but exits 0; job schedulers expect 128 + SIGTERM.
         raise SystemExit(143) from None
+
+
+def _weights_error(err: BaseException) -> WeightsError | None:
+    """The ``WeightsError`` that caused ``err`` (itself, or along its chain), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, WeightsError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _own_message(err: Exception) -> str:

@@ -29,12 +29,15 @@ class DetectionTask(BaseTask):
         num_classes: object classes without background (must match the data).
         width_mult: backbone width multiplier.
         image_size: square input size; must equal the data module's ``image_size``.
-        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
-            ``mobilenet_v2`` state-dict file.
+        weights_backbone: weights whose backbone starts the model: an ImageNet name
+            (``"imagenet"``, ``"imagenet_v2"``, ``"imagenet_tf"``, ``"imagenet_tf_8bit"``), a
+            ``mobilezoo convert`` file, a checkpoint of any zoo task or a torchvision
+            state dict (``heads.weights_loader``).
         weights: trained weights of the whole model: a name of
-            ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` or a file from
-            ``mobilezoo convert``; with another ``num_classes`` the class predictors are
-            re-initialized (fine-tuning). See ``heads.ssdlite_mobilenet_v2``.
+            ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")``, a file from
+            ``mobilezoo convert`` or a checkpoint; with another ``num_classes`` the class
+            predictors are re-initialized (fine-tuning); another model's weights give the
+            backbone. See ``heads.ssdlite_mobilenet_v2``.
         anchor_layout: ``"tf"`` (3 anchors on the first map) or ``"torchvision"`` (6).
         frozen_stages: backbone stages to freeze.
         neg_pos_ratio: hard negatives per positive anchor (3).
@@ -94,7 +97,7 @@ class DetectionTask(BaseTask):
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
         arch = self.resolve_architecture(
-            ssdlite_mobilenet_v2, weights, width_mult=width_mult, image_size=image_size,
+            ssdlite_mobilenet_v2, weights, weights_backbone, width_mult=width_mult, image_size=image_size,
             anchor_layout=anchor_layout, divisible_by=divisible_by, padding=padding,
             score_activation=score_activation,
         )  # fmt: skip

@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from backbones.layers import Padding
 from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
@@ -23,16 +24,15 @@ Batch = tuple[Tensor, list[dict[str, Tensor]]]
 SegSkip = Literal["layer_4", "layer_7", "layer_14"]
 
 
-def _model_state(path: str | Path) -> dict[str, Tensor]:
-    """The model weights of a task checkpoint (``model.*`` keys) or of a plain state dict."""
-    state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a checkpoint or a state dict, got {type(state)}")
-    if any(k.startswith("model.") for k in state):
-        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    return state
+def _model_state(path: str | Path, builders: tuple[str, ...], option: str) -> dict[str, Tensor]:
+    """The model weights of a task checkpoint, converted file or state dict
+    (``heads.weights_loader``), refused unless of one of ``builders``."""
+    from heads.weights_loader import open_weights
+
+    found = open_weights(path)
+    if found.builder not in builders:
+        raise ValueError(f"{option}: {found.describe()} is not of {' or '.join(builders)}")
+    return found.state_dict()
 
 
 class MultiTaskTask(BaseTask):
@@ -46,7 +46,10 @@ class MultiTaskTask(BaseTask):
         seg_skip: the decoder's stride-8 (``"layer_7"``), 4 or 16 map; ``None``: none.
         aspp: DeepLab's atrous branches in the segmentation head.
         seg_dropout: dropout before the segmentation classifier.
-        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a file.
+        weights_backbone: weights whose backbone starts the model: an ImageNet name
+            (``"imagenet"``, ``"imagenet_v2"``, ``"imagenet_tf"``, ``"imagenet_tf_8bit"``), a
+            ``mobilezoo convert`` file, a checkpoint of any zoo task or a torchvision
+            state dict (``heads.weights_loader``).
         anchor_layout, frozen_stages, neg_pos_ratio, min_negatives, score_threshold,
             nms_iou, max_detections, eval_backend, channels_last: see ``DetectionTask``.
         loss_weighting: ``"fixed"``: ``det_weight * L_det + seg_weight * L_seg``;
@@ -63,6 +66,11 @@ class MultiTaskTask(BaseTask):
             read when the task is built, so they must still exist when a run is resumed
             or a checkpoint of this task is loaded (its weights then replace them).
         optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
+        divisible_by, padding: backbone channel rounding and convolution padding (``None``:
+            what the weights need, else 8 and ``"torch"``).
+        weights: weights of any kind (``heads.weights_loader``): a checkpoint of this task
+            (the whole model), of ``DetectionTask`` / an SSDLite file (the detector half), or
+            of another model (the backbone); see ``heads.ssdlite_deeplabv3_mobilenet_v2``.
 
     Batches are ``(images [B, 3, H, W], targets)`` with the detection keys and ``mask``:
     ``[H, W]`` in training, the image's size on disk in evaluation (logits are upsampled
@@ -74,11 +82,11 @@ class MultiTaskTask(BaseTask):
 
     architecture_hparams = (
         "num_det_classes", "num_seg_classes", "width_mult", "image_size", "seg_skip", "aspp",
-        "anchor_layout",
+        "anchor_layout", "divisible_by", "padding",
     )  # fmt: skip
     evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
     weights_hparams = (
-        "weights_backbone", "detection_checkpoint", "segmentation_checkpoint",
+        "weights", "weights_backbone", "detection_checkpoint", "segmentation_checkpoint",
     )  # fmt: skip
 
     def __init__(
@@ -110,6 +118,9 @@ class MultiTaskTask(BaseTask):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         decay_norm_and_bias: bool = False,
+        divisible_by: int | None = None,
+        padding: Padding | None = None,
+        weights: str | None = None,
     ) -> None:
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
         if loss_weighting not in ("fixed", "uncertainty"):
@@ -121,16 +132,19 @@ class MultiTaskTask(BaseTask):
                 "det_weight and seg_weight must be >= 0 and not both 0, got "
                 f"{det_weight} and {seg_weight}"
             )
+        arch = self.resolve_architecture(
+            ssdlite_deeplabv3_mobilenet_v2, weights, weights_backbone, width_mult=width_mult,
+            divisible_by=divisible_by, padding=padding, aspp=aspp, anchor_layout=anchor_layout,
+        )  # fmt: skip
         self.model = ssdlite_deeplabv3_mobilenet_v2(
             num_det_classes=num_det_classes,
             num_seg_classes=num_seg_classes,
-            width_mult=width_mult,
+            **arch,
             image_size=image_size,
             seg_skip=seg_skip,
-            aspp=aspp,
             seg_dropout=seg_dropout,
             weights_backbone=weights_backbone,
-            anchor_layout=anchor_layout,
+            weights=weights,
             frozen_stages=frozen_stages,
             score_threshold=score_threshold,
             nms_iou=nms_iou,
@@ -140,10 +154,17 @@ class MultiTaskTask(BaseTask):
         )
         if segmentation_checkpoint is not None:
             self.model.load_segmenter_state_dict(
-                _model_state(segmentation_checkpoint), backbone=detection_checkpoint is None
+                _model_state(
+                    segmentation_checkpoint, ("deeplabv3_mobilenet_v2",), "segmentation_checkpoint"
+                ),
+                backbone=detection_checkpoint is None,
             )
         if detection_checkpoint is not None:
-            self.model.load_detector_state_dict(_model_state(detection_checkpoint))
+            self.model.load_detector_state_dict(
+                _model_state(
+                    detection_checkpoint, ("ssdlite_mobilenet_v2",), "detection_checkpoint"
+                )
+            )
         self.loss_weighting = loss_weighting
         self.task_weights = (float(det_weight), float(seg_weight))
         # s_i = log sigma_i^2, one per task; only trained with "uncertainty".

@@ -23,15 +23,18 @@ class SegmentationTask(BaseTask):
 
     Args:
         num_classes: number of classes (must match the data; 21 for VOC, 19 for Cityscapes).
-        output_stride: 16 or 8.
+        output_stride: 16 or 8 (``None``: the one ``weights`` were built with, else 16).
         aspp: add the ASPP branches (paper's 4.52M-parameter model).
         width_mult: backbone width multiplier.
-        weights_backbone: ``None``, ``"imagenet"``, ``"imagenet_v2"`` or a torchvision
-            ``mobilenet_v2`` state dict file.
+        weights_backbone: weights whose backbone starts the model: an ImageNet name
+            (``"imagenet"``, ``"imagenet_v2"``, ``"imagenet_tf"``, ``"imagenet_tf_8bit"``), a
+            ``mobilezoo convert`` file, a checkpoint of any zoo task or a torchvision
+            state dict (``heads.weights_loader``).
         weights: trained weights of the whole model: a name of
-            ``heads.pretrained.list_weights("deeplabv3_mobilenet_v2")`` or a file from
-            ``mobilezoo convert``; with another ``num_classes`` the class predictors are
-            re-initialized (fine-tuning). See ``heads.deeplabv3_mobilenet_v2``.
+            ``heads.pretrained.list_weights("deeplabv3_mobilenet_v2")``, a file from
+            ``mobilezoo convert`` or a checkpoint; with another ``num_classes`` the class
+            predictors are re-initialized (fine-tuning); another model's weights give the
+            backbone. See ``heads.deeplabv3_mobilenet_v2``.
         dropout: dropout before the classifier.
         frozen_stages, freeze_bn: see ``backbones.MobileNetV2``.
         bn_momentum: BatchNorm momentum of backbone and head (PyTorch convention).
@@ -74,7 +77,7 @@ class SegmentationTask(BaseTask):
     def __init__(
         self,
         num_classes: int = 21,
-        output_stride: Literal[8, 16, 32] = 16,
+        output_stride: Literal[8, 16, 32] | None = None,
         aspp: bool = False,
         width_mult: float = 1.0,
         weights_backbone: str | None = None,
@@ -105,12 +108,12 @@ class SegmentationTask(BaseTask):
                 f"class_names has {len(class_names)} names but num_classes={num_classes}"
             )
         arch = self.resolve_architecture(
-            deeplabv3_mobilenet_v2, weights, width_mult=width_mult, divisible_by=divisible_by,
-            padding=padding, align_corners=align_corners,
+            deeplabv3_mobilenet_v2, weights, weights_backbone, width_mult=width_mult,
+            divisible_by=divisible_by, padding=padding, align_corners=align_corners,
+            output_stride=output_stride,
         )  # fmt: skip
         self.model = deeplabv3_mobilenet_v2(
             num_classes=num_classes,
-            output_stride=output_stride,
             aspp=aspp,
             weights_backbone=weights_backbone,
             weights=weights,

@@ -22,11 +22,13 @@ BUILDERS: dict[str, tuple[str, str, ModelKind]] = {
     "deeplabv3_mobilenet_v2": ("heads.deeplabv3", "deeplabv3_mobilenet_v2", "segmenter"),
     "ssdlite_deeplabv3_mobilenet_v2": ("heads.joint", "ssdlite_deeplabv3_mobilenet_v2", "joint"),
 }
-#: task class name -> module, for checkpoints that do not name their class
+#: builder of a checkpoint's weights -> (module, task class), for checkpoints that do not
+#: name their class
 _TASKS = {
-    "ClassificationTask": "tasks.classification",
-    "DetectionTask": "tasks.detection",
-    "SegmentationTask": "tasks.segmentation",
+    "mobilenet_v2_classifier": ("tasks.classification", "ClassificationTask"),
+    "ssdlite_mobilenet_v2": ("tasks.detection", "DetectionTask"),
+    "deeplabv3_mobilenet_v2": ("tasks.segmentation", "SegmentationTask"),
+    "ssdlite_deeplabv3_mobilenet_v2": ("tasks.multitask", "MultiTaskTask"),
 }
 _DEFAULT_SIZE: dict[ModelKind, int] = {
     "classifier": 224, "detector": 320, "segmenter": 513, "joint": 320,
@@ -64,15 +66,14 @@ def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) 
                 f"{sorted({c.__name__ for c in registered_tasks().values()})}"
             )
         return task_cls
-    if any(k.startswith("model.head.cls_predictors") for k in state):
-        name = "DetectionTask"
-    elif any(k.startswith("model.head.image_pooling") for k in state):
-        name = "SegmentationTask"
-    elif "model.head.classifier.1.weight" in state:
-        name = "ClassificationTask"
-    else:
+    from heads.weights_loader import builder_of
+
+    builder = builder_of(
+        {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    )
+    if builder not in _TASKS:
         raise ValueError(f"{source}: cannot tell which zoo task saved this checkpoint")
-    return _import(_TASKS[name], name)
+    return _import(*_TASKS[builder])
 
 
 def load_checkpoint(path: str | Path) -> nn.Module:
@@ -102,7 +103,10 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 
 def load_model(source: str | Path | nn.Module, builder_args: dict[str, Any] | None = None):
-    """A model from a builder name (``BUILDERS``), a checkpoint path, or a module as is."""
+    """A model from a builder name (``BUILDERS``), a module as is, a task checkpoint, or
+    any other weights file ``heads.weights_loader`` reads (a ``mobilezoo convert`` file, a
+    model's state dict): its builder called with ``weights=<file>``, which builds the
+    architecture the file records."""
     if isinstance(source, nn.Module):
         return source.eval()
     if str(source) in BUILDERS:
@@ -113,6 +117,13 @@ def load_model(source: str | Path | nn.Module, builder_args: dict[str, Any] | No
     if is_url(source):
         return load_checkpoint(str(source))
     path = Path(source).expanduser()
+    if path.suffix != ".ckpt" and path.is_file():
+        from heads.weights_loader import open_weights
+
+        found = open_weights(path)
+        if found.kind != "checkpoint":
+            module, fn, _ = BUILDERS[found.builder]
+            return _import(module, fn)(weights=str(path)).eval()
     if path.suffix != ".ckpt" and not path.is_file():
         raise ValueError(
             f"{source!r} is neither a builder name ({', '.join(BUILDERS)}) nor a .ckpt file"

@@ -116,9 +116,9 @@ def convert_main(args: Sequence[str]) -> None:
     path = save_converted(model, meta, options.output)
     arch = ", ".join(f"{k}={v!r}" for k, v in meta["architecture"].items())
     print(
-        f"wrote {path}: {meta['builder']}(num_classes={meta['num_classes']}, {arch}) "
-        f"from {meta['source']}\nuse: {meta['builder']}(weights={str(path)!r}) or "
-        f"model.init_args.weights: {path}"
+        f"wrote {path}: {meta['builder']}({arch}) from {meta['source']}\n"
+        f"use: {meta['builder']}(weights={str(path)!r}) (builds exactly this model), "
+        f"model.init_args.weights: {path}, or weights_backbone={str(path)!r} of any builder"
     )
     for line in checks:
         print(line)

@@ -339,10 +339,13 @@ def mappings_for(
 
 
 def architecture_keys(builder: str) -> tuple[str, ...]:
-    """Builder options recorded in a converted file (the weights need them)."""
-    common = ("width_mult", "divisible_by", "padding")
+    """Builder options recorded in a converted file: all that ``builder(weights=file)``
+    needs to build exactly the converted model."""
+    common = ("num_classes", "width_mult", "divisible_by", "padding")
     if builder == "deeplabv3_mobilenet_v2":
-        return (*common, "align_corners", "aspp")
+        return (*common, "output_stride", "align_corners", "aspp")
+    if builder == "ssdlite_mobilenet_v2":
+        return (*common, "anchor_layout", "score_activation")
     return common
 
 
@@ -373,6 +376,9 @@ def convert_file(
     if found == "deeplabv3_mobilenet_v2":
         kwargs["output_stride"] = hints.get("output_stride", 16)
         kwargs["align_corners"] = hints.get("align_corners", True)
+    if found == "ssdlite_mobilenet_v2":
+        # the Object Detection API's SSDLite: TF's anchors, sigmoid class scores
+        kwargs.update(anchor_layout="tf", score_activation="sigmoid")
     kwargs.update(overrides)
     model = build_model(found, **kwargs)
     logits = variables.get("MobilenetV2/Logits/Conv2d_1c_1x1/weights")

@@ -15,12 +15,12 @@ from heads import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite_mobil
 from heads.pretrained import (
     ENTRIES,
     META_KEY,
-    architecture_of,
     fetch_source,
     get_weights,
     list_weights,
     load_for_finetuning,
 )
+from heads.weights_loader import architecture_of
 
 
 @pytest.fixture
@@ -128,8 +128,11 @@ def test_converted_file_carries_its_architecture(tmp_path: Path) -> None:
     x = torch.randn(1, 3, 66, 66)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x))
-    with pytest.raises(ValueError, match="converted for deeplabv3_mobilenet_v2"):
-        ssdlite_mobilenet_v2(weights=path)
+    # another family takes the backbone only, with the file's backbone options
+    detector = ssdlite_mobilenet_v2(num_classes=3, weights=path)
+    assert detector.backbone.padding == "tf" and detector.backbone.width_mult == 0.5
+    for key, value in source.backbone.state_dict().items():
+        torch.testing.assert_close(detector.backbone.state_dict()[key], value)
 
 
 def test_deeplab_finetune_skips_only_the_classifier(caplog: pytest.LogCaptureFixture) -> None:

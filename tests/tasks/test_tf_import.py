@@ -51,13 +51,14 @@ def test_float_deeplab_reads_its_architecture_from_the_file(float_deeplab) -> No
     _, meta = float_deeplab
     assert meta["builder"] == "deeplabv3_mobilenet_v2"
     assert meta["architecture"] == {
+        "num_classes": 21,
         "width_mult": 0.5,
         "divisible_by": 1,  # TF keeps 12/72 channels; rounding to 8 would not load
         "padding": "tf",
+        "output_stride": 8,  # the builder rebuilds it from the file (not its default 16)
         "align_corners": True,
         "aspp": False,
     }
-    assert meta["options"]["output_stride"] == 8 and meta["num_classes"] == 21
 
 
 @pytest.mark.parametrize("name", PHOTOS)
