@@ -45,6 +45,8 @@ from heads.pretrained import (
 )
 
 CLASSIFIER = "mobilenet_v2_classifier"
+#: the builder a converted backbone-only file names (torchvision's ``features.*`` keys)
+BACKBONE = "mobilenet_v2"
 SSDLITE = "ssdlite_mobilenet_v2"
 DEEPLAB = "deeplabv3_mobilenet_v2"
 JOINT = "ssdlite_deeplabv3_mobilenet_v2"
@@ -220,9 +222,16 @@ def _read_file(path: Path, source: str) -> Weights:
             f"{path}: its tensors ({_sample(state)}) are not of a zoo model or torchvision's "
             f"mobilenet_v2; {known}"
         )
-    if builder == "torchvision":
-        kind, builder, state = "torchvision", CLASSIFIER, _from_torchvision(state)
     named = meta.get("builder") if kind == "converted" and isinstance(meta, dict) else None
+    if builder == "torchvision":
+        state = _from_torchvision(state)
+        # a converted backbone (builder "mobilenet_v2", torchvision's keys) keeps its metadata:
+        # its padding and rounding follow it like any converted file's
+        if named == BACKBONE:
+            named = CLASSIFIER
+        else:
+            kind = "torchvision"
+        builder = CLASSIFIER
     if named is not None and named != builder:
         raise WeightsError(
             f"{path}: its metadata names builder {str(named)[:60]!r} but its "
@@ -317,10 +326,11 @@ def _architecture(meta: Any, kind: str, builder: str, path: Path) -> dict[str, A
     """The listed architecture keys of a file's metadata, checked (bounded, plain values)."""
     if not isinstance(meta, dict) or not meta:
         return {}
-    if (
-        len(meta) > 200
-        or sum(len(repr(k)) + len(repr(v)) for k, v in meta.items()) > _MAX_META_CHARS
-    ):
+    try:  # repr recurses once per nesting level: a hostile block nests thousands deep
+        size = sum(len(repr(k)) + len(repr(v)) for k, v in meta.items())
+    except RecursionError:
+        size = _MAX_META_CHARS + 1
+    if len(meta) > 200 or size > _MAX_META_CHARS:
         raise WeightsError(f"{path}: its metadata block is too large")
     found: dict[str, Any] = {}
     if kind == "converted":

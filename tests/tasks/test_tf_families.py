@@ -104,6 +104,15 @@ def test_converted_backbone_builds_through_the_builder(tmp_path: Path) -> None:
     model = mobilenet_v2(weights=path, **meta["architecture"]).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(_inputs())["layer_19"], reference(_inputs())["layer_19"])
+    # as weights_backbone of a detector: the file's padding and width follow it
+    from heads import ssdlite_mobilenet_v2
+
+    detector = ssdlite_mobilenet_v2(num_classes=2, weights_backbone=str(path))
+    assert detector.backbone.padding == "tf" and detector.backbone.width_mult == 0.35
+    ours = detector.backbone.state_dict()
+    for key, value in reference.state_dict().items():
+        if key in ours:
+            torch.testing.assert_close(ours[key], value)
 
 
 def test_batchnorm_left_as_multiply_add_is_refused() -> None:

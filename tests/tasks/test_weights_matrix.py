@@ -292,3 +292,19 @@ def test_multitask_task_starts_from_a_detection_checkpoint(files) -> None:
         torch.testing.assert_close(own[key], detector[key], rtol=0, atol=0, msg=key)
     no_skip = MultiTaskTask(num_det_classes=2, num_seg_classes=3, seg_skip=None, width_mult=WIDTH)
     assert no_skip.model.seg_skip is None
+
+
+def test_metadata_nested_thousands_deep_is_refused_in_one_line(tmp_path: Path) -> None:
+    import sys
+
+    nested: list = []
+    for _ in range(5000):
+        nested = [nested]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # only to write the hostile file
+    try:
+        path = _deeplab_file(tmp_path / "deep.pt", {"architecture": nested}, False)
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(ValueError, match="metadata block is too large"):
+        deeplabv3_mobilenet_v2(weights=str(path))
