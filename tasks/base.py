@@ -9,10 +9,12 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from tasks.checkpoint_io import check_finite
+from tasks.checkpointing import checked_callback_state
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -98,8 +100,23 @@ class BaseTask(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_finite(checkpoint.get("state_dict", {}), "the checkpoint being loaded")
+        self._check_callback_states(checkpoint)
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+
+    def _check_callback_states(self, checkpoint: dict[str, Any]) -> None:
+        """Replace, before the trainer restores them, the states of checkpoint callbacks
+        (Lightning's own ``ModelCheckpoint`` included) that name files outside the
+        callback's folder: the callback would delete them (see ``checked_callback_state``)."""
+        states = checkpoint.get("callbacks")
+        if not isinstance(states, dict) or self._trainer is None:
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            for key in (callback.state_key, callback._legacy_state_key):
+                if key in states:
+                    states[key] = checked_callback_state(callback, states[key])
 
     #: ``predict`` runs the fast inference path (set to False to predict with the model as is)
     fast_predict: bool = True

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -205,3 +207,45 @@ def test_a_relative_and_an_absolute_dirpath_of_one_folder_are_the_same(
     again.load_state_dict(saved)
     assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
     assert again.last_model_path == "run/checkpoints/last.ckpt"  # kept, not dropped
+
+
+@pytest.mark.parametrize("callback_cls", [ModelCheckpoint, LightningModelCheckpoint],
+                         ids=["tasks", "lightning"])  # fmt: skip
+def test_a_resumed_checkpoint_never_deletes_files_outside_its_folder(
+    tmp_path: Path, callback_cls: type
+) -> None:
+    """A checkpoint whose callback state names ``<dirpath>/../../victims/x`` as its best,
+    k-th best and last files: resuming from it must not delete them (it did: Lightning's
+    "inside dirpath" test keeps ``..``)."""
+    folder = tmp_path / "run" / "ckpts"
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    names = ["best.txt", "kth.txt", "last.txt", "topk.txt"]
+    for name in names:
+        (victims / name).write_text("precious")
+    folder.mkdir(parents=True)
+    link = folder / "link"
+    link.symlink_to(victims)  # a path that is inside only before links are resolved
+
+    def fit(steps: int, ckpt_path: Path | None = None) -> None:
+        callback = callback_cls(folder, save_top_k=1, every_n_train_steps=1, save_last=True)
+        trainer = Trainer(max_steps=steps, logger=False, enable_progress_bar=False,
+                          limit_val_batches=0, callbacks=[callback],
+                          enable_model_summary=False)  # fmt: skip
+        trainer.fit(_Tiny(), _loader(), ckpt_path=ckpt_path)
+
+    fit(2)
+    hostile = torch.load(folder / "last.ckpt", weights_only=True)
+    (key,) = [k for k in hostile["callbacks"] if k.startswith("ModelCheckpoint")]
+    escape = f"{folder}/../../victims/"
+    hostile["callbacks"][key].update(
+        best_model_path=escape + "best.txt", kth_best_model_path=escape + "kth.txt",
+        last_model_path=f"{link}/last.txt",
+        best_k_models={escape + "topk.txt": torch.tensor(0.0), escape + "kth.txt": torch.tensor(1.0)},
+    )  # fmt: skip
+    torch.save(hostile, tmp_path / "hostile.ckpt")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit(5, ckpt_path=tmp_path / "hostile.ckpt")
+    assert sorted(p.name for p in victims.iterdir()) == names
+    assert any("outside its folder" in str(w.message) for w in seen)
