@@ -92,7 +92,7 @@ class BaseTask(LightningModule):
         # A backstop for any checkpoint callback: tasks.ModelCheckpoint skips such states.
         check_finite(
             {k: checkpoint.get(k) for k in ("state_dict", "optimizer_states")},
-            "the state being checkpointed",
+            f"not checkpointed: the state at global step {checkpoint.get('global_step')}",
         )
         # With the data order kept by the data module, the RNG state is all a resumed run
         # needs to replay dropout exactly.

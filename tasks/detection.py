@@ -167,10 +167,12 @@ class DetectionTask(BaseTask):
                 self._evaluators[name] = COCOEvaluator(dm.ground_truth(name), self.eval_backend)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # no non-finite state; the RNG state
         checkpoint["category_ids"] = self.category_ids
         checkpoint["class_names"] = self.class_names
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # non-finite check, callback states, RNG
         self.category_ids = list(checkpoint.get("category_ids", self.category_ids))
         self.class_names = list(checkpoint.get("class_names", self.class_names))
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tasks import ModelCheckpoint
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck
-from tasks.checkpoint_io import non_finite_tensors
+from tasks.checkpoint_io import CheckpointError, non_finite_tensors
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -47,8 +47,9 @@ def _loader(n: int = 48) -> DataLoader:
     return DataLoader(TensorDataset(x, x.sum(1)), batch_size=4)
 
 
-def _fit(tmp: Path, steps: int, lr: float = 0.01, **ckpt_args) -> tuple[_Tiny, ModelCheckpoint]:
-    ckpt = ModelCheckpoint(tmp, monitor="val/score", mode="max", **ckpt_args)
+def _fit(tmp: Path, steps: int, lr: float = 0.01, callback_cls: type = ModelCheckpoint,
+         **ckpt_args) -> tuple[_Tiny, ModelCheckpoint]:  # fmt: skip
+    ckpt = callback_cls(tmp, monitor="val/score", mode="max", **ckpt_args)
     trainer = Trainer(
         max_steps=steps, val_check_interval=3, logger=False, enable_progress_bar=False,
         num_sanity_val_steps=0, callbacks=[FiniteLossCheck(), ckpt], enable_model_summary=False,
@@ -69,11 +70,15 @@ def test_last_ckpt_holds_the_final_step_when_the_metric_gets_worse(tmp_path: Pat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
 
 
+@pytest.mark.parametrize("callback_cls", [ModelCheckpoint, LightningModelCheckpoint],
+                         ids=["tasks", "lightning"])  # fmt: skip
 def test_a_huge_learning_rate_stops_with_the_step_and_writes_nothing_non_finite(
-    tmp_path: Path,
+    tmp_path: Path, callback_cls: type
 ) -> None:
-    with pytest.raises(FloatingPointError, match=r"at global step \d+"):
-        _fit(tmp_path, steps=30, lr=1e25, every_n_train_steps=1)
+    """Lightning's own callback saving on the exception passes the task's backstop too."""
+    with pytest.raises((FloatingPointError, CheckpointError), match=r"at global step \d+"):
+        _fit(tmp_path, steps=30, lr=1e25, callback_cls=callback_cls, every_n_train_steps=1,
+             save_on_exception=True)  # fmt: skip
     files = list(tmp_path.glob("*.ckpt"))
     assert files, "the finite steps before the failure are checkpointed"
     for file in files:  # parameters, BatchNorm buffers and optimizer state alike
