@@ -18,6 +18,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tasks.base import BaseTask
@@ -37,6 +38,7 @@ from tasks.checkpoint_io import (
     read_checkpoint,
     shorten,
 )
+from tasks.checkpoint_names import NAMES, resolve_checkpoint_name
 from tasks.cli_session import (
     add_session_arguments,
     after_instantiate,
@@ -110,8 +112,13 @@ class MobileZooCLI(LightningCLI):
         path = str(section.ckpt_path)
         if is_url(path):
             path = section.ckpt_path = str(fetch_checkpoint(path))
-        elif path in ("last", "best", "hpc", "registry") and not Path(path).is_file():
-            return  # Lightning finds that file in the run; BaseTask.on_load_checkpoint checks it
+        elif path in NAMES and not Path(path).is_file():
+            # Lightning would look in this run's new, empty folder: the config's last run
+            name, path = path, str(resolve_checkpoint_name(path, section.get("trainer")))
+            section.ckpt_path = path
+            rank_zero_info(f"{sub}: --ckpt_path {name} is {path}")
+        elif path in ("hpc", "registry") and not Path(path).is_file():
+            return  # Lightning finds that file; BaseTask.on_load_checkpoint checks it
         saved_class, hparams = saved_hparams(read_checkpoint(path), path)
         model = section.model
         task_cls = _task_class(model.class_path)

@@ -130,8 +130,8 @@ def after_instantiate(cli: Any) -> None:
     logger = config.get("trainer", {}).get("logger")
     if subcommand == "fit" or not ckpt_path or logger not in (None, True):
         return  # fit, no checkpoint, or a logger the user chose: leave it
-    if ckpt_path in ("last", "best", "hpc", "registry"):
-        return
+    if ckpt_path in ("hpc", "registry"):
+        return  # resolved by Lightning later ("last" and "best" are files by now)
     target = evaluation_dir(ckpt_path, subcommand)
     cli.trainer.loggers = [
         TensorBoardLogger(

@@ -281,3 +281,58 @@ def test_a_checkpoint_from_converted_weights_rebuilds_their_architecture(
     x = torch.randn(1, 3, 66, 66)  # even size: "tf" and "torch" padding differ here
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.model.eval()(x), task.model.eval()(x))
+
+
+def _run_folder(root: Path, version: int, best: str | None = None) -> Path:
+    """``root/lightning_logs/version_N/checkpoints/`` with a ``last.ckpt`` (whose callback
+    state records ``best`` as its best file) and, if given, that best file."""
+    folder = root / "lightning_logs" / f"version_{version}" / "checkpoints"
+    folder.mkdir(parents=True)
+    last = _segmentation_ckpt(folder / "last.ckpt")
+    if best is not None:
+        _segmentation_ckpt(folder / best)
+        ckpt = torch.load(last, weights_only=True)
+        state = {"best_model_path": f"elsewhere/{best}", "dirpath": "elsewhere"}
+        ckpt["callbacks"] = {"ModelCheckpoint{'monitor': 'val/miou'}": state}
+        torch.save(ckpt, last)
+    return folder
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "fit"])
+def test_ckpt_path_last_and_best_name_the_config_s_latest_run(
+    tmp_path: Path, captured: dict, caplog: pytest.LogCaptureFixture, subcommand: str
+) -> None:
+    """``--ckpt_path last`` evaluated random weights (Lightning looked in the new run's empty
+    folder) and ``best`` was a traceback in a fresh process; both name files of the
+    config's latest run, printed, and checked like any path."""
+    _run_folder(tmp_path, 0)
+    newest = _run_folder(tmp_path, 1, best="epoch=3-step=40.ckpt")
+    root = f"--trainer.default_root_dir={tmp_path}"
+    _seg(subcommand, "last", root)
+    assert captured["ckpt_path"] == str(newest / "last.ckpt")
+    _seg(subcommand, "best", root)
+    assert captured["ckpt_path"] == str(newest / "epoch=3-step=40.ckpt")
+    assert f"--ckpt_path best is {newest / 'epoch=3-step=40.ckpt'}" in caplog.text
+
+
+def test_ckpt_path_last_is_checked_and_a_missing_one_is_one_line(
+    tmp_path: Path, captured: dict, capsys: pytest.CaptureFixture
+) -> None:
+    root = f"--trainer.default_root_dir={tmp_path}"
+    with pytest.raises(SystemExit) as exit_info:
+        _seg("validate", "last", root)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0
+    assert "--ckpt_path last: no last.ckpt in" in err and str(tmp_path) in err
+    last = _run_folder(tmp_path, 0) / "last.ckpt"
+    with pytest.raises(SystemExit):
+        _seg("test", "best", root)  # last.ckpt records no best file
+    assert "records no best checkpoint" in capsys.readouterr().err
+    ckpt = torch.load(last, weights_only=True)
+    next(v for v in ckpt["state_dict"].values() if v.is_floating_point()).view(-1)[0] = 1e400
+    torch.save(ckpt, last)
+    with pytest.raises(SystemExit):
+        _seg("validate", "last", root)
+    err = capsys.readouterr().err
+    assert "NaN or infinite" in err and str(last) in err
+    assert "task" not in captured
