@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
+from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
 from tasks.checkpoint_hparams import (
     check_hparams,
     merge_hparams,
@@ -119,7 +120,8 @@ class MobileZooCLI(LightningCLI):
             rank_zero_info(f"{sub}: --ckpt_path {name} is {path}")
         elif path in ("hpc", "registry") and not Path(path).is_file():
             return  # Lightning finds that file; BaseTask.on_load_checkpoint checks it
-        saved_class, hparams = saved_hparams(read_checkpoint(path), path)
+        ckpt = read_checkpoint(path)
+        saved_class, hparams = saved_hparams(ckpt, path)
         model = section.model
         task_cls = _task_class(model.class_path)
         if saved_class is not None:
@@ -149,6 +151,9 @@ class MobileZooCLI(LightningCLI):
         for note in notes:
             log.warning("checkpoint %s: %s", path, note)
         check_hparams(merged, f"checkpoint {path}")
+        # what the values ask of the machine, and the weights against them, before reading
+        cost = check_model_cost(task_cls, merged, f"checkpoint {path}")
+        check_checkpoint_state(ckpt, cost, f"checkpoint {path}")
         changed = {k: v for k, v in merged.items() if model.init_args.get(k) != v}
         update = {sub: {"model": {"class_path": model.class_path, "init_args": changed}}}
         captured = io.StringIO()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
+from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
 from tasks.checkpoint_hparams import check_hparams, registered_tasks, saved_hparams, task_hparams
 from tasks.checkpoint_io import CheckpointError, is_url, quote, read_checkpoint
 
@@ -96,6 +97,9 @@ def load_checkpoint(path: str | Path) -> nn.Module:
         if key in kwargs:
             kwargs[key] = None
     check_hparams(kwargs, f"checkpoint {source}")
+    # what the values ask of the machine, and the weights against them, before reading
+    cost = check_model_cost(task_cls, kwargs, f"checkpoint {source}")
+    check_checkpoint_state(ckpt, cost, f"checkpoint {source}")
     task = task_cls(**kwargs)
     task.load_state_dict(ckpt["state_dict"])
     return task.model.eval()
