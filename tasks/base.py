@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from tasks.categories import checked_categories, matched_categories
 from tasks.checkpoint_io import check_finite
 from tasks.checkpointing import checked_callback_state
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
@@ -117,6 +118,18 @@ class BaseTask(LightningModule):
             for key in (callback.state_key, callback._legacy_state_key):
                 if key in states:
                     states[key] = checked_callback_state(callback, states[key])
+
+    def _checkpoint_categories(self, checkpoint: dict[str, Any]) -> tuple[list[int], list[str]]:
+        """The category ids and names after loading ``checkpoint`` (detection tasks): its
+        own without data (predict), else the data's if they are the same categories
+        (``tasks.categories.matched_categories``)."""
+        saved_ids = checkpoint.get("category_ids", self.category_ids)
+        saved_names = checkpoint.get("class_names", self.class_names)
+        data = getattr(self, "_data_categories", None)
+        source = f"checkpoint {self.trainer.ckpt_path}" if self._trainer else "the checkpoint"
+        if data is None:
+            return checked_categories(saved_ids, saved_names, source)
+        return matched_categories(saved_ids, saved_names, *data, source)
 
     #: ``predict`` runs the fast inference path (set to False to predict with the model as is)
     fast_predict: bool = True

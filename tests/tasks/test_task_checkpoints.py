@@ -4,14 +4,20 @@ call ``super()``)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
 
+from tasks import DetectionTask
 from tasks.checkpoint_hparams import registered_tasks
 from tasks.checkpoint_io import CheckpointError
+from tasks.cli import main as cli_main
+from tasks.data.demo.shapes import SHAPES
+
+CONFIGS = Path(__file__).parents[2] / "configs"
 
 #: small arguments of every registered task
 SMALL = {
@@ -66,3 +72,43 @@ def test_no_callback_can_write_a_non_finite_checkpoint(tmp_path: Path, name: str
     with pytest.raises(CheckpointError, match="NaN or infinite"):
         trainer.save_checkpoint(path)
     assert not path.exists()
+
+
+def _detector_with_categories(path: Path, ids: list[int], names: list[str]) -> Path:
+    task = DetectionTask(num_classes=3, width_mult=0.35, image_size=64)
+    hparams = {"_class_path": "tasks.DetectionTask", "num_classes": 3, "width_mult": 0.35,
+               "image_size": 64}  # fmt: skip
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": hparams,
+                "pytorch-lightning_version": "2.6.0", "category_ids": ids,
+                "class_names": names}, path)  # fmt: skip
+    return path
+
+
+def _validate(tmp_path: Path, ckpt: Path) -> None:
+    cli_main(["validate", "-c", str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"),
+              f"--ckpt_path={ckpt}", "--trainer.logger=false",
+              "--trainer.enable_progress_bar=false", f"--data.init_args.root={tmp_path / 'demo'}",
+              "--data.init_args.num_train=2", "--data.init_args.num_val=2",
+              "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+              "--model.init_args.image_size=64"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_detector_s_categories_are_matched_with_the_data_s(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The demo data has ids 1, 2, 3: a checkpoint of the same classes numbered 5, 17, 42
+    was scored with its own ids (mAP 0.0, no word). Renumbered with the same names: the
+    data's ids, logged; other names: one line naming both, exit 2."""
+    monkeypatch.setattr(sys, "argv", ["mobilezoo"])
+    names = list(SHAPES[:3])
+    renumbered = _detector_with_categories(tmp_path / "renumbered.ckpt", [5, 17, 42], names)
+    _validate(tmp_path, renumbered)
+    assert "category ids [5, 17, 42] in the checkpoint are [1, 2, 3] in the data" in caplog.text
+    other = _detector_with_categories(tmp_path / "other.ckpt", [1, 2, 3], ["cat", "dog", "cow"])
+    with pytest.raises(SystemExit) as exit_info:
+        _validate(tmp_path, other)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and str(other) in err
+    assert "named ['cat', 'dog', 'cow']" in err and str(names) in err
