@@ -84,6 +84,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def check_lightning_version(ckpt: dict[str, Any], source: str) -> None:
+    """Lightning's loader needs a ``pytorch-lightning_version`` it can parse (a missing or
+    odd one was a ``KeyError`` / ``InvalidVersion`` traceback deep inside it)."""
+    from packaging.version import InvalidVersion, Version
+
+    version = ckpt.get("pytorch-lightning_version")
+    try:
+        Version(version if isinstance(version, str) else "")
+    except InvalidVersion:
+        raise CheckpointError(
+            f"checkpoint {source} is not a Lightning checkpoint: pytorch-lightning_version "
+            f"is {quote(version)}"
+        ) from None
+
+
 def _check_records(path: Path) -> None:
     """Refuse, from the zip directory alone, records that would inflate in memory: torch.save
     stores every record uncompressed, and its pickle is small."""

@@ -33,6 +33,7 @@ from tasks.checkpoint_hparams import (
 )
 from tasks.checkpoint_io import (
     CheckpointError,
+    check_lightning_version,
     fetch_checkpoint,
     is_url,
     quote,
@@ -121,6 +122,7 @@ class MobileZooCLI(LightningCLI):
         elif path in ("hpc", "registry") and not Path(path).is_file():
             return  # Lightning finds that file; BaseTask.on_load_checkpoint checks it
         ckpt = read_checkpoint(path)
+        check_lightning_version(ckpt, path)
         saved_class, hparams = saved_hparams(ckpt, path)
         model = section.model
         task_cls = _task_class(model.class_path)

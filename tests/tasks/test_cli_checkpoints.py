@@ -336,3 +336,20 @@ def test_ckpt_path_last_is_checked_and_a_missing_one_is_one_line(
     err = capsys.readouterr().err
     assert "NaN or infinite" in err and str(last) in err
     assert "task" not in captured
+
+
+@pytest.mark.parametrize("version", [None, "not-a-version", 3])
+def test_a_checkpoint_without_a_lightning_version_is_one_line(
+    tmp_path: Path, captured: dict, capsys: pytest.CaptureFixture, version: Any
+) -> None:
+    """Lightning's loader raised KeyError / InvalidVersion deep inside it."""
+    path = _segmentation_ckpt(tmp_path / "odd.ckpt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["pytorch-lightning_version"] = version
+    if version is None:
+        del ckpt["pytorch-lightning_version"]
+    torch.save(ckpt, path)
+    with pytest.raises(SystemExit):
+        _seg("validate", path)
+    err = capsys.readouterr().err
+    assert "is not a Lightning checkpoint: pytorch-lightning_version" in err and str(path) in err
