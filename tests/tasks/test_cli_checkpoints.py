@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import pickle
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -353,3 +355,35 @@ def test_a_checkpoint_without_a_lightning_version_is_one_line(
         _seg("validate", path)
     err = capsys.readouterr().err
     assert "is not a Lightning checkpoint: pytorch-lightning_version" in err and str(path) in err
+
+
+@pytest.mark.slow
+def test_evaluating_a_checkpoint_on_a_read_only_filesystem_writes_under_the_config_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A shared, read-only model store: ``validate`` raised OSError writing next to the
+    checkpoint; it writes under ``trainer.default_root_dir`` instead."""
+    store = tmp_path / "store"
+    store.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(store)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a read-only filesystem")
+    try:
+        ckpt = _segmentation_ckpt(store / "model.ckpt")
+        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
+        with pytest.raises(OSError):
+            (store / "probe").write_text("x")  # really read-only, also for root
+        monkeypatch.setattr(sys, "argv", ["mobilezoo"])
+        root = tmp_path / "root"
+        cli_main(["validate", "-c", str(SEG), f"--ckpt_path={ckpt}",
+                  f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+                  f"--data.init_args.root={tmp_path / 'demo'}", "--data.init_args.val_images=2",
+                  "--data.init_args.train_images=2", "--data.init_args.generated_size=64",
+                  "--data.init_args.crop_size=64"])  # fmt: skip
+        assert list((root / "store" / "validate" / "model").rglob("events.out.tfevents*"))
+    finally:
+        subprocess.run(["umount", "-l", str(store)], check=False)
