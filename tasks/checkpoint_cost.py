@@ -45,7 +45,7 @@ def max_model_bytes() -> int:
 class ModelCost:
     """The expected state dict (name -> shape) and the bytes a task needs."""
 
-    state: dict[str, tuple[int, ...]]
+    state: dict[str, tuple[tuple[int, ...], torch.dtype]]
     weight_bytes: int
     activation_bytes: int
     image_side: int
@@ -102,23 +102,30 @@ def model_cost(task_cls: type, kwargs: dict[str, Any]) -> ModelCost:
     model = getattr(task, "model", task)
     model.eval()
     return ModelCost(
-        state={k: tuple(v.shape) for k, v in state.items()},
+        state={k: (tuple(v.shape), v.dtype) for k, v in state.items()},
         weight_bytes=weight_bytes,
         activation_bytes=_activation_bytes(model, side),
         image_side=side,
     )
 
 
+_COSTS: dict[tuple[type, str], ModelCost] = {}
+
+
 def check_model_cost(task_cls: type, kwargs: dict[str, Any], source: str) -> ModelCost:
     """``model_cost``, or ``CheckpointError`` naming ``source`` and the architecture values
     when the weights or one image's activations exceed ``max_model_bytes()``."""
+    key = (task_cls, repr(sorted(kwargs.items())))
     try:
-        cost = model_cost(task_cls, kwargs)
+        cost = _COSTS[key] if key in _COSTS else model_cost(task_cls, kwargs)
     except (ValueError, TypeError, RuntimeError, KeyError, IndexError, ZeroDivisionError) as err:
         raise CheckpointError(
             f"{source}: its hyper-parameters do not build a {task_cls.__name__}: "
             f"{shorten(str(err) or type(err).__name__)}"
         ) from None
+    if len(_COSTS) >= 8:
+        _COSTS.clear()
+    _COSTS[key] = cost  # one architecture is often checked again (many checkpoints of a run)
     limit = max_model_bytes()
     if cost.weight_bytes > limit or cost.activation_bytes > limit:
         asked = ", ".join(
@@ -169,10 +176,22 @@ def check_checkpoint_state(ckpt: dict[str, Any], cost: ModelCost, source: str) -
                               f"parameters describe: {which} ({len(unexpected)} unexpected, "
                               f"{len(missing)} missing)")  # fmt: skip
     for name, tensor in state.items():
-        if tuple(tensor.shape) != cost.state[name]:
+        shape, dtype = cost.state[name]
+        if tuple(tensor.shape) != shape:
             raise CheckpointError(
                 f"{source}: tensor {quote(name, 60)} has shape {quote(tuple(tensor.shape), 60)}"
-                f", the model its hyper-parameters describe has {cost.state[name]}"
+                f", the model its hyper-parameters describe has {shape}"
+            )
+        # float weights may be saved in another float precision; nothing else converts
+        # without loss (complex parts, integers, sparse layouts)
+        if (
+            tensor.layout != torch.strided
+            or tensor.dtype.is_complex
+            or tensor.dtype.is_floating_point != dtype.is_floating_point
+        ):
+            raise CheckpointError(
+                f"{source}: tensor {quote(name, 60)} is {tensor.dtype} ({tensor.layout}), "
+                f"the model's is {dtype}"
             )
     stored = _storage_bytes(ckpt)
     allowed = _STATE_COPIES * cost.weight_bytes + _SLACK_BYTES

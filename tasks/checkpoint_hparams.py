@@ -102,7 +102,10 @@ def saved_hparams(ckpt: dict[str, Any], source: str) -> tuple[str | None, dict[s
     """
     hparams = hyper_parameters(ckpt, source)
     hparams.pop("_instantiator", None)
-    return hparams.pop("_class_path", None), hparams
+    class_path = hparams.pop("_class_path", None)
+    if class_path is not None and not isinstance(class_path, str):
+        raise CheckpointError(f"checkpoint {source}: _class_path {quote(class_path)} is no name")
+    return class_path, hparams
 
 
 def task_hparams(task_cls: type, hparams: dict[str, Any], source: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import reprlib
 import urllib.error
 import urllib.request
 import zipfile
@@ -44,8 +45,16 @@ def shorten(text: str, limit: int = _QUOTE_CHARS) -> str:
 
 
 def quote(value: Any, limit: int = _QUOTE_CHARS) -> str:
-    """``repr(value)``, cut to ``limit`` characters to fit in one line of an error message."""
-    return shorten(repr(value), limit)
+    """``repr(value)``, cut to ``limit`` characters to fit in one line of an error message.
+    Nested containers are shown a few levels and items deep (``reprlib``): the plain
+    ``repr`` of a list nested 100,000 deep recurses too far, and of one list shared at
+    every level of 60 takes forever."""
+    return shorten(_SHORT_REPR.repr(value), limit)
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 2 * _QUOTE_CHARS, 40
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _SHORT_REPR.maxset = 8
 
 
 def is_url(path: str | os.PathLike) -> bool:

@@ -72,7 +72,7 @@ def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) 
     elif "model.head.classifier.1.weight" in state:
         name = "ClassificationTask"
     else:
-        raise ValueError(f"{source}: cannot tell which zoo task saved this checkpoint")
+        raise CheckpointError(f"{source}: cannot tell which zoo task saved this checkpoint")
     return _import(_TASKS[name], name)
 
 

@@ -125,3 +125,18 @@ def test_a_tensor_of_another_shape_is_named(tmp_path: Path, capsys) -> None:
         cli_main(["export", str(path), f"--output_dir={tmp_path / 'out'}"])
     err = capsys.readouterr().err
     assert f"tensor '{name}' has shape (7, 7)" in err and str(path) in err
+
+
+@pytest.mark.parametrize("form", ["complex", "integer", "sparse"])
+def test_a_tensor_of_another_kind_is_named(tmp_path: Path, capsys, form: str) -> None:
+    """A complex weight loaded as its real part (NaN in the imaginary part unseen), an
+    integer one was cast silently, a sparse one failed inside ``load_state_dict``."""
+    state = DetectionTask(**SMALL).state_dict()
+    name = next(k for k in state if k.endswith("weight"))
+    odd = {"complex": state[name].to(torch.complex64), "integer": state[name].to(torch.int32),
+           "sparse": state[name].to_sparse()}[form]  # fmt: skip
+    path = _checkpoint(tmp_path / "odd.ckpt", extra={name: odd})
+    with pytest.raises(SystemExit):
+        cli_main(["export", str(path), f"--output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert f"tensor '{name}' is torch." in err and str(path) in err
