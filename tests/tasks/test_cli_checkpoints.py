@@ -273,8 +273,9 @@ def test_a_checkpoint_from_converted_weights_rebuilds_their_architecture(
     task = SegmentationTask(num_classes=4, weights=str(converted))
     assert {k: task.hparams[k] for k in options} == options  # recorded, not just used
     path = tmp_path / "finetuned.ckpt"
-    torch.save({"state_dict": task.state_dict(), "hyper_parameters": {
-        "_class_path": "tasks.SegmentationTask", **task.hparams}}, path)  # fmt: skip
+    torch.save({"state_dict": task.state_dict(), "pytorch-lightning_version": "2.6.0",
+                "hyper_parameters": {"_class_path": "tasks.SegmentationTask",
+                                     **task.hparams}}, path)  # fmt: skip
     converted.unlink()  # the checkpoint alone must be enough
     _seg("validate", path)
     rebuilt = captured["task"]
