@@ -116,7 +116,15 @@ class MobileZooCLI(LightningCLI):
             path = section.ckpt_path = str(fetch_checkpoint(path))
         elif path in NAMES and not Path(path).is_file():
             # Lightning would look in this run's new, empty folder: the config's last run
-            name, path = path, str(resolve_checkpoint_name(path, section.get("trainer")))
+            try:
+                name, path = path, str(resolve_checkpoint_name(path, section.get("trainer")))
+            except CheckpointError as err:
+                if sub != "fit" or path != "last":
+                    raise
+                # `fit --ckpt_path last` in a config resumes when it can (as in Lightning)
+                log.warning("%s; training from the start", err)
+                section.ckpt_path = None
+                return
             section.ckpt_path = path
             rank_zero_info(f"{sub}: --ckpt_path {name} is {path}")
         elif path in ("hpc", "registry") and not Path(path).is_file():

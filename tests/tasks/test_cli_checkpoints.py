@@ -327,6 +327,9 @@ def test_ckpt_path_last_is_checked_and_a_missing_one_is_one_line(
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.count("\n") == 0
     assert "--ckpt_path last: no last.ckpt in" in err and str(tmp_path) in err
+    _seg("fit", "last", root)  # fit resumes when it can, else starts (as in Lightning)
+    assert captured["ckpt_path"] is None
+    del captured["task"]
     last = _run_folder(tmp_path, 0) / "last.ckpt"
     with pytest.raises(SystemExit):
         _seg("test", "best", root)  # last.ckpt records no best file
