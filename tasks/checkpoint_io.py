@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 #: largest hyper-parameter block a checkpoint may carry (its ``repr``, in characters)
 MAX_HPARAMS_CHARS = 64_000
-#: largest pickle (the structure of a checkpoint, tensors excluded) read from a checkpoint
-MAX_PICKLE_BYTES = 256 * 2**20
+#: largest pickle (the structure of a checkpoint, tensors excluded) read from a checkpoint:
+#: a zoo checkpoint's is well under 1 MiB; unpickling with weights_only runs at about a
+#: megabyte a second, so this bounds the time too
+MAX_PICKLE_BYTES = 4 * 2**20
 #: longest value quoted in an error message
 _QUOTE_CHARS = 80
 

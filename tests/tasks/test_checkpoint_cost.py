@@ -140,3 +140,16 @@ def test_a_tensor_of_another_kind_is_named(tmp_path: Path, capsys, form: str) ->
         cli_main(["export", str(path), f"--output_dir={tmp_path / 'out'}"])
     err = capsys.readouterr().err
     assert f"tensor '{name}' is torch." in err and str(path) in err
+
+
+def test_an_oversized_pickle_is_refused_from_the_zip_directory(tmp_path: Path, capsys) -> None:
+    """Unpickling runs at about 1 MB/s: a 256 MB pickle took minutes; a checkpoint's
+    structure (tensors apart) is well under 1 MiB."""
+    path = _checkpoint(tmp_path / "fat.ckpt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["padding"] = b"x" * (5 * 2**20)
+    torch.save(ckpt, path)
+    with pytest.raises(SystemExit):
+        cli_main(["export", str(path), f"--output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err
+    assert "its pickle 'fat/data.pkl' is" in err and "more than 4194304" in err
