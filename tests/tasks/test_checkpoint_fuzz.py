@@ -7,7 +7,7 @@ shared structures, missing or retyped fields. Each input goes through the loadin
 ``mobilezoo export`` (``tasks.export.loading.load_checkpoint``: read, hyper-parameters,
 cost, shapes, finiteness, build, load) after the CLI's Lightning-version check.
 
-``MOBILEZOO_FUZZ_EXAMPLES`` sets the number of inputs (default 24, a few seconds);
+``MOBILEZOO_FUZZ_EXAMPLES`` sets the number of inputs (default 16, a few seconds);
 ``MOBILEZOO_FUZZ_SEED`` the seed.
 """
 
@@ -32,7 +32,7 @@ from tasks import ClassificationTask, DetectionTask
 from tasks.checkpoint_io import CheckpointError, check_lightning_version, read_checkpoint
 from tasks.export.loading import load_checkpoint
 
-EXAMPLES = int(os.environ.get("MOBILEZOO_FUZZ_EXAMPLES", "24"))
+EXAMPLES = int(os.environ.get("MOBILEZOO_FUZZ_EXAMPLES", "16"))
 SEED = int(os.environ.get("MOBILEZOO_FUZZ_SEED", "0"))
 SECONDS_PER_INPUT = 60.0  # generous: the CI machine is shared; a hang would take hours
 
