@@ -29,7 +29,8 @@ def _checkpoint(path: Path, task_cls: type = DetectionTask, small: dict | None =
     small = SMALL if small is None else small
     state = task_cls(**small).state_dict()
     hparams = {"_class_path": f"tasks.{task_cls.__name__}", **small, **overrides}
-    torch.save({"state_dict": {**state, **(extra or {})}, "hyper_parameters": hparams}, path)
+    torch.save({"state_dict": {**state, **(extra or {})}, "hyper_parameters": hparams,
+                "pytorch-lightning_version": "2.6.0"}, path)  # fmt: skip
     return path
 
 
