@@ -9,10 +9,13 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from tasks.categories import checked_categories, matched_categories
 from tasks.checkpoint_io import check_finite
+from tasks.checkpointing import checked_callback_state
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -95,7 +98,7 @@ class BaseTask(LightningModule):
         # A backstop for any checkpoint callback: tasks.ModelCheckpoint skips such states.
         check_finite(
             {k: checkpoint.get(k) for k in ("state_dict", "optimizer_states")},
-            "the state being checkpointed",
+            f"not checkpointed: the state at global step {checkpoint.get('global_step')}",
         )
         # With the data order kept by the data module, the RNG state is all a resumed run
         # needs to replay dropout exactly.
@@ -112,8 +115,35 @@ class BaseTask(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_finite(checkpoint.get("state_dict", {}), "the checkpoint being loaded")
+        self._check_callback_states(checkpoint)
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+
+    def _check_callback_states(self, checkpoint: dict[str, Any]) -> None:
+        """Replace, before the trainer restores them, the states of checkpoint callbacks
+        (Lightning's own ``ModelCheckpoint`` included) that name files outside the
+        callback's folder: the callback would delete them (see ``checked_callback_state``)."""
+        states = checkpoint.get("callbacks")
+        if not isinstance(states, dict) or self._trainer is None:
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            for key in (callback.state_key, callback._legacy_state_key):
+                if key in states:
+                    states[key] = checked_callback_state(callback, states[key])
+
+    def _checkpoint_categories(self, checkpoint: dict[str, Any]) -> tuple[list[int], list[str]]:
+        """The category ids and names after loading ``checkpoint`` (detection tasks): its
+        own without data (predict), else the data's if they are the same categories
+        (``tasks.categories.matched_categories``)."""
+        saved_ids = checkpoint.get("category_ids", self.category_ids)
+        saved_names = checkpoint.get("class_names", self.class_names)
+        data = getattr(self, "_data_categories", None)
+        source = f"checkpoint {self.trainer.ckpt_path}" if self._trainer else "the checkpoint"
+        if data is None:
+            return checked_categories(saved_ids, saved_names, source)
+        return matched_categories(saved_ids, saved_names, *data, source)
 
     #: ``predict`` runs the fast inference path (set to False to predict with the model as is)
     fast_predict: bool = True

@@ -26,7 +26,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-from tasks.checkpoint_io import CheckpointError, check_finite, hyper_parameters, quote, shorten
+from tasks.checkpoint_io import CheckpointError, hyper_parameters, quote, shorten
 
 log = logging.getLogger("mobilezoo")
 
@@ -96,13 +96,16 @@ def registered_tasks() -> dict[str, type]:
 def saved_hparams(ckpt: dict[str, Any], source: str) -> tuple[str | None, dict[str, Any]]:
     """The task class path and hyper-parameters of a checkpoint from ``read_checkpoint``.
 
-    Non-finite weights are refused and the block's size checked first; Lightning's own
-    bookkeeping (``_instantiator``) is dropped.
+    The block's size is checked first; Lightning's own bookkeeping (``_instantiator``) is
+    dropped. The weights are not touched: ``tasks.checkpoint_cost.check_checkpoint_state``
+    compares them with the model these values describe, then checks them for NaN.
     """
-    check_finite(ckpt["state_dict"], f"checkpoint {source}")
     hparams = hyper_parameters(ckpt, source)
     hparams.pop("_instantiator", None)
-    return hparams.pop("_class_path", None), hparams
+    class_path = hparams.pop("_class_path", None)
+    if class_path is not None and not isinstance(class_path, str):
+        raise CheckpointError(f"checkpoint {source}: _class_path {quote(class_path)} is no name")
+    return class_path, hparams
 
 
 def task_hparams(task_cls: type, hparams: dict[str, Any], source: str) -> dict[str, Any]:

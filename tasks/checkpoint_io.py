@@ -13,8 +13,10 @@ import hashlib
 import json
 import logging
 import os
+import reprlib
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 
 #: largest hyper-parameter block a checkpoint may carry (its ``repr``, in characters)
 MAX_HPARAMS_CHARS = 64_000
+#: largest pickle (the structure of a checkpoint, tensors excluded) read from a checkpoint:
+#: a zoo checkpoint's is well under 1 MiB; unpickling with weights_only runs at about a
+#: megabyte a second, so this bounds the time too
+MAX_PICKLE_BYTES = 4 * 2**20
 #: longest value quoted in an error message
 _QUOTE_CHARS = 80
 
@@ -41,8 +47,16 @@ def shorten(text: str, limit: int = _QUOTE_CHARS) -> str:
 
 
 def quote(value: Any, limit: int = _QUOTE_CHARS) -> str:
-    """``repr(value)``, cut to ``limit`` characters to fit in one line of an error message."""
-    return shorten(repr(value), limit)
+    """``repr(value)``, cut to ``limit`` characters to fit in one line of an error message.
+    Nested containers are shown a few levels and items deep (``reprlib``): the plain
+    ``repr`` of a list nested 100,000 deep recurses too far, and of one list shared at
+    every level of 60 takes forever."""
+    return shorten(_SHORT_REPR.repr(value), limit)
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 2 * _QUOTE_CHARS, 40
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _SHORT_REPR.maxset = 8
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -68,14 +82,54 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     size = local.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {local}: the file is empty (0 bytes)")
+    _check_records(local)
     try:
-        ckpt = torch.load(local, map_location="cpu", weights_only=True)
+        # Mapped, not read: a tensor is only read when used, so one that does not belong
+        # to the model costs no memory (tasks.checkpoint_cost compares them first).
+        ckpt = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # zip, pickle and weights_only errors all mean "not readable"
         raise CheckpointError(f"checkpoint {local} ({size} bytes) cannot be read: "
                               f"{_why_unreadable(local, err)}") from None  # fmt: skip
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {local} is not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def check_lightning_version(ckpt: dict[str, Any], source: str) -> None:
+    """Lightning's loader needs a ``pytorch-lightning_version`` it can parse (a missing or
+    odd one was a ``KeyError`` / ``InvalidVersion`` traceback deep inside it)."""
+    from packaging.version import InvalidVersion, Version
+
+    version = ckpt.get("pytorch-lightning_version")
+    try:
+        Version(version if isinstance(version, str) else "")
+    except InvalidVersion:
+        raise CheckpointError(
+            f"checkpoint {source} is not a Lightning checkpoint: pytorch-lightning_version "
+            f"is {quote(version)}"
+        ) from None
+
+
+def _check_records(path: Path) -> None:
+    """Refuse, from the zip directory alone, records that would inflate in memory: torch.save
+    stores every record uncompressed, and its pickle is small."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # torch.load's error is reported with its reason
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"checkpoint {path}: record {quote(record.filename)} is compressed "
+                f"({record.compress_size} bytes inflating to {record.file_size}); torch.save "
+                "stores records uncompressed (refused: inflating could exhaust memory)"
+            )
+        if record.filename.endswith(".pkl") and record.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(
+                f"checkpoint {path}: its pickle {quote(record.filename)} is "
+                f"{record.file_size} bytes, more than {MAX_PICKLE_BYTES} (refused)"
+            )
 
 
 def _why_unreadable(path: Path, err: Exception) -> str:
@@ -122,12 +176,33 @@ def check_finite(tree: Any, source: str) -> None:
         )
 
 
+def bounded_size(tree: Any, limit: int) -> int:
+    """The size of ``tree`` in characters (strings count their length, other leaves 8),
+    counted until it passes ``limit``. Iterative and stopped early, so a structure nested
+    thousands deep or sharing one list many times (``repr`` would be exponential) is cheap."""
+    size, stack = 0, [tree]
+    while stack and size <= limit:
+        node = stack.pop()
+        if isinstance(node, (str, bytes)):
+            size += len(node) + 2
+        elif isinstance(node, dict):
+            size += 2 + 2 * len(node)
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            size += 2 + len(node)
+            stack.extend(node)
+        else:
+            size += 8
+    return size
+
+
 def hyper_parameters(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
     """The ``hyper_parameters`` block, checked for type and size before anything uses it."""
     hparams = ckpt.get("hyper_parameters") or {}
     if not isinstance(hparams, dict):
         raise CheckpointError(f"checkpoint {source}: hyper_parameters is not a mapping")
-    size = sum(len(repr(k)) + len(repr(v)) for k, v in hparams.items())
+    size = bounded_size(hparams, MAX_HPARAMS_CHARS)
     if size > MAX_HPARAMS_CHARS or len(hparams) > 200:
         raise CheckpointError(
             f"checkpoint {source}: hyper_parameters block is too large ({len(hparams)} "

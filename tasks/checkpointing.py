@@ -12,6 +12,12 @@
 3. A state holding NaN or infinity (parameters or buffers such as BatchNorm running
    statistics) is never written; the previous checkpoint stays.
 
+4. Restored state is untrusted: the paths a checkpoint's callback state names (best, k-th
+   best, last and top-k files, which the callback later deletes) must resolve, links and
+   ``..`` followed, inside the callback's folder; otherwise the state is dropped with a
+   warning (``checked_callback_state``; ``BaseTask.on_load_checkpoint`` applies it to
+   Lightning's own ``ModelCheckpoint`` too).
+
 It also saves on exceptions (SIGTERM included) by default. It relies on private methods of
 ``lightning.pytorch.callbacks.ModelCheckpoint`` (``_save_checkpoint``,
 ``_save_last_checkpoint``), so ``lightning`` is bounded in ``pyproject.toml`` and the
@@ -30,7 +36,53 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckp
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 
-from tasks.checkpoint_io import non_finite_tensors
+from tasks.checkpoint_io import non_finite_tensors, quote
+
+#: entries of a ModelCheckpoint state that name files the callback may later delete
+_PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _outside(path: Any, folder: str) -> bool:
+    """Whether ``path`` is not a file name inside ``folder`` once links and ``..`` are
+    resolved (remote paths: after normalizing ``..``)."""
+    if not isinstance(path, str):
+        return True
+    if path == "":
+        return False  # "nothing saved yet"
+    if "://" in folder or "://" in path:
+        inside = os.path.normpath(path).startswith(os.path.normpath(folder).rstrip("/") + "/")
+        return not inside
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return real == root or os.path.commonpath([real, root]) != root
+
+
+def checked_callback_state(callback: _LightningModelCheckpoint, state: Any,
+                           source: str = "the checkpoint") -> dict[str, Any]:  # fmt: skip
+    """``state`` (a ``ModelCheckpoint.state_dict()`` read from a checkpoint) if every file it
+    names lies inside ``callback.dirpath``; otherwise the callback's own fresh state, with a
+    warning naming the offending path. A restored path is later deleted by the callback
+    (Lightning's "inside dirpath" test keeps ``..``), so a checkpoint naming
+    ``<dirpath>/../../precious.txt`` would delete that file."""
+    fresh = callback.state_dict()
+    folder = callback.dirpath
+    if not isinstance(state, dict):
+        rank_zero_warn(f"{source}: ModelCheckpoint state is not a mapping; not restored")
+        return fresh
+    best_k = state.get("best_k_models", {})
+    named = [state.get(k, "") for k in _PATH_KEYS]
+    named += list(best_k) if isinstance(best_k, dict) else [best_k]
+    if folder is None:
+        bad = [p for p in named if p != ""]
+    else:
+        bad = [p for p in named if _outside(p, str(folder))]
+    missing = [k for k in ("best_model_path", "best_model_score") if k not in state]
+    if bad or missing:
+        why = (f"names {quote(bad[0])}, outside its folder {folder}" if bad
+               else f"lacks {', '.join(missing)}")  # fmt: skip
+        rank_zero_warn(f"{source}: ModelCheckpoint state {why}; the callback's state is not "
+                       "restored (no file it names will be replaced or deleted)")  # fmt: skip
+        return fresh
+    return state
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -97,10 +149,22 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # A run saved with a relative dirpath and evaluated with the absolute one (or the
         # reverse) is the same folder: no "dirpath has changed" warning, nothing dropped.
+        state_dict = checked_callback_state(self, state_dict)
         saved = state_dict.get("dirpath")
-        if saved and self.dirpath and os.path.abspath(saved) == os.path.abspath(self.dirpath):
+        if (
+            isinstance(saved, str)
+            and self.dirpath
+            and (os.path.abspath(saved) == os.path.abspath(self.dirpath))
+        ):
             state_dict = {**state_dict, "dirpath": self.dirpath}
         super().load_state_dict(state_dict)
+
+    def _should_remove_checkpoint(self, trainer: Trainer, previous: str, current: str) -> bool:
+        # Lightning compares absolute paths that keep ".." and links; a file is only ever
+        # deleted when it really lies inside this callback's folder.
+        if self.dirpath is not None and _outside(previous, str(self.dirpath)):
+            return False
+        return super()._should_remove_checkpoint(trainer, previous, current)
 
     # -- atomic, finite writes ------------------------------------------------------------
 

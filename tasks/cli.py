@@ -19,11 +19,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from backbones.weights import WeightsError
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
+from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
 from tasks.checkpoint_hparams import (
     check_hparams,
     merge_hparams,
@@ -33,12 +35,14 @@ from tasks.checkpoint_hparams import (
 )
 from tasks.checkpoint_io import (
     CheckpointError,
+    check_lightning_version,
     fetch_checkpoint,
     is_url,
     quote,
     read_checkpoint,
     shorten,
 )
+from tasks.checkpoint_names import NAMES, resolve_checkpoint_name
 from tasks.cli_session import (
     add_session_arguments,
     after_instantiate,
@@ -113,9 +117,24 @@ class MobileZooCLI(LightningCLI):
         path = str(section.ckpt_path)
         if is_url(path):
             path = section.ckpt_path = str(fetch_checkpoint(path))
-        elif path in ("last", "best", "hpc", "registry") and not Path(path).is_file():
-            return  # Lightning finds that file in the run; BaseTask.on_load_checkpoint checks it
-        saved_class, hparams = saved_hparams(read_checkpoint(path), path)
+        elif path in NAMES and not Path(path).is_file():
+            # Lightning would look in this run's new, empty folder: the config's last run
+            try:
+                name, path = path, str(resolve_checkpoint_name(path, section.get("trainer")))
+            except CheckpointError as err:
+                if sub != "fit" or path != "last":
+                    raise
+                # `fit --ckpt_path last` in a config resumes when it can (as in Lightning)
+                log.warning("%s; training from the start", err)
+                section.ckpt_path = None
+                return
+            section.ckpt_path = path
+            rank_zero_info(f"{sub}: --ckpt_path {name} is {path}")
+        elif path in ("hpc", "registry") and not Path(path).is_file():
+            return  # Lightning finds that file; BaseTask.on_load_checkpoint checks it
+        ckpt = read_checkpoint(path)
+        check_lightning_version(ckpt, path)
+        saved_class, hparams = saved_hparams(ckpt, path)
         model = section.model
         task_cls = _task_class(model.class_path)
         if saved_class is not None:
@@ -145,6 +164,9 @@ class MobileZooCLI(LightningCLI):
         for note in notes:
             log.warning("checkpoint %s: %s", path, note)
         check_hparams(merged, f"checkpoint {path}")
+        # what the values ask of the machine, and the weights against them, before reading
+        cost = check_model_cost(task_cls, merged, f"checkpoint {path}")
+        check_checkpoint_state(ckpt, cost, f"checkpoint {path}")
         changed = {k: v for k, v in merged.items() if model.init_args.get(k) != v}
         update = {sub: {"model": {"class_path": model.class_path, "init_args": changed}}}
         captured = io.StringIO()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentError
@@ -13,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from tasks.cli_errors import short_error
-from tasks.run_dirs import evaluation_dir
+from tasks.run_dirs import checkpoint_run_dir, evaluation_dir
 
 DESCRIPTION = (
     "mobilezoo: MobileNetV2 with SSDLite detection, Mobile DeepLabv3 segmentation and a "
@@ -111,8 +113,20 @@ def _check_predict_input(config: Any) -> None:
         )
 
 
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (made if missing); tried, not guessed from
+    permissions, which a read-only mount or a root user make misleading."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def after_instantiate(cli: Any) -> None:
-    """Point the logger of validate/test/predict of a checkpoint into its run folder, and
+    """Point the logger of validate/test/predict of a checkpoint into its run folder (under
+    the config's ``default_root_dir`` when that folder is read-only), and
     hand ``--draw_threshold`` to the detection writer."""
     subcommand = cli.subcommand
     if subcommand is None:
@@ -132,9 +146,14 @@ def after_instantiate(cli: Any) -> None:
     logger = config.get("trainer", {}).get("logger")
     if subcommand == "fit" or not ckpt_path or logger not in (None, True):
         return  # fit, no checkpoint, or a logger the user chose: leave it
-    if ckpt_path in ("last", "best", "hpc", "registry"):
-        return
+    if ckpt_path in ("hpc", "registry"):
+        return  # resolved by Lightning later ("last" and "best" are files by now)
     target = evaluation_dir(ckpt_path, subcommand)
+    if not _writable(target):
+        # a read-only model store: the same layout under the config's root instead
+        run = checkpoint_run_dir(ckpt_path)
+        target = Path(cli.trainer.default_root_dir) / run.name / subcommand / Path(ckpt_path).stem
+        rank_zero_info(f"{subcommand}: cannot write next to {ckpt_path}")
     cli.trainer.loggers = [
         TensorBoardLogger(
             save_dir=str(target.parent.parent),

@@ -122,6 +122,8 @@ class DetectionTask(BaseTask):
         self.category_ids: list[int] = list(range(1, num_classes + 1))
         self.class_names: list[str] = [str(i) for i in range(num_classes)]
         self._evaluators: dict[str, COCOEvaluator] = {}
+        # (ids, names) of the data module, once setup has read them
+        self._data_categories: tuple[list[int], list[str]] | None = None
         # The set's mean loss, equal under DDP and for any batch size (see SetMean)
         self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
 
@@ -159,6 +161,7 @@ class DetectionTask(BaseTask):
         if hasattr(dm, "category_ids"):
             self.category_ids = list(dm.category_ids)
             self.class_names = list(getattr(dm, "class_names", self.class_names))
+            self._data_categories = (self.category_ids, self.class_names)
         for name in ("validate", "test"):
             if stage == name or (stage == "fit" and name == "validate"):
                 if not hasattr(dm, "ground_truth"):
@@ -169,13 +172,13 @@ class DetectionTask(BaseTask):
                 self._evaluators[name] = COCOEvaluator(dm.ground_truth(name), self.eval_backend)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
+        super().on_save_checkpoint(checkpoint)  # no non-finite state; the RNG state
         checkpoint["category_ids"] = self.category_ids
         checkpoint["class_names"] = self.class_names
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.category_ids = list(checkpoint.get("category_ids", self.category_ids))
-        self.class_names = list(checkpoint.get("class_names", self.class_names))
+        super().on_load_checkpoint(checkpoint)  # non-finite check, callback states, RNG
+        self.category_ids, self.class_names = self._checkpoint_categories(checkpoint)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:

@@ -178,6 +178,8 @@ class MultiTaskTask(BaseTask):
         self.category_ids: list[int] = list(range(1, num_det_classes + 1))
         self.class_names: list[str] = [str(i) for i in range(num_det_classes)]
         self.seg_class_names: list[str] = [str(i) for i in range(num_seg_classes)]
+        # (ids, names) of the data module, once setup has read them
+        self._data_categories: tuple[list[int], list[str]] | None = None
         self._evaluators: dict[str, COCOEvaluator] = {}
         self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
         self.val_seg_metrics = SegmentationMetrics(num_seg_classes, ignore_index)
@@ -211,6 +213,7 @@ class MultiTaskTask(BaseTask):
             )
         self.category_ids = list(dm.category_ids)
         self.class_names = list(dm.class_names)
+        self._data_categories = (self.category_ids, self.class_names)
         self.seg_class_names = list(dm.seg_class_names)
         for name in ("validate", "test"):
             if stage == name or (stage == "fit" and name == "validate"):
@@ -224,8 +227,7 @@ class MultiTaskTask(BaseTask):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.category_ids = list(checkpoint.get("category_ids", self.category_ids))
-        self.class_names = list(checkpoint.get("class_names", self.class_names))
+        self.category_ids, self.class_names = self._checkpoint_categories(checkpoint)
         self.seg_class_names = list(checkpoint.get("seg_class_names", self.seg_class_names))
 
     def parameter_groups(self) -> list[dict[str, Any]]:

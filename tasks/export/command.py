@@ -87,7 +87,9 @@ def export(
             ``mobilenet_v2_classifier``, ``ssdlite_mobilenet_v2``, ``deeplabv3_mobilenet_v2``.
         output_dir: folder for the exported files.
         name: file stem (default: ``tasks.export_names.default_stem``: the builder, the
-            run and the checkpoint, e.g. ``ssdlite_mobilenet_v2-detection_demo-version_0-last``).
+            run and the checkpoint and a hash of its path, e.g.
+            ``ssdlite_mobilenet_v2-detection_demo-version_0-last-1f2e3d``; a builder's
+            arguments).
         image_size: square input side of the graph (default: 224 classifier, the model's
             ``image_size`` (320) detector, 513 segmenter).
         detector_form: ``"raw"``, ``"end2end"`` (decoding + NMS in the graph) or ``"both"``.
@@ -115,7 +117,7 @@ def export(
         raise ValueError(f"format must be 'onnx' or 'openvino', got {format!r}")
     model = load_model(source, builder_args)
     kind = model_kind(model)
-    stem = name or default_stem(source, kind)
+    stem = name or default_stem(source, kind, builder_args)
     side = image_size or getattr(model, "image_size", None) or _DEFAULT_SIZE[kind]
     size = (int(side), int(side))
     out = Path(output_dir).expanduser()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
+from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
 from tasks.checkpoint_hparams import check_hparams, registered_tasks, saved_hparams, task_hparams
 from tasks.checkpoint_io import CheckpointError, is_url, quote, read_checkpoint
 
@@ -72,7 +73,7 @@ def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) 
         {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     )
     if builder not in _TASKS:
-        raise ValueError(f"{source}: cannot tell which zoo task saved this checkpoint")
+        raise CheckpointError(f"{source}: cannot tell which zoo task saved this checkpoint")
     return _import(*_TASKS[builder])
 
 
@@ -97,6 +98,9 @@ def load_checkpoint(path: str | Path) -> nn.Module:
         if key in kwargs:
             kwargs[key] = None
     check_hparams(kwargs, f"checkpoint {source}")
+    # what the values ask of the machine, and the weights against them, before reading
+    cost = check_model_cost(task_cls, kwargs, f"checkpoint {source}")
+    check_checkpoint_state(ckpt, cost, f"checkpoint {source}")
     task = task_cls(**kwargs)
     task.load_state_dict(ckpt["state_dict"])
     return task.model.eval()

@@ -7,19 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks import ModelCheckpoint
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck
-from tasks.checkpoint_io import non_finite_tensors
+from tasks.checkpoint_io import CheckpointError, non_finite_tensors
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -45,8 +47,9 @@ def _loader(n: int = 48) -> DataLoader:
     return DataLoader(TensorDataset(x, x.sum(1)), batch_size=4)
 
 
-def _fit(tmp: Path, steps: int, lr: float = 0.01, **ckpt_args) -> tuple[_Tiny, ModelCheckpoint]:
-    ckpt = ModelCheckpoint(tmp, monitor="val/score", mode="max", **ckpt_args)
+def _fit(tmp: Path, steps: int, lr: float = 0.01, callback_cls: type = ModelCheckpoint,
+         **ckpt_args) -> tuple[_Tiny, ModelCheckpoint]:  # fmt: skip
+    ckpt = callback_cls(tmp, monitor="val/score", mode="max", **ckpt_args)
     trainer = Trainer(
         max_steps=steps, val_check_interval=3, logger=False, enable_progress_bar=False,
         num_sanity_val_steps=0, callbacks=[FiniteLossCheck(), ckpt], enable_model_summary=False,
@@ -67,11 +70,15 @@ def test_last_ckpt_holds_the_final_step_when_the_metric_gets_worse(tmp_path: Pat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
 
 
+@pytest.mark.parametrize("callback_cls", [ModelCheckpoint, LightningModelCheckpoint],
+                         ids=["tasks", "lightning"])  # fmt: skip
 def test_a_huge_learning_rate_stops_with_the_step_and_writes_nothing_non_finite(
-    tmp_path: Path,
+    tmp_path: Path, callback_cls: type
 ) -> None:
-    with pytest.raises(FloatingPointError, match=r"at global step \d+"):
-        _fit(tmp_path, steps=30, lr=1e25, every_n_train_steps=1)
+    """Lightning's own callback saving on the exception passes the task's backstop too."""
+    with pytest.raises((FloatingPointError, CheckpointError), match=r"at global step \d+"):
+        _fit(tmp_path, steps=30, lr=1e25, callback_cls=callback_cls, every_n_train_steps=1,
+             save_on_exception=True)  # fmt: skip
     files = list(tmp_path.glob("*.ckpt"))
     assert files, "the finite steps before the failure are checkpointed"
     for file in files:  # parameters, BatchNorm buffers and optimizer state alike
@@ -205,3 +212,45 @@ def test_a_relative_and_an_absolute_dirpath_of_one_folder_are_the_same(
     again.load_state_dict(saved)
     assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
     assert again.last_model_path == "run/checkpoints/last.ckpt"  # kept, not dropped
+
+
+@pytest.mark.parametrize("callback_cls", [ModelCheckpoint, LightningModelCheckpoint],
+                         ids=["tasks", "lightning"])  # fmt: skip
+def test_a_resumed_checkpoint_never_deletes_files_outside_its_folder(
+    tmp_path: Path, callback_cls: type
+) -> None:
+    """A checkpoint whose callback state names ``<dirpath>/../../victims/x`` as its best,
+    k-th best and last files: resuming from it must not delete them (it did: Lightning's
+    "inside dirpath" test keeps ``..``)."""
+    folder = tmp_path / "run" / "ckpts"
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    names = ["best.txt", "kth.txt", "last.txt", "topk.txt"]
+    for name in names:
+        (victims / name).write_text("precious")
+    folder.mkdir(parents=True)
+    link = folder / "link"
+    link.symlink_to(victims)  # a path that is inside only before links are resolved
+
+    def fit(steps: int, ckpt_path: Path | None = None) -> None:
+        callback = callback_cls(folder, save_top_k=1, every_n_train_steps=1, save_last=True)
+        trainer = Trainer(max_steps=steps, logger=False, enable_progress_bar=False,
+                          limit_val_batches=0, callbacks=[callback],
+                          enable_model_summary=False)  # fmt: skip
+        trainer.fit(_Tiny(), _loader(), ckpt_path=ckpt_path)
+
+    fit(2)
+    hostile = torch.load(folder / "last.ckpt", weights_only=True)
+    (key,) = [k for k in hostile["callbacks"] if k.startswith("ModelCheckpoint")]
+    escape = f"{folder}/../../victims/"
+    hostile["callbacks"][key].update(
+        best_model_path=escape + "best.txt", kth_best_model_path=escape + "kth.txt",
+        last_model_path=f"{link}/last.txt",
+        best_k_models={escape + "topk.txt": torch.tensor(0.0), escape + "kth.txt": torch.tensor(1.0)},
+    )  # fmt: skip
+    torch.save(hostile, tmp_path / "hostile.ckpt")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit(5, ckpt_path=tmp_path / "hostile.ckpt")
+    assert sorted(p.name for p in victims.iterdir()) == names
+    assert any("outside its folder" in str(w.message) for w in seen)

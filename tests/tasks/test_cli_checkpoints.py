@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import pickle
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -271,8 +273,9 @@ def test_a_checkpoint_from_converted_weights_rebuilds_their_architecture(
     task = SegmentationTask(num_classes=4, weights=str(converted))
     assert {k: task.hparams[k] for k in options} == options  # recorded, not just used
     path = tmp_path / "finetuned.ckpt"
-    torch.save({"state_dict": task.state_dict(), "hyper_parameters": {
-        "_class_path": "tasks.SegmentationTask", **task.hparams}}, path)  # fmt: skip
+    torch.save({"state_dict": task.state_dict(), "pytorch-lightning_version": "2.6.0",
+                "hyper_parameters": {"_class_path": "tasks.SegmentationTask",
+                                     **task.hparams}}, path)  # fmt: skip
     converted.unlink()  # the checkpoint alone must be enough
     _seg("validate", path)
     rebuilt = captured["task"]
@@ -281,3 +284,110 @@ def test_a_checkpoint_from_converted_weights_rebuilds_their_architecture(
     x = torch.randn(1, 3, 66, 66)  # even size: "tf" and "torch" padding differ here
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.model.eval()(x), task.model.eval()(x))
+
+
+def _run_folder(root: Path, version: int, best: str | None = None) -> Path:
+    """``root/lightning_logs/version_N/checkpoints/`` with a ``last.ckpt`` (whose callback
+    state records ``best`` as its best file) and, if given, that best file."""
+    folder = root / "lightning_logs" / f"version_{version}" / "checkpoints"
+    folder.mkdir(parents=True)
+    last = _segmentation_ckpt(folder / "last.ckpt")
+    if best is not None:
+        _segmentation_ckpt(folder / best)
+        ckpt = torch.load(last, weights_only=True)
+        state = {"best_model_path": f"elsewhere/{best}", "dirpath": "elsewhere"}
+        ckpt["callbacks"] = {"ModelCheckpoint{'monitor': 'val/miou'}": state}
+        torch.save(ckpt, last)
+    return folder
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "fit"])
+def test_ckpt_path_last_and_best_name_the_config_s_latest_run(
+    tmp_path: Path, captured: dict, caplog: pytest.LogCaptureFixture, subcommand: str
+) -> None:
+    """``--ckpt_path last`` evaluated random weights (Lightning looked in the new run's empty
+    folder) and ``best`` was a traceback in a fresh process; both name files of the
+    config's latest run, printed, and checked like any path."""
+    _run_folder(tmp_path, 0)
+    newest = _run_folder(tmp_path, 1, best="epoch=3-step=40.ckpt")
+    root = f"--trainer.default_root_dir={tmp_path}"
+    _seg(subcommand, "last", root)
+    assert captured["ckpt_path"] == str(newest / "last.ckpt")
+    _seg(subcommand, "best", root)
+    assert captured["ckpt_path"] == str(newest / "epoch=3-step=40.ckpt")
+    assert f"--ckpt_path best is {newest / 'epoch=3-step=40.ckpt'}" in caplog.text
+
+
+def test_ckpt_path_last_is_checked_and_a_missing_one_is_one_line(
+    tmp_path: Path, captured: dict, capsys: pytest.CaptureFixture
+) -> None:
+    root = f"--trainer.default_root_dir={tmp_path}"
+    with pytest.raises(SystemExit) as exit_info:
+        _seg("validate", "last", root)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0
+    assert "--ckpt_path last: no last.ckpt in" in err and str(tmp_path) in err
+    _seg("fit", "last", root)  # fit resumes when it can, else starts (as in Lightning)
+    assert captured["ckpt_path"] is None
+    del captured["task"]
+    last = _run_folder(tmp_path, 0) / "last.ckpt"
+    with pytest.raises(SystemExit):
+        _seg("test", "best", root)  # last.ckpt records no best file
+    assert "records no best checkpoint" in capsys.readouterr().err
+    ckpt = torch.load(last, weights_only=True)
+    next(v for v in ckpt["state_dict"].values() if v.is_floating_point()).view(-1)[0] = 1e400
+    torch.save(ckpt, last)
+    with pytest.raises(SystemExit):
+        _seg("validate", "last", root)
+    err = capsys.readouterr().err
+    assert "NaN or infinite" in err and str(last) in err
+    assert "task" not in captured
+
+
+@pytest.mark.parametrize("version", [None, "not-a-version", 3])
+def test_a_checkpoint_without_a_lightning_version_is_one_line(
+    tmp_path: Path, captured: dict, capsys: pytest.CaptureFixture, version: Any
+) -> None:
+    """Lightning's loader raised KeyError / InvalidVersion deep inside it."""
+    path = _segmentation_ckpt(tmp_path / "odd.ckpt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["pytorch-lightning_version"] = version
+    if version is None:
+        del ckpt["pytorch-lightning_version"]
+    torch.save(ckpt, path)
+    with pytest.raises(SystemExit):
+        _seg("validate", path)
+    err = capsys.readouterr().err
+    assert "is not a Lightning checkpoint: pytorch-lightning_version" in err and str(path) in err
+
+
+@pytest.mark.slow
+def test_evaluating_a_checkpoint_on_a_read_only_filesystem_writes_under_the_config_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A shared, read-only model store: ``validate`` raised OSError writing next to the
+    checkpoint; it writes under ``trainer.default_root_dir`` instead."""
+    store = tmp_path / "store"
+    store.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(store)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a read-only filesystem")
+    try:
+        ckpt = _segmentation_ckpt(store / "model.ckpt")
+        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
+        with pytest.raises(OSError):
+            (store / "probe").write_text("x")  # really read-only, also for root
+        monkeypatch.setattr(sys, "argv", ["mobilezoo"])
+        root = tmp_path / "root"
+        cli_main(["validate", "-c", str(SEG), f"--ckpt_path={ckpt}",
+                  f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
+                  f"--data.init_args.root={tmp_path / 'demo'}", "--data.init_args.val_images=2",
+                  "--data.init_args.train_images=2", "--data.init_args.generated_size=64",
+                  "--data.init_args.crop_size=64"])  # fmt: skip
+        assert list((root / "store" / "validate" / "model").rglob("events.out.tfevents*"))
+    finally:
+        subprocess.run(["umount", "-l", str(store)], check=False)

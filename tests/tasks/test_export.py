@@ -252,8 +252,9 @@ def test_cli_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     args = ["--output_dir", str(tmp_path), "--image_size", "32", "--num_check_images", "2"]
     args += ["--builder_args", "{num_classes: 2, width_mult: 0.35}"]
     main(["export", "mobilenet_v2_classifier", *args])
-    assert (tmp_path / "mobilenet_v2_classifier.onnx").is_file()
-    assert "[PASS] mobilenet_v2_classifier.onnx" in capsys.readouterr().out
+    stem = "mobilenet_v2_classifier-num_classes2-width_mult0.35"  # the arguments are named
+    assert (tmp_path / f"{stem}.onnx").is_file()
+    assert f"[PASS] {stem}.onnx" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main(["export", str(tmp_path / "missing.ckpt")])
     assert exit_info.value.code == 2
