@@ -4,6 +4,9 @@ losses and scored with both official metrics (the 12 COCO numbers and one confus
 from __future__ import annotations
 
 import math
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +18,7 @@ from torch.nn import functional as F
 from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
+from tasks.cli_errors import ConfigError
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean, metric_names
 from tasks.segmentation_metrics import SegmentationMetrics
@@ -33,6 +37,16 @@ def _model_state(path: str | Path) -> dict[str, Tensor]:
     if any(k.startswith("model.") for k in state):
         state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     return state
+
+
+@contextmanager
+def _naming(option: str, path: str) -> Iterator[None]:
+    """Errors of loading ``path`` name the option and the file (a checkpoint of the other
+    task, of another width or not a checkpoint at all)."""
+    try:
+        yield
+    except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{option} {path}: {' '.join(str(err).split())}") from err
 
 
 class MultiTaskTask(BaseTask):
@@ -139,11 +153,13 @@ class MultiTaskTask(BaseTask):
             min_negatives=min_negatives,
         )
         if segmentation_checkpoint is not None:
-            self.model.load_segmenter_state_dict(
-                _model_state(segmentation_checkpoint), backbone=detection_checkpoint is None
-            )
+            with _naming("segmentation_checkpoint", segmentation_checkpoint):
+                self.model.load_segmenter_state_dict(
+                    _model_state(segmentation_checkpoint), backbone=detection_checkpoint is None
+                )
         if detection_checkpoint is not None:
-            self.model.load_detector_state_dict(_model_state(detection_checkpoint))
+            with _naming("detection_checkpoint", detection_checkpoint):
+                self.model.load_detector_state_dict(_model_state(detection_checkpoint))
         self.loss_weighting = loss_weighting
         self.task_weights = (float(det_weight), float(seg_weight))
         # s_i = log sigma_i^2, one per task; only trained with "uncertainty".
@@ -178,7 +194,7 @@ class MultiTaskTask(BaseTask):
         ):
             theirs = getattr(dm, attr, None)
             if theirs is not None and theirs != getattr(self, ours):
-                raise ValueError(
+                raise ConfigError(
                     f"model.{ours}={getattr(self, ours)} but data.{attr}={theirs}; "
                     "set both to the same value"
                 )
