@@ -192,9 +192,16 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
     try:
         _run(args)
-    except (CheckpointError, AnnotationError, BadSampleError, ConfigError) as err:
+    except (
+        CheckpointError,
+        AnnotationError,
+        BadSampleError,
+        ConfigError,
+        FileNotFoundError,
+    ) as err:
         # Untrusted or unusable checkpoints, annotation files and images, configs that
-        # cannot run: one line naming the file or option and the problem, no traceback.
+        # cannot run, a data set folder or file that is not there: one line naming the file
+        # or option and the problem, no traceback.
         sys.stderr.write(f"mobilezoo: error: {_own_message(err)}\n")
         raise SystemExit(2) from None
     except SIGTERMException:

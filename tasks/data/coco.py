@@ -138,9 +138,10 @@ class COCODetectionDataset(Dataset):
             i for i in sorted(annotations.images) if include_empty or len(annotations.boxes[i])
         ]
         if not self.image_ids:
-            raise ValueError(
-                f"{annotations.path}: no images to use (include_empty={include_empty})"
-            )
+            raise AnnotationError(
+                annotations.path, "top level", "images",
+                f"holds no image to use (include_empty={include_empty})",
+            )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.image_ids)

@@ -161,3 +161,18 @@ def test_export_config_billion_laughs_in_builder_args(tmp_path: Path, capsys, mo
     bomb.write_text(f"source: ssdlite_mobilenet_v2\nbuilder_args:\n  {body}\n")
     line = _one_line(capsys, monkeypatch, ["export", "--config", str(bomb)])
     assert str(bomb) in line and "expands to more than 1,000,000 values" in line
+
+
+def test_a_data_set_folder_that_is_not_there(tmp_path: Path, capsys, monkeypatch) -> None:
+    voc = str(CONFIGS / "segmentation_voc_deeplabv3_mobilenetv2.yaml")
+    line = _one_line(capsys, monkeypatch, ["validate", "-c", voc, f"--data.init_args.root={tmp_path}",
+                                           "--model.init_args.weights_backbone=null",
+                                           "--model.init_args.width_mult=0.35",
+                                           "--trainer.logger=false", "--trainer.accelerator=cpu",
+                                           "--trainer.devices=1", "--trainer.strategy=auto",
+                                           "--trainer.num_nodes=1",
+                                           "--trainer.sync_batchnorm=false"])  # fmt: skip
+    assert line == (
+        f"mobilezoo: error: no PASCAL VOC 2012 under {tmp_path}: expected "
+        f"{tmp_path}/VOCdevkit/VOC2012/JPEGImages (the layout of VOCtrainval_11-May-2012.tar)"
+    )
