@@ -12,7 +12,10 @@ pair an image with another's objects:
   absolute or leaving the image folder through ``..`` (unless ``allow_outside_root``);
 - ``image_id`` / ``category_id`` of an annotation naming no image / category;
 - ``bbox`` not a list of 4 numbers (strings, ``null``), or with a non-finite value or a
-  negative width or height; ``area`` not a finite number ``>= 0``; ``iscrowd`` not 0 or 1.
+  negative width or height; ``area`` not a finite number ``>= 0``; ``iscrowd`` not 0 or 1;
+  an integer beyond float range in ``bbox`` or ``area``;
+- with ``masks=True`` (the data modules that draw masks), a ``segmentation`` that is not
+  a valid polygon list or RLE of its image (``tasks.data.coco_masks``).
 
 Repairs (counted, logged in one line), because they leave the metric as it is:
 

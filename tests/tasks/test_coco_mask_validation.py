@@ -36,8 +36,9 @@ def _with_segmentation(seg: Any) -> dict[str, Any]:
 
 BAD = {
     "NaN coordinate": ([[float("nan"), 10, 30, 10, 30, 40]], "NaN"),
+    "infinite coordinate": ([[10, 10, 30, float("-inf"), 30, 40]], "infinite"),
     "1e7 coordinate": ([[10, 10, 1e7, 10, 30, 40]], "far outside"),
-    "huge integer": ([[10, 10, 10**400, 10, 30, 40]], "huge"),
+    "huge integer": ([[10, 10, 10**400, 10, 30, 40]], "far outside"),
     "string coordinate": ([["10", 10, 30, 10, 30, 40]], "'10'"),
     "odd length": ([[10, 10, 30, 10, 30]], "odd number"),
     "flat list": ([10, 10, 30, 10, 30, 40], "item 0 is 10"),
