@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import shutil
 import time
@@ -408,3 +409,28 @@ def test_hostile_cityscapes_trees(cityscapes_template: Path, tmp_path: Path) -> 
 
     outcomes = _run("Cityscapes", _count(15), make)
     assert outcomes["loaded"] and outcomes["bad samples"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "problem"),
+    [
+        ("instanceIds", -5, "values must be a label id or label id * 1000 + k, found -5"),
+        ("instanceIds", 40_000, "instanceIds values [40] are not Cityscapes label ids"),
+        ("labelIds", 300, "mask values must be 0..255"),
+        ("labelIds", 40, "labelIds values [40] are not Cityscapes label ids"),
+    ],
+)
+def test_cityscapes_joint_checks_its_pngs(
+    cityscapes_template: Path, tmp_path: Path, kind: str, values: int, problem: str
+) -> None:
+    # found by the fuzz: bare PIL reads; a negative id indexed the label table from its end
+    root = tmp_path / "cs"
+    shutil.copytree(cityscapes_template, root)
+    target = sorted(root.glob(f"gtFine/val/*/*_{kind}.png"))[0]
+    array = np.full((24, 48), values, dtype=np.int32)
+    Image.fromarray(array).save(target, format="TIFF")  # 32-bit signed, read whatever the name
+    dm = CityscapesJointDataModule(str(root), image_size=32, batch_size=2, num_workers=0)
+    dm.setup("validate")
+    with pytest.raises(BadSampleError, match=re.escape(problem)) as info:
+        _ = [dm._datasets["validate"][i] for i in range(2)]
+    assert str(target) in str(info.value)
