@@ -240,8 +240,16 @@ def export_main(args: list[str]) -> None:
     if args and not args[0].startswith("-"):
         args = ["--source", *args]  # the source may be given positionally
     config = parse_or_exit(parser, args, "mobilezoo export")
-    # jsonargparse 4.49 renamed instantiate_classes (deprecated) to instantiate
-    init = getattr(parser, "instantiate", parser.instantiate_classes)(config)
+    try:
+        # jsonargparse 4.49 renamed instantiate_classes (deprecated) to instantiate
+        init = getattr(parser, "instantiate", parser.instantiate_classes)(config)
+    except (ValueError, TypeError) as err:  # the data module refused its arguments
+        data = config.get("data")
+        sections = {data.class_path: "data"} if isinstance(data, Namespace) else {}
+        text = instantiation_error(err, sections)
+        if text is None:
+            raise
+        parser.exit(2, f"mobilezoo export: error: {text}\n")
     options = {k: v for k, v in init.items() if k != "config"}
     try:
         export(**options)

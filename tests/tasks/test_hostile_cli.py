@@ -176,3 +176,13 @@ def test_a_data_set_folder_that_is_not_there(tmp_path: Path, capsys, monkeypatch
         f"mobilezoo: error: no PASCAL VOC 2012 under {tmp_path}: expected "
         f"{tmp_path}/VOCdevkit/VOC2012/JPEGImages (the layout of VOCtrainval_11-May-2012.tar)"
     )
+
+
+def test_export_data_module_refusing_its_value(capsys, monkeypatch) -> None:
+    line = _one_line(capsys, monkeypatch, ["export", "ssdlite_mobilenet_v2", "--data",
+                                           "tasks.DemoDetectionDataModule",
+                                           "--data.init_args.batch_size", "0"])  # fmt: skip
+    assert line == (
+        "mobilezoo export: error: data (tasks.DemoDetectionDataModule): batch_size must be "
+        ">= 1, got 0"
+    )
