@@ -46,7 +46,8 @@ def _naming(option: str, path: str) -> Iterator[None]:
     try:
         yield
     except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{option} {path}: {' '.join(str(err).split())}") from err
+        # the same type (callers may catch RuntimeError's size mismatches), with the names
+        raise type(err)(f"{option} {path}: {' '.join(str(err).split())}") from err
 
 
 class MultiTaskTask(BaseTask):
