@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from tasks.config_limits import shape_problem
 from tasks.data.cache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,9 @@ def hyper_parameters(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
     hparams = ckpt.get("hyper_parameters") or {}
     if not isinstance(hparams, dict):
         raise CheckpointError(f"checkpoint {source}: hyper_parameters is not a mapping")
+    problem = shape_problem(hparams)  # before repr: it recurses once per level
+    if problem:
+        raise CheckpointError(f"checkpoint {source}: the hyper_parameters block {problem}")
     size = bounded_size(hparams, MAX_HPARAMS_CHARS)
     if size > MAX_HPARAMS_CHARS or len(hparams) > 200:
         raise CheckpointError(

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from backbones.layers import Padding
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask, _default_optimizer
+from tasks.cli_errors import ConfigError
 from tasks.metrics import SetMean
 
 
@@ -101,7 +102,7 @@ class ClassificationTask(BaseTask):
             getattr(self.trainer.datamodule, "num_classes", None) if self._trainer else None
         )
         if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
             )
 

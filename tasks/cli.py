@@ -43,12 +43,16 @@ from tasks.checkpoint_io import (
     shorten,
 )
 from tasks.checkpoint_names import NAMES, resolve_checkpoint_name
+from tasks.cli_errors import ConfigError, instantiation_error
 from tasks.cli_session import (
     add_session_arguments,
     after_instantiate,
     mobilezoo_parser_kwargs,
+    parse_or_exit,
     parse_with_short_errors,
 )
+from tasks.config_limits import install as install_bounded_yaml
+from tasks.config_limits import optimizer_problem
 from tasks.configs import resolve_config_args
 from tasks.data.io import BadSampleError
 from tasks.data.summary import DataSummary
@@ -80,6 +84,7 @@ class MobileZooCLI(LightningCLI):
     def __init__(self, *args, parser_kwargs=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
         # program name, help text, no abbreviated keys (see tasks.cli_session)
         kwargs["parser_kwargs"] = parser_kwargs or mobilezoo_parser_kwargs(self.subcommands())
+        install_bounded_yaml()  # nesting and alias expansion of YAML bounded
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
@@ -181,20 +186,47 @@ class MobileZooCLI(LightningCLI):
                 f"{shorten(reason)}"
             ) from None
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            # a class that refused its config values: one line naming the section and why
+            sub = self.config.get("subcommand")
+            config = self.config[sub] if sub else self.config
+            sections = {
+                config[name].class_path: name
+                for name in ("model", "data")
+                if isinstance(config.get(name), Namespace)
+            }
+            text = instantiation_error(err, sections)
+            if text is None:
+                raise
+            raise ConfigError(text) from None
+
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")
         model = self.config[sub].model if sub else self.config.get("model")
         if model is not None and model.get("init_args") is not None:
             check_hparams(model.init_args.as_dict(), "model.init_args")
+            problem = optimizer_problem(model.init_args.as_dict())
+            if problem:  # here, not when torch builds the optimizer after the data set-up
+                raise ConfigError(problem)
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
     try:
         _run(args)
-    except (CheckpointError, AnnotationError, BadSampleError) as err:
-        # Untrusted or unusable checkpoints, annotation files and images: one line naming
-        # the file and the problem, no traceback.
+    except (
+        CheckpointError,
+        AnnotationError,
+        BadSampleError,
+        ConfigError,
+        FileNotFoundError,
+    ) as err:
+        # Untrusted or unusable checkpoints, annotation files and images, configs that
+        # cannot run, a data set folder or file that is not there: one line naming the file
+        # or option and the problem, no traceback.
         sys.stderr.write(f"mobilezoo: error: {_own_message(err)}\n")
         raise SystemExit(2) from None
     except ValueError as err:
@@ -242,6 +274,7 @@ def export_main(args: list[str]) -> None:
 
     from tasks.export import export
 
+    install_bounded_yaml()
     parser = ArgumentParser(
         prog="mobilezoo export",
         description="Export a checkpoint or a builder to ONNX, check it in onnxruntime, "
@@ -251,9 +284,17 @@ def export_main(args: list[str]) -> None:
     parser.add_function_arguments(export, as_group=False, skip={"printer"})
     if args and not args[0].startswith("-"):
         args = ["--source", *args]  # the source may be given positionally
-    config = parser.parse_args(args)
-    # jsonargparse 4.49 renamed instantiate_classes (deprecated) to instantiate
-    init = getattr(parser, "instantiate", parser.instantiate_classes)(config)
+    config = parse_or_exit(parser, args, "mobilezoo export")
+    try:
+        # jsonargparse 4.49 renamed instantiate_classes (deprecated) to instantiate
+        init = getattr(parser, "instantiate", parser.instantiate_classes)(config)
+    except (ValueError, TypeError) as err:  # the data module refused its arguments
+        data = config.get("data")
+        sections = {data.class_path: "data"} if isinstance(data, Namespace) else {}
+        text = instantiation_error(err, sections)
+        if text is None:
+            raise
+        parser.exit(2, f"mobilezoo export: error: {text}\n")
     options = {k: v for k, v in init.items() if k != "config"}
     try:
         export(**options)

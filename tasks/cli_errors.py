@@ -7,6 +7,27 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 
 _UNRECOGNIZED = re.compile(r"[Uu]nrecognized arguments: (.*)")
+_PARSER_KEY = re.compile(r'(?:^(?:- )?|: )Parser key "([^"]+)":$')
+_NESTED_ARG = re.compile(r"Given value: NestedArg\(key='([\w.]+)', val='(.*)'\)$", re.M)
+_UNION = "Does not validate against any of the Union subtypes"
+#: lines of jsonargparse's nested Union messages that say where, not why
+_STRUCTURE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "- Expected a <class 'NoneType'>",
+)
+#: longest reason quoted from a nested error (a hostile value may be megabytes long)
+_REASON_CHARS = 300
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: an option out of range, a class that refused its arguments,
+    a model that does not fit the data. The CLI prints the message as one line and exits 2."""
+
+
 _NOT_ACCEPTED = re.compile(r"Parser key \"([\w.]+)\".*?Option '(\w+)' is not accepted", re.S)
 
 
@@ -63,6 +84,45 @@ def closest_key(bad: str, valid: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
+def one_line(text: str, limit: int = _REASON_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def nested_reason(message: str) -> tuple[str, str] | None:
+    """``(option, reason)`` of jsonargparse's nested "Parser key ..." and "Does not validate
+    against any of the Union subtypes" messages: the dotted key down to the value that failed
+    (``model.init_args.optimizer.init_args.lr``) and that value's own error, or ``None``
+    when ``message`` is not such a message."""
+    if _UNION not in message and not message.lstrip().startswith('Parser key "'):
+        return None
+    keys: list[str] = []
+    reasons: list[str] = []
+    for raw in message.splitlines():
+        line = raw.strip()
+        key = _PARSER_KEY.search(line)
+        if key:
+            if key.start() and "callable class" in line[: key.start()]:
+                keys.append("init_args")  # the arguments of an optimizer or scheduler class
+            keys.append(key.group(1))
+        elif line.startswith(("- Problem with given class_path", "Problem with given class_path")):
+            keys.append("init_args")
+        elif line and not line.startswith(_STRUCTURE):
+            reasons.append(line.removeprefix("- "))
+    if not reasons:
+        return None
+    # a value of a union type fails once per type: the type's own check says it best
+    typed = [r for r in reasons if r.startswith("Expected a <class")]
+    reason = (typed or reasons)[0]
+    given = _NESTED_ARG.search(message)  # a command-line value: its full key and text
+    if given and keys:
+        keys = [keys[0], "init_args", *given.group(1).split(".")]
+        if "Got value" not in reason:
+            reason += f". Got value: {given.group(2)}"
+    return ".".join(keys), one_line(reason)
+
+
 def short_error(
     prog: str, message: str, argv: Sequence[str], valid_keys: Callable[[list[str]], list[str]]
 ) -> str:
@@ -70,6 +130,12 @@ def short_error(
     without the rejected options would have (empty when it cannot be parsed either)."""
     bad = bad_keys(message, argv)
     if not bad:
+        nested = nested_reason(message)
+        if nested is not None:  # a value of the wrong type or out of range: where and why
+            key, reason = nested
+            return f"{prog}: error: --{key}: {reason}" if key else f"{prog}: error: {reason}"
+        if message.startswith("Problems parsing config"):  # the file and line are named
+            return f"{prog}: error: {one_line(message)}"
         return f"{prog}: error: {message.strip()}\n(run `{prog} --help` for the options)"
     valid = valid_keys(without_keys(argv, bad))
     lines = []
@@ -80,3 +146,32 @@ def short_error(
             + (f"; did you mean --{hint}?" if hint else f" (see `{prog} --help`)")
         )
     return "\n".join(lines)
+
+
+_CLASS_PATH = re.compile(r"Given value: Namespace\(class_path='([\w.]+)'")
+
+
+def instantiation_error(err: Exception, sections: dict[str, str]) -> str | None:
+    """One line for an error that a config's class raised when it was built, or ``None``
+    when ``err`` is not one.
+
+    jsonargparse wraps what the class raised (``batch_size must be >= 1``, a weights file
+    that cannot be read) in its "Does not validate against any of the Union subtypes"
+    message with the whole config; the class's own exception is the ``__cause__``.
+
+    Args:
+        err: what ``parser.instantiate_classes`` raised.
+        sections: config section (``model``, ``data``) by the class path it builds.
+    """
+    if _UNION not in str(err):
+        return None
+    cause: BaseException = err
+    while _UNION in str(cause) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    found = _CLASS_PATH.search(str(err))
+    class_path = found.group(1) if found else ""
+    where = f"{sections[class_path]} ({class_path})" if class_path in sections else class_path
+    kind = "" if isinstance(cause, ValueError) else f"{type(cause).__name__}: "
+    reason = nested_reason(str(cause))
+    text = f"--{reason[0]}: {reason[1]}" if reason else one_line(kind + str(cause))
+    return f"{where}: {text}" if where else text

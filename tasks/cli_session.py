@@ -102,6 +102,21 @@ def parse_with_short_errors(
     return None
 
 
+def parse_or_exit(parser: Any, argv: list[str], prog: str) -> Any:
+    """``parser.parse_args(argv)`` of a plain jsonargparse parser (``mobilezoo export``),
+    with the short errors of the training commands: a misspelled key gets the closest valid
+    one, a bad value one line naming the option. Exits 2 on an error."""
+    parser.exit_on_error = False
+    try:
+        return parser.parse_args(argv)
+    except ArgumentError as err:
+        text = short_error(prog, str(err), argv, lambda a: _valid_keys(parser, a, None))
+        sys.stderr.write(text + "\n")
+        raise SystemExit(2) from None
+    finally:
+        parser.exit_on_error = True
+
+
 def _check_predict_input(config: Any) -> None:
     data = config.get("data")
     init = data.get("init_args") if data is not None and hasattr(data, "get") else None

@@ -16,6 +16,7 @@ from heads.anchors import AnchorLayout
 from heads.postprocess import ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
+from tasks.cli_errors import ConfigError
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean
 
@@ -149,12 +150,12 @@ class DetectionTask(BaseTask):
             return
         data_classes = getattr(dm, "num_classes", None)
         if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
             )
         data_size = getattr(dm, "image_size", None)
         if data_size is not None and data_size != self.image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"model.image_size={self.image_size} but data.image_size={data_size}; "
                 "set both to the same value"
             )

@@ -4,6 +4,9 @@ losses and scored with both official metrics (the 12 COCO numbers and one confus
 from __future__ import annotations
 
 import math
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +19,7 @@ from backbones.layers import Padding
 from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from tasks.base import BaseTask, _default_optimizer
+from tasks.cli_errors import ConfigError
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean, metric_names
 from tasks.segmentation_metrics import SegmentationMetrics
@@ -24,15 +28,26 @@ Batch = tuple[Tensor, list[dict[str, Tensor]]]
 SegSkip = Literal["layer_4", "layer_7", "layer_14"]
 
 
-def _model_state(path: str | Path, builders: tuple[str, ...], option: str) -> dict[str, Tensor]:
+def _model_state(path: str | Path, builder: str) -> dict[str, Tensor]:
     """The model weights of a task checkpoint, converted file or state dict
-    (``heads.weights_loader``), refused unless of one of ``builders``."""
+    (``heads.weights_loader``), refused unless of ``builder``."""
     from heads.weights_loader import open_weights
 
     found = open_weights(path)
-    if found.builder not in builders:
-        raise ValueError(f"{option}: {found.describe()} is not of {' or '.join(builders)}")
+    if found.builder != builder:
+        raise ValueError(f"{found.describe()}, not of {builder}")
     return found.state_dict()
+
+
+@contextmanager
+def _naming(option: str, path: str) -> Iterator[None]:
+    """Errors of loading ``path`` name the option and the file (a checkpoint of the other
+    task, of another width or not a checkpoint at all)."""
+    try:
+        yield
+    except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
+        # the same type (callers may catch RuntimeError's size mismatches), with the names
+        raise type(err)(f"{option} {path}: {' '.join(str(err).split())}") from err
 
 
 class MultiTaskTask(BaseTask):
@@ -153,18 +168,16 @@ class MultiTaskTask(BaseTask):
             min_negatives=min_negatives,
         )
         if segmentation_checkpoint is not None:
-            self.model.load_segmenter_state_dict(
-                _model_state(
-                    segmentation_checkpoint, ("deeplabv3_mobilenet_v2",), "segmentation_checkpoint"
-                ),
-                backbone=detection_checkpoint is None,
-            )
-        if detection_checkpoint is not None:
-            self.model.load_detector_state_dict(
-                _model_state(
-                    detection_checkpoint, ("ssdlite_mobilenet_v2",), "detection_checkpoint"
+            with _naming("segmentation_checkpoint", segmentation_checkpoint):
+                self.model.load_segmenter_state_dict(
+                    _model_state(segmentation_checkpoint, "deeplabv3_mobilenet_v2"),
+                    backbone=detection_checkpoint is None,
                 )
-            )
+        if detection_checkpoint is not None:
+            with _naming("detection_checkpoint", detection_checkpoint):
+                self.model.load_detector_state_dict(
+                    _model_state(detection_checkpoint, "ssdlite_mobilenet_v2")
+                )
         self.loss_weighting = loss_weighting
         self.task_weights = (float(det_weight), float(seg_weight))
         # s_i = log sigma_i^2, one per task; only trained with "uncertainty".
@@ -201,7 +214,7 @@ class MultiTaskTask(BaseTask):
         ):
             theirs = getattr(dm, attr, None)
             if theirs is not None and theirs != getattr(self, ours):
-                raise ValueError(
+                raise ConfigError(
                     f"model.{ours}={getattr(self, ours)} but data.{attr}={theirs}; "
                     "set both to the same value"
                 )

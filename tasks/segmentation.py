@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from backbones.layers import Padding
 from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
 from tasks.base import BaseTask, _default_optimizer
+from tasks.cli_errors import ConfigError
 from tasks.metrics import metric_names
 from tasks.segmentation_metrics import SegmentationMetrics
 
@@ -143,7 +144,7 @@ class SegmentationTask(BaseTask):
         datamodule = self.trainer.datamodule if self._trainer else None
         data_classes = getattr(datamodule, "num_classes", None)
         if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
             )
         if self.class_names is None:

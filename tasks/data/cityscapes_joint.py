@@ -29,7 +29,6 @@ from typing import Any, Literal
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -37,11 +36,12 @@ from tasks.data.base import BaseDataModule
 from tasks.data.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABELS,
+    CITYSCAPES_MASK_VALUES,
     LABEL_ID_TO_TRAIN_ID,
     cityscapes_palette,
 )
 from tasks.data.coco import collate_detection
-from tasks.data.io import BadSampleError, read_image
+from tasks.data.io import BadSampleError, read_image, read_label_png, read_single_channel
 from tasks.data.predict import PredictImageDataset, collate_predict
 from tasks.data.ssd_transforms import Augmentation, ssd_eval_transforms, ssd_train_transforms
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, normalize
@@ -80,6 +80,47 @@ def boxes_from_instance_ids(instance_ids: np.ndarray) -> dict[str, np.ndarray]:
         "crowd": np.asarray(crowd, dtype=bool),
         "areas": np.asarray(areas, dtype=np.float64),
     }
+
+
+def read_label_ids(path: Path) -> np.ndarray:
+    """A ``*_gtFine_labelIds.png`` as ``uint8 [H, W]`` train ids.
+
+    Raises:
+        BadSampleError: unreadable, not single-channel, or a value that is no label id (it
+            would be read as void, or past the table's end).
+    """
+    raw = read_label_png(path)
+    _check_label_ids(raw, path, "labelIds")
+    return LABEL_ID_TO_TRAIN_ID[raw]
+
+
+def read_instance_ids(path: Path) -> np.ndarray:
+    """A ``*_gtFine_instanceIds.png`` as ``int64 [H, W]``: each value a label id, or
+    ``label id * 1000 + k`` for instance ``k``.
+
+    Raises:
+        BadSampleError: unreadable, not single-channel, or a value of neither form (a
+            negative value indexed the label table from its end).
+    """
+    raw, _ = read_single_channel(path, "instanceIds")
+    ids = raw.astype(np.int64)
+    label_ids = np.where(ids >= 1000, ids // 1000, ids)
+    if ids.size and (ids.min() < 0 or label_ids.max() > 255):
+        raise BadSampleError(
+            f"{path}: instanceIds values must be a label id or label id * 1000 + k, found "
+            f"{int(ids.min())}..{int(ids.max())}"
+        )
+    _check_label_ids(label_ids, path, "instanceIds")
+    return ids
+
+
+def _check_label_ids(label_ids: np.ndarray, path: Path, what: str) -> None:
+    bad = ~CITYSCAPES_MASK_VALUES[label_ids]
+    if bad.any():
+        values = sorted({int(v) for v in np.unique(label_ids[bad])})[:10]
+        raise BadSampleError(
+            f"{path}: {what} values {values} are not Cityscapes label ids (0..33, 255 = void)"
+        )
 
 
 def cityscapes_triplets(root: Path, split: str) -> list[tuple[Path, Path, Path]]:
@@ -136,8 +177,8 @@ class CityscapesJointDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_path, label_path, instance_path = self.triplets[index]
         image = read_image(image_path)
-        mask = LABEL_ID_TO_TRAIN_ID[np.asarray(Image.open(label_path))]
-        instances = np.asarray(Image.open(instance_path))
+        mask = read_label_ids(label_path)
+        instances = read_instance_ids(instance_path)
         if mask.shape != image.shape[:2] or instances.shape != image.shape[:2]:
             raise BadSampleError(
                 f"{image_path}: image {image.shape[:2]}, labelIds {mask.shape} and "
@@ -244,7 +285,7 @@ class CityscapesJointDataModule(BaseDataModule):
             for i, (image, _, instance_path) in enumerate(
                 cityscapes_triplets(self.root, self.val_split), start=1
             ):
-                ids = np.asarray(Image.open(instance_path))
+                ids = read_instance_ids(instance_path)
                 images.append(
                     {
                         "id": i,

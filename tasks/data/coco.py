@@ -55,23 +55,30 @@ class COCOAnnotations:
         allow_outside_root: accept ``file_name`` values that are absolute or contain
             ``..`` (refused by default: the file must not pick images outside the split's
             folder).
+        masks: also check every ``segmentation`` (for data modules that draw masks).
 
     Raises:
         AnnotationError: a field that would change the results (``coco_schema`` lists them).
     """
 
-    def __init__(self, path: str | os.PathLike, allow_outside_root: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike, allow_outside_root: bool = False, masks: bool = False
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"COCO annotation file not found: {self.path}")
         with no_gc():
             try:
                 data = json.loads(self.path.read_bytes())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            except (ValueError, RecursionError) as err:
+                # JSONDecodeError and UnicodeDecodeError are ValueErrors, as is an integer
+                # of more than 4300 digits; nesting deeper than the interpreter's stack is
+                # a RecursionError.
+                problem = "nests too deeply" if isinstance(err, RecursionError) else err
                 raise AnnotationError(
-                    self.path, "file", "(JSON)", f"is not valid JSON ({err})"
-                ) from err
-            content = validate_coco(data, self.path, allow_outside_root)
+                    self.path, "file", "(JSON)", f"is not valid JSON ({problem})"
+                ) from None
+            content = validate_coco(data, self.path, allow_outside_root, masks)
         del data
         self.images = content.images
         self.categories = content.categories
@@ -130,9 +137,10 @@ class COCODetectionDataset(Dataset):
             i for i in sorted(annotations.images) if include_empty or len(annotations.boxes[i])
         ]
         if not self.image_ids:
-            raise ValueError(
-                f"{annotations.path}: no images to use (include_empty={include_empty})"
-            )
+            raise AnnotationError(
+                annotations.path, "top level", "images",
+                f"holds no image to use (include_empty={include_empty})",
+            )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -247,6 +255,9 @@ class COCODataModule(BaseDataModule):
         self._annotations: dict[str, COCOAnnotations] = {}
         self._datasets: dict[str, COCODetectionDataset] = {}
 
+    #: check the ``segmentation`` fields at setup (the data modules that draw masks)
+    masks: bool = False
+
     def annotation_file(self, split: str) -> Path:
         return self.root / self.annotation_pattern.format(split=split)
 
@@ -256,7 +267,7 @@ class COCODataModule(BaseDataModule):
     def _load(self, split: str) -> COCOAnnotations:
         if split not in self._annotations:
             self._annotations[split] = COCOAnnotations(
-                self.annotation_file(split), self.allow_outside_root
+                self.annotation_file(split), self.allow_outside_root, self.masks
             )
         return self._annotations[split]
 

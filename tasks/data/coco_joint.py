@@ -157,6 +157,8 @@ class COCOJointDataModule(COCODataModule):
     the category names) next to the detection attributes.
     """
 
+    masks = True  # segmentation fields are checked at setup (tasks.data.coco_masks)
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         for name, dataset in list(self._datasets.items()):

@@ -12,7 +12,10 @@ pair an image with another's objects:
   absolute or leaving the image folder through ``..`` (unless ``allow_outside_root``);
 - ``image_id`` / ``category_id`` of an annotation naming no image / category;
 - ``bbox`` not a list of 4 numbers (strings, ``null``), or with a non-finite value or a
-  negative width or height; ``area`` not a finite number ``>= 0``; ``iscrowd`` not 0 or 1.
+  negative width or height; ``area`` not a finite number ``>= 0``; ``iscrowd`` not 0 or 1;
+  an integer beyond float range in ``bbox`` or ``area``;
+- with ``masks=True`` (the data modules that draw masks), a ``segmentation`` that is not
+  a valid polygon list or RLE of its image (``tasks.data.coco_masks``).
 
 Repairs (counted, logged in one line), because they leave the metric as it is:
 
@@ -34,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.data.coco_masks import check_segmentation
 from tasks.data.validate import (
     INT64_MAX,
     AnnotationError,
@@ -159,13 +163,17 @@ def _where(ann_id: Any, index: int) -> str:
     return f"annotations[{index}]"
 
 
-def validate_coco(data: Any, path: Path, allow_outside_root: bool = False) -> COCOContent:
+def validate_coco(
+    data: Any, path: Path, allow_outside_root: bool = False, masks: bool = False
+) -> COCOContent:
     """Check every field of a parsed COCO instances file; build boxes and labels.
 
     Args:
         data: the parsed JSON; its annotation records are cleaned in place.
         path: the file (for messages).
         allow_outside_root: accept absolute ``file_name`` values and ones with ``..``.
+        masks: also check ``segmentation`` (``tasks.data.coco_masks``), for the data
+            modules that draw masks from it; detection never reads it.
 
     Raises:
         AnnotationError: see the module docstring for the list.
@@ -194,88 +202,103 @@ def validate_coco(data: Any, path: Path, allow_outside_root: bool = False) -> CO
     # The hot loop (860k records for COCO train): plain type tests and local names, no
     # helper calls on the happy path; helpers only build error messages. Records are
     # cleaned in place (no copy).
-    for i, ann in enumerate(raw_annotations):
-        if type(ann) is not dict:
-            raise AnnotationError(
-                path, f"annotations[{i}]", "(record)", f"must be an object, got {describe(ann)}"
-            )
-        ann_id = ann.get("id", _MISSING)
-        if type(ann_id) is int and 1 <= ann_id <= INT64_MAX:
-            given_ids.append(ann_id)
-        elif ann_id is not _MISSING:
-            if type(ann_id) is not int:
-                problem = f"must be an integer, got {describe(ann_id)}"
-            else:
-                problem = (
-                    f"must be in 1..{INT64_MAX} (pycocotools reads 0 as 'unmatched'), got "
-                    f"{describe(ann_id)}"
+    i, ann = -1, None
+    try:
+        for i, ann in enumerate(raw_annotations):
+            if type(ann) is not dict:
+                raise AnnotationError(
+                    path, f"annotations[{i}]", "(record)", f"must be an object, got {describe(ann)}"
                 )
-            raise AnnotationError(path, f"annotations[{i}]", "id", problem)
-        image_id = ann.get("image_id", _MISSING)
-        size = sizes.get(image_id) if type(image_id) is int else None
-        if size is None:
-            _bad_reference("image_id", image_id, images, path, _where(ann_id, i))
-        cat = ann.get("category_id", _MISSING)
-        label = label_of.get(cat) if type(cat) is int else None
-        if label is None:
-            _bad_reference("category_id", cat, label_of, path, _where(ann_id, i))
-        bbox = ann.get("bbox", _MISSING)
-        if type(bbox) is not list or len(bbox) != 4:
-            _bad_bbox(bbox, path, _where(ann_id, i))
-        x, y, w, h = bbox
-        if (
-            type(x) not in number
-            or type(y) not in number
-            or type(w) not in number
-            or type(h) not in number
-        ):
-            _bad_bbox(bbox, path, _where(ann_id, i))
-        crowd = ann.get("iscrowd", _MISSING)
-        if crowd is _MISSING:
-            crowd = ann["iscrowd"] = 0
-        elif type(crowd) is not int or (crowd != 0 and crowd != 1):
-            raise AnnotationError(
-                path, _where(ann_id, i), "iscrowd", f"must be 0 or 1, got {describe(crowd)}"
-            )
-        area = ann.get("area", _MISSING)
-        if area is not _MISSING and (type(area) not in number or not isfinite(area) or area < 0):
-            raise AnnotationError(
-                path,
-                _where(ann_id, i),
-                "area",
-                f"must be a finite number >= 0, got {describe(area)}",
-            )
+            ann_id = ann.get("id", _MISSING)
+            if type(ann_id) is int and 1 <= ann_id <= INT64_MAX:
+                given_ids.append(ann_id)
+            elif ann_id is not _MISSING:
+                if type(ann_id) is not int:
+                    problem = f"must be an integer, got {describe(ann_id)}"
+                else:
+                    problem = (
+                        f"must be in 1..{INT64_MAX} (pycocotools reads 0 as 'unmatched'), got "
+                        f"{describe(ann_id)}"
+                    )
+                raise AnnotationError(path, f"annotations[{i}]", "id", problem)
+            image_id = ann.get("image_id", _MISSING)
+            size = sizes.get(image_id) if type(image_id) is int else None
+            if size is None:
+                _bad_reference("image_id", image_id, images, path, _where(ann_id, i))
+            cat = ann.get("category_id", _MISSING)
+            label = label_of.get(cat) if type(cat) is int else None
+            if label is None:
+                _bad_reference("category_id", cat, label_of, path, _where(ann_id, i))
+            bbox = ann.get("bbox", _MISSING)
+            if type(bbox) is not list or len(bbox) != 4:
+                _bad_bbox(bbox, path, _where(ann_id, i))
+            x, y, w, h = bbox
+            if (
+                type(x) not in number
+                or type(y) not in number
+                or type(w) not in number
+                or type(h) not in number
+            ):
+                _bad_bbox(bbox, path, _where(ann_id, i))
+            crowd = ann.get("iscrowd", _MISSING)
+            if crowd is _MISSING:
+                crowd = ann["iscrowd"] = 0
+            elif type(crowd) is not int or (crowd != 0 and crowd != 1):
+                raise AnnotationError(
+                    path, _where(ann_id, i), "iscrowd", f"must be 0 or 1, got {describe(crowd)}"
+                )
+            area = ann.get("area", _MISSING)
+            if area is not _MISSING and (
+                type(area) not in number or not isfinite(area) or area < 0
+            ):
+                raise AnnotationError(
+                    path,
+                    _where(ann_id, i),
+                    "area",
+                    f"must be a finite number >= 0, got {describe(area)}",
+                )
 
-        if not (isfinite(x) and isfinite(y) and isfinite(w) and isfinite(h)) or w < 0 or h < 0:
-            raise AnnotationError(
-                path, _where(ann_id, i), "bbox",
-                f"must have finite x, y and width, height >= 0, got {describe(bbox)}",
-            )  # fmt: skip
-        if area is _MISSING:
-            ann["area"] = float(w * h)
-            no_area += 1
-        if ann_id is _MISSING:
-            without_id.append(ann)
-        # The evaluator scores against the box as written, as pycocotools would on this file;
-        # only the training target is dropped or clipped.
-        clean.append(ann)
-        if crowd:  # crowd regions are "ignore" areas for the evaluator, not targets
-            continue
-        if w == 0 or h == 0:
-            empty += 1
-            continue
-        width, height = size
-        x2, y2 = x + w, y + h
-        if x < 0 or y < 0 or x2 > width or y2 > height:
-            x, y = max(0.0, x), max(0.0, y)
-            x2, y2 = min(width, x2), min(height, y2)
-            if x2 <= x or y2 <= y:
-                outside += 1
+            if not (isfinite(x) and isfinite(y) and isfinite(w) and isfinite(h)) or w < 0 or h < 0:
+                raise AnnotationError(
+                    path, _where(ann_id, i), "bbox",
+                    f"must have finite x, y and width, height >= 0, got {describe(bbox)}",
+                )  # fmt: skip
+            if masks:
+                seg = ann.get("segmentation")
+                if seg:
+                    ann["segmentation"] = check_segmentation(
+                        seg, *size, path, _where(ann_id, i), repairs
+                    )
+            if area is _MISSING:
+                ann["area"] = float(w * h)
+                no_area += 1
+            if ann_id is _MISSING:
+                without_id.append(ann)
+            # The evaluator scores against the box as written, as pycocotools would on this file;
+            # only the training target is dropped or clipped.
+            clean.append(ann)
+            if crowd:  # crowd regions are "ignore" areas for the evaluator, not targets
                 continue
-            clipped += 1
-        keep_image.append(image_id)
-        keep_label.append(label)
-        keep_box.append((x, y, x2, y2))
+            if w == 0 or h == 0:
+                empty += 1
+                continue
+            width, height = size
+            x2, y2 = x + w, y + h
+            if x < 0 or y < 0 or x2 > width or y2 > height:
+                x, y = max(0.0, x), max(0.0, y)
+                x2, y2 = min(width, x2), min(height, y2)
+                if x2 <= x or y2 <= y:
+                    outside += 1
+                    continue
+                clipped += 1
+            keep_image.append(image_id)
+            keep_label.append(label)
+            keep_box.append((x, y, x2, y2))
+    except OverflowError:  # an integer beyond float range: math.isfinite cannot take it
+        raise AnnotationError(
+            path, _where(ann.get("id"), i), _too_large(ann),
+            "holds an integer too large for a float (it must be a finite number)",
+        ) from None  # fmt: skip
 
     if len(set(given_ids)) != len(given_ids):
         _duplicate_annotation_id(raw_annotations, path)
@@ -317,6 +340,16 @@ def _group_by_image(
         by_image_boxes[image_id] = all_boxes[bounds[k] : bounds[k + 1]]
         by_image_labels[image_id] = all_labels[bounds[k] : bounds[k + 1]]
     return by_image_boxes, by_image_labels
+
+
+def _too_large(ann: dict[str, Any]) -> str:
+    """The field of ``ann`` that holds an integer beyond float range."""
+    for key in ("bbox", "area"):
+        values = ann.get(key)
+        for v in values if type(values) is list else [values]:
+            if type(v) is int and abs(v) > 2**1023:
+                return key
+    return "(record)"
 
 
 def _bad_bbox(bbox: Any, path: Path, where: str) -> None:

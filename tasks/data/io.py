@@ -138,27 +138,40 @@ def read_label_png(path: str | os.PathLike, max_pixels: int | None = None) -> np
             mode other than ``MASK_MODES`` (RGB, RGBA, 1-bit, float...), or holds values
             outside 0..255.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BadSampleError(f"{path}: mask file not found")
-    try:
-        with open_checked(path, "mask", max_pixels) as img:
-            if img.mode not in MASK_MODES:
-                raise BadSampleError(
-                    f"{path}: mask must be a palette or single-channel PNG (modes "
-                    f"{', '.join(MASK_MODES)}), got mode {img.mode}"
-                )
-            img.load()
-            mask = np.asarray(img)
-    except BadSampleError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise BadSampleError(f"{path}: not a readable mask ({err})") from err
+    mask, mode = read_single_channel(path, "mask", max_pixels)
     if mask.dtype != np.uint8 and mask.size:
         low, high = int(mask.min()), int(mask.max())
         if low < 0 or high > 255:
             raise BadSampleError(
                 f"{path}: mask values must be 0..255 (a class or 255 = void), found "
-                f"{low}..{high} in mode {img.mode}"
+                f"{low}..{high} in mode {mode}"
             )
     return mask.astype(np.uint8)
+
+
+def read_single_channel(
+    path: str | os.PathLike, what: str = "mask", max_pixels: int | None = None
+) -> tuple[np.ndarray, str]:
+    """The raw values ``[H, W]`` (8, 16 or 32 bits, as stored) and the PIL mode of a
+    single-channel or palette PNG (``MASK_MODES``): label masks, Cityscapes instance ids.
+
+    Raises:
+        BadSampleError: the file is missing, unreadable, larger than the pixel limit, or of
+            another mode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadSampleError(f"{path}: {what} file not found")
+    try:
+        with open_checked(path, what, max_pixels) as img:
+            if img.mode not in MASK_MODES:
+                raise BadSampleError(
+                    f"{path}: {what} must be a palette or single-channel PNG (modes "
+                    f"{', '.join(MASK_MODES)}), got mode {img.mode}"
+                )
+            img.load()
+            return np.asarray(img), img.mode
+    except BadSampleError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise BadSampleError(f"{path}: not a readable {what} ({err})") from err
