@@ -177,9 +177,10 @@ def main(args: list[str] | None = None) -> None:
         # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
         # save first) but exits 0; job schedulers expect 128 + SIGTERM.
         raise SystemExit(143) from None
-    except RuntimeError as err:
-        # Another process of a DDP run died or hung: one line saying so, not gloo's or
-        # NCCL's traceback (see tasks.peer_failure).
+    except Exception as err:
+        # Another process of a DDP run died or hung (also when a hook that ran on the way
+        # out failed in turn): one line saying so, not gloo's or NCCL's traceback (see
+        # tasks.peer_failure).
         line = peer_failure(err)
         if line is None:
             raise

@@ -31,8 +31,9 @@ _DIED = re.compile(
     r"|remote process exited|ProcessGroupNCCL is aborted|Connection refused",
     re.IGNORECASE,
 )
-#: ... and for a collective that the other processes never joined
-_TIMED_OUT = re.compile(r"Timed out waiting|collective operation timeout|timed out", re.I)
+#: ... and for a collective that the other processes never joined (gloo also says
+#: "Application timeout caused pair closure")
+_TIMED_OUT = re.compile(r"timed out|timeout", re.IGNORECASE)
 #: where the message comes from: the collective libraries themselves
 _COLLECTIVE = re.compile(r"gloo|nccl|c10d|ProcessGroup", re.IGNORECASE)
 
@@ -53,6 +54,16 @@ def _first_line(err: BaseException) -> str:
     return text.split(". This is typically caused")[0][:200]
 
 
+def _raised_in_dist(err: BaseException) -> bool:
+    """Whether ``err`` was raised in ``torch.distributed`` (a collective's ``wait()``)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if f"torch{os.sep}distributed{os.sep}" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def is_peer_failure(err: BaseException) -> bool:
     """Whether ``err``, or an exception it comes from, is a collective operation that failed
     because another process of the run died or did not answer in time."""
@@ -63,7 +74,7 @@ def _cause(err: BaseException) -> tuple[str, BaseException] | None:
     for e in _chain(err):
         text = str(e)
         collective = isinstance(e, dist.DistError) or (
-            isinstance(e, RuntimeError) and _COLLECTIVE.search(text)
+            isinstance(e, RuntimeError) and (_COLLECTIVE.search(text) or _raised_in_dist(e))
         )
         if not collective:
             continue
