@@ -23,7 +23,7 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 TWO = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.accelerator=cpu"]
 SMALL = ["--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1",
          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # fmt: skip
-#: per demo config: a tiny set (8 training images: 2 steps on 2 processes with batch 2; an
+#: per demo config: a tiny set (8 or 9 training images: 2 steps on 2 processes with batch 2; an
 #: odd number of validation images, which a padding sampler would count twice)
 CASES = {
     "classification_demo_mobilenetv2": [
