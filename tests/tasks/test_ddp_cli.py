@@ -77,7 +77,8 @@ def test_two_process_fit_and_validate_through_the_cli(name: str, tmp_path: Path)
     # What rank 0 draws at each validation and at the end of fit, as on one process.
     assert (run / "images" / "val_examples.png").stat().st_size > 0
     fit_plots = sorted(p.name for p in (run / "plots").glob("val_*.png"))
-    assert fit_plots, _files(run)
+    if not name.startswith("multitask"):  # tasks.figures draws none for the joint task
+        assert fit_plots, _files(run)
 
     code, out = run_cli(["validate", *config, *TWO, f"--ckpt_path={last}"], tmp_path, LIMIT)
     assert code == 0, out[-4000:]
@@ -87,7 +88,8 @@ def test_two_process_fit_and_validate_through_the_cli(name: str, tmp_path: Path)
     one = _last_values(run / "validate" / "last")
     two = _last_values(run / "validate_2" / "last")
     during_fit = _last_values(run)  # the validation at the last step, on 2 processes
-    assert "val/loss" in one and one["val/loss"] > 0
+    losses = [tag for tag in one if tag.startswith("val/loss")]  # the joint task: _det, _seg
+    assert losses and all(one[tag] > 0 for tag in losses), one
     assert two.keys() == one.keys() and set(one) <= set(during_fit)
     for tag, value in one.items():
         assert two[tag] == pytest.approx(value, rel=1e-5, abs=1e-6), tag
