@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
-    """``mobilezoo ARGS`` in a fresh process group; ``(exit code of the launching process,
+    """``mobilezoo ARGS`` in a fresh process group (see ``run_python``)."""
+    return run_python(["-m", "tasks.cli", *args], cwd, timeout)
+
+
+def run_python(args: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
+    """``python ARGS`` in a fresh process group; ``(exit code of the launching process,
     its output and that of the ranks it started)``.
 
     Waits until every process of the group has ended, a rank left behind by a launcher
@@ -33,7 +38,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float) -> tuple[int, str]:
     deadline = time.monotonic() + timeout
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.cli", *args], cwd=cwd, env=env, stdout=out,
+            [sys.executable, *args], cwd=cwd, env=env, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         timed_out = False
