@@ -65,7 +65,8 @@ class FiniteLossCheck(Callback):
     their values before the step), the gradients before the optimizer step, and the weights
     after it. Up to the optimizer step, the model (and any checkpoint saved on the way out)
     keeps the last finite state; a non-finite update is caught right after the step, and
-    ``tasks.ModelCheckpoint`` refuses to write such a state.
+    ``tasks.ModelCheckpoint`` refuses to write such a state. Under DDP every process stops
+    at the same step when the loss or the statistics of any one of them are not finite.
     """
 
     def __init__(self) -> None:
@@ -99,11 +100,18 @@ class FiniteLossCheck(Callback):
         self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor
     ) -> None:
         value = float(loss.detach())
+        what = None
         if not math.isfinite(value):
-            self._stop(trainer, pl_module, f"training loss became {value}", restore=True)
-        bad = _non_finite(pl_module.named_buffers())
-        if bad:
-            self._stop(trainer, pl_module, f"buffer {bad} became non-finite", restore=True)
+            what = f"training loss became {value}"
+        elif (bad := _non_finite(pl_module.named_buffers())) is not None:
+            what = f"buffer {bad} became non-finite"
+        # Every process decides together (each reaches this point once a step). One that
+        # stopped alone would leave the others waiting in the gradient all-reduce, and its
+        # checkpoint on the way out (a collective) would meet theirs out of step. The
+        # gradients and weights checked below are the same on every process.
+        if trainer.strategy.reduce_boolean_decision(what is not None, all=False):
+            what = what or "training loss or a buffer became non-finite in another process"
+            self._stop(trainer, pl_module, what, restore=True)
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:  # fmt: skip

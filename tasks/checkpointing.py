@@ -37,6 +37,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 
 from tasks.checkpoint_io import non_finite_tensors, quote
+from tasks.peer_failure import is_peer_failure
 
 #: entries of a ModelCheckpoint state that name files the callback may later delete
 _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
@@ -145,6 +146,18 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         self._refresh_last(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule,
+                     exception: BaseException) -> None:  # fmt: skip
+        if is_peer_failure(exception):
+            # Another process died or hung: saving is a collective that would wait for it
+            # (NCCL: up to the process-group timeout). The last checkpoint written stays.
+            latest = self.last_model_path or "none written yet"
+            rank_zero_warn(
+                f"no checkpoint on exit (a process of the run was lost); latest: {latest}"
+            )
+            return
+        super().on_exception(trainer, pl_module, exception)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # A run saved with a relative dirpath and evaluated with the absolute one (or the

@@ -58,6 +58,7 @@ from tasks.data.io import BadSampleError
 from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
 from tasks.figures import EvaluationFigures
+from tasks.peer_failure import peer_failure, stop_children
 
 log = logging.getLogger("mobilezoo")
 
@@ -241,6 +242,16 @@ def main(args: list[str] | None = None) -> None:
         # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
         # save first) but exits 0; job schedulers expect 128 + SIGTERM.
         raise SystemExit(143) from None
+    except Exception as err:
+        # Another process of a DDP run died or hung (also when a hook that ran on the way
+        # out failed in turn): one line saying so, not gloo's or NCCL's traceback (see
+        # tasks.peer_failure).
+        line = peer_failure(err)
+        if line is None:
+            raise
+        sys.stderr.write(f"mobilezoo: error: {line}\n")
+        stop_children()  # a hung rank this process launched would outlive the run
+        raise SystemExit(1) from None
 
 
 def _weights_error(err: BaseException) -> WeightsError | None:

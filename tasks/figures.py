@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
@@ -169,11 +169,23 @@ def evaluation_figures(
 
 
 def _run_dir(trainer: Trainer) -> Path | None:
-    """The logger's folder; ``None`` without a real logger (``logger=False``, or the dummy
-    logger of ``fast_dev_run``): then nothing is drawn or written."""
+    """The logger's folder on rank 0; ``None`` on the other ranks and without a real logger
+    (``logger=False``, or the dummy logger of ``fast_dev_run``): then nothing is drawn or
+    written.
+
+    Read from the first logger itself, by ``Trainer.log_dir``'s rule (``log_dir`` of a
+    TensorBoard or CSV logger, else ``save_dir``), because ``Trainer.log_dir`` is a
+    collective (it broadcasts rank 0's folder): called on rank 0 alone it waits for ranks
+    that never join, and under DDP the run hangs or fails with "Connection closed by peer".
+    Rank 0's logger holds the folder the broadcast would have sent.
+    """
     if not trainer.loggers or trainer.fast_dev_run or not trainer.is_global_zero:
         return None
-    return Path(trainer.log_dir) if trainer.log_dir else None
+    logger = trainer.loggers[0]
+    folder = (
+        logger.log_dir if isinstance(logger, TensorBoardLogger | CSVLogger) else logger.save_dir
+    )
+    return Path(folder) if folder else None
 
 
 class EvaluationFigures(Callback):
