@@ -1,9 +1,9 @@
 """Two processes through the real ``mobilezoo`` command, with each demo config's own
 callbacks and logger (figures, checkpoints, TensorBoard), on CPU with gloo.
 
-``fit`` on 2 processes, then ``validate`` of its ``last.ckpt`` on 2 processes and on 1: the
-metrics agree (evaluation is exact under DDP), and the run holds what a 1-process run
-holds. And when one process of a run dies or hangs, the other stops with one line.
+``fit`` on 2 processes (its last validation runs on both), then ``validate`` of its
+``last.ckpt`` on 1 (and, for the detector, on 2): the metrics agree (evaluation is exact
+under DDP), and the run holds what a 1-process run holds. And when one process of a run dies or hangs, the other stops with one line.
 """
 
 from __future__ import annotations
@@ -80,22 +80,30 @@ def test_two_process_fit_and_validate_through_the_cli(name: str, tmp_path: Path)
     if not name.startswith("multitask"):  # tasks.figures draws none for the joint task
         assert fit_plots, _files(run)
 
-    code, out = run_cli(["validate", *config, *TWO, f"--ckpt_path={last}"], tmp_path, LIMIT)
-    assert code == 0, out[-4000:]
-    shutil.move(run / "validate", run / "validate_2")
+    # validate on 2 processes too for the detector (COCO results gathered from both ranks);
+    # for the others fit's own last validation is the 2-process one (each launch of 2
+    # processes costs ~25 s of imports on 2 cores)
+    two_validate = name == "detection_demo_ssdlite_mobilenetv2"
+    if two_validate:
+        code, out = run_cli(["validate", *config, *TWO, f"--ckpt_path={last}"], tmp_path, LIMIT)
+        assert code == 0, out[-4000:]
+        shutil.move(run / "validate", run / "validate_2")
     cli_main(["validate", *config, f"--ckpt_path={last}"])  # one process, in this one
 
     one = _last_values(run / "validate" / "last")
-    two = _last_values(run / "validate_2" / "last")
     during_fit = _last_values(run)  # the validation at the last step, on 2 processes
     losses = [tag for tag in one if tag.startswith("val/loss")]  # the joint task: _det, _seg
     assert losses and all(one[tag] > 0 for tag in losses), one
-    assert two.keys() == one.keys() and set(one) <= set(during_fit)
+    assert set(one) <= set(during_fit)
     for tag, value in one.items():
-        assert two[tag] == pytest.approx(value, rel=1e-5, abs=1e-6), tag
         assert during_fit[tag] == pytest.approx(value, rel=1e-5, abs=1e-6), tag
-    # The same files (figures, example images, logs) as the 1-process evaluation.
-    assert _files(run / "validate_2" / "last") == _files(run / "validate" / "last")
+    if two_validate:
+        two = _last_values(run / "validate_2" / "last")
+        assert two.keys() == one.keys()
+        for tag, value in one.items():
+            assert two[tag] == pytest.approx(value, rel=1e-5, abs=1e-6), tag
+        # The same files (figures, example images, logs) as the 1-process evaluation.
+        assert _files(run / "validate_2" / "last") == _files(run / "validate" / "last")
     assert fit_plots == sorted(p.name for p in (run / "validate" / "last" / "plots").glob("*.png"))  # fmt: skip
 
 
