@@ -159,7 +159,9 @@ def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
 def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
     name = _class_key(root)
     common = [f"--data.init_args.root={root}", f"--data.init_args.num_workers={args.workers}"]
-    steps = _steps_overrides(args.seg_steps)
+    # warm-up: a tenth of the (short) run
+    steps = [*_steps_overrides(args.seg_steps),
+             f"--model.init_args.lr_scheduler.init_args.warmup_steps={max(1, args.seg_steps // 10)}"]  # fmt: skip
     seg = ["--model.init_args.num_classes=2", *common, *steps]
     runs = {
         "DeepLab from voc_tf_8bit": (SEG_CONFIG, seg),
@@ -170,7 +172,6 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
             "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
             "--trainer.sync_batchnorm=false", "--data.init_args.batch_size=16",
             "--data.init_args.eval_batch_size=8", "--data.init_args.pin_memory=false",
-            "--model.init_args.lr_scheduler.init_args.warmup_steps=30",
             f"--model.init_args.weights_backbone={args.weights_backbone}",
         ]),
     }  # fmt: skip
