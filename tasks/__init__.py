@@ -8,6 +8,7 @@ from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.cityscapes_joint import CityscapesJointDataModule
 from tasks.data.coco import COCODataModule
 from tasks.data.coco_joint import COCOJointDataModule
+from tasks.data.coco_segmentation import COCOSegmentationDataModule
 from tasks.data.demo import (
     DemoClassificationDataModule,
     DemoDetectionDataModule,
@@ -31,6 +32,7 @@ __all__ = [
     "BaseTask",
     "COCODataModule",
     "COCOJointDataModule",
+    "COCOSegmentationDataModule",
     "CityscapesDataModule",
     "CityscapesJointDataModule",
     "ClassificationPredictionWriter",

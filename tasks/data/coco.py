@@ -22,9 +22,14 @@ from torch.utils.data import Dataset
 
 from tasks.data.base import BaseDataModule
 from tasks.data.coco_schema import validate_coco
-from tasks.data.io import BadSampleError, read_image
+from tasks.data.io import BadSampleError, read_image_reduced, scale_boxes
 from tasks.data.predict import PredictImageDataset, collate_predict
-from tasks.data.ssd_transforms import Augmentation, ssd_eval_transforms, ssd_train_transforms
+from tasks.data.ssd_transforms import (
+    Augmentation,
+    decode_min_side,
+    ssd_eval_transforms,
+    ssd_train_transforms,
+)
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, normalize
 from tasks.data.validate import AnnotationError, no_gc
 
@@ -115,6 +120,9 @@ class COCODetectionDataset(Dataset):
         annotations: the validated annotation file.
         transform: albumentations pipeline with ``bboxes`` (pascal_voc) and ``labels``.
         include_empty: keep images without (non-crowd) objects.
+        min_side: decode JPEGs at reduced size, no side below ``min_side`` pixels (see
+            ``tasks.data.io.read_image_reduced``); ``None`` decodes in full. Boxes are
+            scaled to the decoded size, ``orig_size`` stays the size on disk.
 
     Returns ``(image [3, H, W] float32, target)`` with ``target``: ``boxes`` ``[N, 4]``
     float32 (x1, y1, x2, y2, pixels of the transformed image), ``labels`` ``[N]`` int64,
@@ -127,8 +135,10 @@ class COCODetectionDataset(Dataset):
         annotations: COCOAnnotations,
         transform: A.Compose,
         include_empty: bool = True,
+        min_side: int | None = None,
     ) -> None:
         self.image_dir = Path(image_dir)
+        self.min_side = min_side
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"COCO image folder not found: {self.image_dir}")
         self.annotations = annotations
@@ -149,15 +159,15 @@ class COCODetectionDataset(Dataset):
         image_id = self.image_ids[index]
         info = self.annotations.images[image_id]
         path = self.image_dir / info["file_name"]
-        image = read_image(path)
-        if image.shape[:2] != (int(info["height"]), int(info["width"])):
+        image, full = read_image_reduced(path, self.min_side)
+        if full != (int(info["height"]), int(info["width"])):
             raise BadSampleError(
-                f"{path}: image is {image.shape[1]}x{image.shape[0]} but "
+                f"{path}: image is {full[1]}x{full[0]} but "
                 f"{self.annotations.path} says {info['width']}x{info['height']}"
             )
         out = self.transform(
             image=image,
-            bboxes=self.annotations.boxes[image_id],
+            bboxes=scale_boxes(self.annotations.boxes[image_id], image.shape[:2], full),
             labels=self.annotations.labels[image_id],
         )
         target = {
@@ -165,7 +175,7 @@ class COCODetectionDataset(Dataset):
             # albumentations hands label fields back as floats
             "labels": torch.as_tensor(np.asarray(out["labels"], dtype=np.float64).round()).long(),
             "image_id": torch.tensor(image_id, dtype=torch.int64),
-            "orig_size": torch.tensor(image.shape[:2], dtype=torch.int64),
+            "orig_size": torch.tensor(full, dtype=torch.int64),
         }
         chw = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
         return chw.float(), target
@@ -201,6 +211,9 @@ class COCODataModule(BaseDataModule):
             ``BaseDataModule``.
         allow_outside_root: accept image ``file_name`` values that are absolute or leave
             the image folder through ``..`` (refused by default).
+        reduced_decoding: decode large JPEGs at 1/2, 1/4 or 1/8 size where the
+            augmentation loses nothing by it (``ssd_transforms.decode_min_side``; boxes are
+            scaled exactly); ``False`` decodes every image in full.
 
     Exposed to the task (duck-typed, no import): ``num_classes``, ``category_ids``,
     ``class_names`` and ``ground_truth(stage)`` (the cleaned COCO dict of the split that
@@ -229,6 +242,7 @@ class COCODataModule(BaseDataModule):
         eval_batch_size: int | None = None,
         on_bad_sample: Literal["raise", "skip"] = "raise",
         allow_outside_root: bool = False,
+        reduced_decoding: bool = True,
     ) -> None:
         super().__init__(
             batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
@@ -252,6 +266,7 @@ class COCODataModule(BaseDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self.allow_outside_root = allow_outside_root
         self.predict_dir = predict_dir
+        self.reduced_decoding = reduced_decoding
         self._annotations: dict[str, COCOAnnotations] = {}
         self._datasets: dict[str, COCODetectionDataset] = {}
 
@@ -294,6 +309,7 @@ class COCODataModule(BaseDataModule):
                     self.image_size, self.mean, self.std, self.augmentation, self.zoom_out_ratio
                 ),
                 include_empty=self.train_include_empty,
+                min_side=self._min_side(self.augmentation),
             )
         for name in ("validate", "test"):
             if stage == name or (stage == "fit" and name == "validate"):
@@ -303,7 +319,13 @@ class COCODataModule(BaseDataModule):
                     self._annotations[split],
                     ssd_eval_transforms(self.image_size, self.mean, self.std),
                     include_empty=True,
+                    min_side=self._min_side(None),
                 )
+
+    def _min_side(self, augmentation: Augmentation | None) -> int | None:
+        if not self.reduced_decoding:
+            return None
+        return decode_min_side(self.image_size, augmentation)
 
     # -- what the task reads ---------------------------------------------------------------
     def _any_annotations(self) -> COCOAnnotations:

@@ -8,6 +8,12 @@ The limit is Pillow's own warning threshold, 89,478,485 pixels (about 9459 x 945
 the environment variable ``MOBILEZOO_MAX_IMAGE_PIXELS`` sets another (loader workers inherit
 it). Above twice Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` Pillow itself refuses to open the
 file; raise that too for larger images.
+
+Reduced decoding: ``read_image_reduced`` decodes a JPEG at 1/2, 1/4 or 1/8 of its size
+(libjpeg's DCT scaling, Pillow's ``Image.draft``) when every side stays at least
+``min_side`` pixels: a 2,000-pixel photo trained at 300 px need not be decoded in full. It
+returns the full size too, so that boxes can be scaled by the decoded / full ratio of each
+side (the same fractions of the image as a full decode; see ``scale_boxes``).
 """
 
 from __future__ import annotations
@@ -92,6 +98,31 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
         BadSampleError: the file is missing, empty, truncated, not an image, or larger than
             the pixel limit (decompression bombs).
     """
+    return read_image_reduced(path, None, max_pixels)[0]
+
+
+def read_image_reduced(
+    path: str | os.PathLike, min_side: int | None, max_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read an image like ``read_image``, a JPEG decoded at reduced size where allowed.
+
+    A JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 of its size whose sides are
+    both at least ``min(min_side, full side)``; other formats (and ``min_side=None``) are
+    decoded in full.
+
+    Args:
+        path: the image file.
+        min_side: the smallest side, in pixels, the decoded image may have (``None``: full
+            size). Decoding never goes below the full size's own side.
+        max_pixels: pixel limit (see ``read_image``).
+
+    Returns:
+        ``(image, (height, width))``: ``uint8`` RGB ``[h, w, 3]``, upright, and the full
+        upright size, which annotations refer to.
+
+    Raises:
+        BadSampleError: as ``read_image``.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadSampleError(f"{path}: image file not found")
@@ -99,13 +130,41 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
         raise BadSampleError(f"{path}: image file is empty")
     try:
         with open_checked(path, "image", max_pixels) as img:
+            width, height = img.size
+            if min_side is not None and min_side > 0:
+                # draft keeps both sides >= the request: a square request suits every
+                # EXIF orientation. Only JPEG (DCT scaling) reacts; others ignore it.
+                side = min(min_side, width, height)
+                img.draft(img.mode, (side, side))
             img.load()
+            if _orientation(img) in _SWAPS_AXES:
+                width, height = height, width
             img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return _to_rgb(img), (height, width)
     except BadSampleError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BadSampleError(f"{path}: not a readable image ({err})") from err
+
+
+#: EXIF orientations that rotate by 90 degrees (width and height swap)
+_SWAPS_AXES = (5, 6, 7, 8)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def scale_boxes(boxes: np.ndarray, decoded: tuple[int, int], full: tuple[int, int]) -> np.ndarray:
+    """Boxes ``[N, 4]`` (x1, y1, x2, y2) in pixels of the ``full`` ``(height, width)``
+    image, in pixels of the ``decoded`` ``(height, width)`` one (float32)."""
+    if decoded == full:
+        return boxes
+    sy, sx = decoded[0] / full[0], decoded[1] / full[1]
+    return (np.asarray(boxes, dtype=np.float32) * np.float32([sx, sy, sx, sy])).astype(np.float32)
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

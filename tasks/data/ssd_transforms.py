@@ -238,6 +238,17 @@ def ssd_train_transforms(
     return A.Compose(ops, bbox_params=bbox_params())
 
 
+def decode_min_side(image_size: int, augmentation: Augmentation | None) -> int:
+    """The smallest image side (pixels) that loses nothing at ``image_size`` after the
+    training ``augmentation`` (``None``: evaluation): the resize alone needs
+    ``image_size``; the min-IoU crop keeps as little as ``RandomIoUCrop``'s ``min_scale``
+    of a side before resizing, so ``"ssd"`` needs ``image_size / min_scale``. Zoom-out only
+    shrinks the image further."""
+    if augmentation == "ssd":
+        return math.ceil(image_size / RandomIoUCrop().min_scale)
+    return image_size
+
+
 def ssd_eval_transforms(image_size: int, mean: Sequence[float], std: Sequence[float]) -> A.Compose:
     """Evaluation pipeline: resize to ``image_size`` x ``image_size`` and normalize."""
     return A.Compose(

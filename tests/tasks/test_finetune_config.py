@@ -33,6 +33,7 @@ def test_finetune_config_loads_coco_weights_into_a_3_class_detector(
                 "fit", "-c", str(CONFIG),
                 f"--data.init_args.root={root}",
                 f"--model.init_args.weights={weights}",
+                "--model.init_args.weights_backbone=null",  # offline; weights has it all
                 "--data.init_args.batch_size=2",
                 "--data.init_args.num_workers=0",
                 "--trainer.accelerator=cpu",

@@ -1,0 +1,233 @@
+"""Fine-tuning on real photos: the project's recipe against torchvision's training code.
+
+    python -m benchmarks.finetune                         # raccoon + balloon, 3 seeds
+    python -m benchmarks.finetune --seeds 1 --steps 100   # shorter
+    python -m benchmarks.finetune --root data/mine        # any COCO-format folder
+    python -m benchmarks.finetune --parts loader          # one part only
+
+Parts (``--parts``, all by default):
+
+- ``detection``: per set, (a) ``mobilezoo fit`` with
+  ``configs/detection_finetune_ssdlite_mobilenetv2.yaml`` (only ``root`` and
+  ``num_classes`` set, plus ``--steps`` / ``--image-size`` when given) and (b) torchvision's
+  SSD training code (``benchmarks.finetune_torchvision``) on the same features from the
+  same weights, same image size, steps, batch and data; AP, AP50 (pycocotools, val split),
+  wall time and training images/s, mean and spread over ``--seeds``.
+- ``segmentation``: DeepLab (``configs/segmentation_finetune_deeplabv3_mobilenetv2.yaml``)
+  and the joint model (``configs/multitask_coco_ssdlite_deeplabv3_mobilenetv2.yaml`` on the
+  set's masks) fine-tuned on the polygon set through the CLI: mIoU and the object's IoU.
+- ``loader``: training images/s of one loader worker with the SSD augmentation: the
+  project's loader (reduced JPEG decoding on and off) against ``torchvision.transforms.v2``
+  doing the same augmentation on full decodes.
+
+Real data: ``../shared/real-data`` (raccoon, balloon; see its README). Weights:
+``--weights-backbone`` (default ``imagenet_tf_8bit``, the entry of TF-slim's 8-bit ImageNet
+MobileNetV2) or a torchvision-style backbone state-dict file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "real-data"
+DET_CONFIG = ROOT / "configs" / "detection_finetune_ssdlite_mobilenetv2.yaml"
+SEG_CONFIG = ROOT / "configs" / "segmentation_finetune_deeplabv3_mobilenetv2.yaml"
+JOINT_CONFIG = ROOT / "configs" / "multitask_coco_ssdlite_deeplabv3_mobilenetv2.yaml"
+
+
+def _num_classes(root: Path) -> int:
+    data = json.loads((root / "annotations" / "instances_val.json").read_text())
+    return len(data["categories"])
+
+
+def _cli_fit(config: Path, overrides: list[str], env_threads: int) -> tuple[dict, float]:
+    """``mobilezoo fit`` in a subprocess; the last validation row of its metrics.csv."""
+    out = Path(tempfile.mkdtemp(prefix="finetune_"))
+    cmd = [
+        sys.executable, "-m", "tasks.cli", "fit", "-c", str(config),
+        f"--trainer.default_root_dir={out}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={out}", "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks=null", "--trainer.enable_checkpointing=false", *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(env_threads), "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    rows = list(csv.DictReader(next(out.rglob("metrics.csv")).open()))
+    val = [r for r in rows if any(k.startswith("val/") and v for k, v in r.items())]
+    if not val:
+        raise SystemExit(f"no validation result in {out}")
+    return {k: float(v) for k, v in val[-1].items() if v and k.startswith("val/")}, wall
+
+
+def _weights_overrides(weights: str, prefix: str = "--model.init_args.") -> list[str]:
+    return [f"{prefix}weights=null", f"{prefix}weights_backbone={weights}", f"{prefix}padding=tf"]
+
+
+def _steps_overrides(steps: int) -> list[str]:
+    """Train ``steps`` steps, validate once at the end."""
+    return [f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
+            "--trainer.check_val_every_n_epoch=null", f"--trainer.val_check_interval={steps}"]  # fmt: skip
+
+
+def run_ours(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    overrides = [
+        f"--data.init_args.root={root}", f"--model.init_args.num_classes={_num_classes(root)}",
+        f"--seed_everything={seed}", f"--data.init_args.num_workers={args.workers}",
+        *_weights_overrides(args.weights_backbone),
+    ]  # fmt: skip
+    if args.steps:
+        overrides += _steps_overrides(args.steps)
+    if args.image_size:
+        overrides += [f"--model.init_args.image_size={args.image_size}",
+                      f"--data.init_args.image_size={args.image_size}"]  # fmt: skip
+    metrics, wall = _cli_fit(DET_CONFIG, overrides, args.threads)
+    steps = args.steps or _config_value(DET_CONFIG, "max_steps")
+    batch = _config_value(DET_CONFIG, "batch_size")
+    return {"map": metrics["val/map"], "map_50": metrics["val/map_50"], "wall_s": wall,
+            "images_per_s": steps * batch / wall}  # fmt: skip
+
+
+def _config_value(config: Path, key: str) -> int:
+    import yaml
+
+    def find(node: object) -> object:
+        if isinstance(node, dict):
+            if key in node:
+                return node[key]
+            for value in node.values():
+                if (found := find(value)) is not None:
+                    return found
+        return None
+
+    return int(find(yaml.safe_load(config.read_text())))  # type: ignore[arg-type]
+
+
+def run_torchvision(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    import torch
+
+    from benchmarks.finetune_torchvision import finetune_torchvision
+
+    torch.set_num_threads(args.threads)
+    weights = None if args.weights_backbone == "null" else args.weights_backbone
+    return finetune_torchvision(
+        root, args.steps or _config_value(DET_CONFIG, "max_steps"),
+        args.image_size or _config_value(DET_CONFIG, "image_size"),
+        _config_value(DET_CONFIG, "batch_size"), weights, seed, args.workers,
+    )  # fmt: skip
+
+
+def _mean_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
+    lines = [
+        f"Detection fine-tune, {len(args.seeds)} seed(s) {args.seeds}; mean ± std over seeds",
+        "| set | training code | AP | AP50 | wall time (s) | images/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for root in roots:
+        for name, fn in (("mobilezoo recipe", run_ours), ("torchvision SSD", run_torchvision)):
+            runs = []
+            for seed in args.seeds:
+                runs.append(fn(root, args, seed))
+                print(f"{root.name} {name} seed {seed}: {runs[-1]}", flush=True)
+            cols = [_mean_spread([r[k] for r in runs]) for k in ("map", "map_50")]
+            cols += [
+                f"{statistics.mean([r[k] for r in runs]):.1f}" for k in ("wall_s", "images_per_s")
+            ]
+            lines.append(f"| {root.name} | {name} | {' | '.join(cols)} |")
+    return lines
+
+
+def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
+    name = _class_key(root)
+    common = [f"--data.init_args.root={root}", f"--data.init_args.num_workers={args.workers}"]
+    # warm-up: a tenth of the (short) run
+    steps = [*_steps_overrides(args.seg_steps),
+             f"--model.init_args.lr_scheduler.init_args.warmup_steps={max(1, args.seg_steps // 10)}"]  # fmt: skip
+    seg = ["--model.init_args.num_classes=2", *common, *steps]
+    runs = {
+        "DeepLab from voc_tf_8bit": (SEG_CONFIG, seg),
+        "DeepLab from ImageNet": (SEG_CONFIG, [*seg, *_weights_overrides(args.weights_backbone)]),
+        "joint SSDLite+DeepLab from ImageNet": (JOINT_CONFIG, [
+            *common, *steps, "--data.init_args.train_split=train", "--data.init_args.val_split=val",
+            "--model.init_args.num_det_classes=1", "--model.init_args.num_seg_classes=2",
+            "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
+            "--trainer.sync_batchnorm=false", "--data.init_args.batch_size=16",
+            "--data.init_args.eval_batch_size=8", "--data.init_args.pin_memory=false",
+            f"--model.init_args.weights_backbone={args.weights_backbone}",
+        ]),
+    }  # fmt: skip
+    lines = [
+        f"Segmentation fine-tune on {root.name} through the CLI, {args.seg_steps} steps, seed 0",
+        f"| model | mIoU | {name} IoU | wall time (s) |",
+        "|---|---|---|---|",
+    ]
+    for label, (config, overrides) in runs.items():
+        metrics, wall = _cli_fit(config, overrides, args.threads)
+        print(f"{label}: {metrics}", flush=True)
+        lines.append(f"| {label} | {metrics['val/miou']:.3f} | "
+                     f"{metrics.get(f'val/iou_{name}', float('nan')):.3f} | {wall:.0f} |")  # fmt: skip
+    return lines
+
+
+def _class_key(root: Path) -> str:
+    data = json.loads((root / "annotations" / "instances_val.json").read_text())
+    return str(data["categories"][0]["name"]).replace(" ", "_")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, action="append", help="COCO-format folder(s)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--steps", type=int, default=0, help="override the config's steps")
+    parser.add_argument("--seg-steps", type=int, default=300)
+    parser.add_argument("--image-size", type=int, default=0)
+    parser.add_argument("--weights-backbone", default="imagenet_tf_8bit")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers per run")
+    parser.add_argument("--loader-images", type=int, default=60)
+    parser.add_argument("--parts", default="detection,segmentation,loader")
+    args = parser.parse_args()
+    args.seeds = list(range(args.seeds))
+    roots = args.root or [REAL / "raccoon", REAL / "balloon"]
+    parts = args.parts.split(",")
+    out: list[str] = []
+    if "loader" in parts:
+        from benchmarks.finetune_loader import loader_table
+
+        out += [*loader_table(roots, args.image_size or 300, args.loader_images), ""]
+        print("\n".join(out), flush=True)
+    if "detection" in parts:
+        out += [*detection(roots, args), ""]
+    if "segmentation" in parts:
+        polygons = [r for r in roots if _has_polygons(r)]
+        for root in polygons:
+            out += [*segmentation(root, args), ""]
+    print("\n" + "\n".join(out))
+
+
+def _has_polygons(root: Path) -> bool:
+    data = json.loads((root / "annotations" / "instances_val.json").read_text())
+    return any(a.get("segmentation") for a in data["annotations"])
+
+
+if __name__ == "__main__":
+    main()
