@@ -8,6 +8,7 @@ under DDP), and the run holds what a 1-process run holds. And when one process o
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -150,6 +151,11 @@ def test_a_killed_process_stops_the_other_with_one_line(rank: int, tmp_path: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("MOBILEZOO_LONG_TESTS"),
+    reason="waits out a 60 s collective timeout: set MOBILEZOO_LONG_TESTS=1 (killed processes "
+    "are tested by default)",
+)
 def test_a_hung_process_stops_the_other_at_the_collective_timeout(tmp_path: Path) -> None:
     # Rank 1 stops (SIGSTOP) mid-epoch: rank 0 waits in the gradient all-reduce until the
     # timeout set on the command line, then exits with one line and takes rank 1 with it
