@@ -160,9 +160,9 @@ def describe(source: Any, model: Any, kind: str, form: str, size: tuple[int, int
     weights = (builder_args or {}).get("weights")
     if ckpt is None and isinstance(weights, str) and not Path(weights).suffix:
         from heads.pretrained import get_weights
+        from tasks.export_names import KIND_BUILDERS
 
-        builder = {"classifier": "mobilenet_v2_classifier", "detector": "ssdlite_mobilenet_v2",
-                   "segmenter": "deeplabv3_mobilenet_v2"}.get(kind)  # fmt: skip
+        builder = KIND_BUILDERS[kind] if kind != "joint" else None  # entries: single-task
         entry = get_weights(builder, weights) if builder else None
         if entry is not None:
 
