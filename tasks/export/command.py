@@ -19,6 +19,7 @@ writes, into one folder:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,12 +133,13 @@ def export(
             max(needed, 1), 3, *size, generator=torch.Generator().manual_seed(seed)
         )
     result = ExportResult(kind)
+    described = describe(source, model, kind, "joint" if kind == "joint" else forms[0], size,
+                         builder_args)  # fmt: skip
     if kind == "joint":
-        info = describe(source, model, kind, "joint", size, builder_args)
         return _export_joint(model, out / f"{stem}.onnx", size, opset, images, check, int8,
-                             format, num_check_images, result, printer, info)  # fmt: skip
+                             format, num_check_images, result, printer, described)  # fmt: skip
     for form in forms:
-        info = describe(source, model, kind, form, size, builder_args)
+        info = dataclasses.replace(described, form=form)
         graph = {"raw": DetectorRaw, "end2end": DetectorEnd2End}.get(form)
         graph = graph(model, size) if graph else model
         path = out / f"{stem}{'_end2end' if form == 'end2end' else ''}.onnx"
