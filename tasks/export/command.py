@@ -19,9 +19,8 @@ writes, into one folder:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,7 +138,7 @@ def export(
         return _export_joint(model, out / f"{stem}.onnx", size, opset, images, check, int8,
                              format, num_check_images, result, printer, described)  # fmt: skip
     for form in forms:
-        info = dataclasses.replace(described, form=form)
+        info = replace(described, form=form)
         graph = {"raw": DetectorRaw, "end2end": DetectorEnd2End}.get(form)
         graph = graph(model, size) if graph else model
         path = out / f"{stem}{'_end2end' if form == 'end2end' else ''}.onnx"
