@@ -23,6 +23,7 @@ from backbones.layers import (
     check_padding,
     make_divisible,
 )
+from backbones.registry import register_model
 from backbones.weights import load_torchvision_state_dict
 
 # Paper Table 2: expansion t, output channels c, repeats n, stride of the first repeat s.
@@ -97,6 +98,8 @@ class MobileNetV2(nn.Module):
         ``x``: ``[B, 3, H, W]`` normalized image. Returns ``{name: [B, C, H / s, W / s]}``
         (sizes rounded up for odd inputs) for every name in ``out_features``.
     """
+
+    kind = "backbone"
 
     def __init__(
         self,
@@ -320,6 +323,7 @@ def infer_width(channels: Sequence[int]) -> tuple[float, int] | None:
     return None
 
 
+@register_model(kind="backbone", default_size=224)
 def mobilenet_v2(
     width_mult: float = 1.0,
     output_stride: int = 32,

@@ -1,5 +1,19 @@
-"""Task heads and the pure-torch models built from backbone + head."""
+"""Task heads and the pure-torch models built from backbone + head.
 
+Importing ``heads`` imports every builder, each of which registers itself
+(``backbones.registry``): ``list_models()`` then names them all.
+"""
+
+from backbones.registry import (
+    ModelSpec,
+    builder_of_kind,
+    get_model,
+    get_model_builder,
+    get_model_spec,
+    list_models,
+    model_kind,
+    register_model,
+)
 from heads.classifier import ClassificationHead, MobileNetV2Classifier, mobilenet_v2_classifier
 from heads.deeplabv3 import (
     DeepLabV3Head,
@@ -10,7 +24,6 @@ from heads.deeplabv3 import (
 )
 from heads.inference import optimize_for_inference
 from heads.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
-from heads.registry import get_model, get_model_builder, list_models, register_model
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 from heads.weights_loader import Weights, open_weights
 
@@ -19,15 +32,19 @@ __all__ = [
     "DeepLabV3Head",
     "MobileDeepLabV3",
     "MobileNetV2Classifier",
+    "ModelSpec",
     "SSDLite",
     "SSDLiteDeepLabV3",
     "SSDLiteHead",
     "Weights",
+    "builder_of_kind",
     "deeplabv3_mobilenet_v2",
     "get_model",
     "get_model_builder",
+    "get_model_spec",
     "list_models",
     "mobilenet_v2_classifier",
+    "model_kind",
     "multiscale_flip_predict",
     "open_weights",
     "optimize_for_inference",

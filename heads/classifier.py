@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -9,6 +10,16 @@ from torch import Tensor, nn
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
+from backbones.registry import register_model
+from heads.categories import imagenet_categories
+from heads.outputs import ClassifierOutputs
+from heads.pretrained import (
+    CORAL_URL,
+    TF_RANGE,
+    TORCHVISION_MEAN,
+    TORCHVISION_STD,
+    WeightsEntry,
+)
 from heads.weights_loader import architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
@@ -37,8 +48,12 @@ class ClassificationHead(nn.Module):
 class MobileNetV2Classifier(nn.Module):
     """MobileNetV2 image classifier.
 
-    Forward: ``[B, 3, H, W]`` normalized images -> logits ``[B, num_classes]``.
+    Forward: ``[B, 3, H, W]`` normalized images -> logits ``[B, num_classes]``;
+    ``forward_raw`` returns them as ``ClassifierOutputs`` (``heads.outputs``).
     """
+
+    kind = "classifier"
+    raw_outputs = ClassifierOutputs
 
     def __init__(self, backbone: MobileNetV2, num_classes: int, dropout: float = 0.2) -> None:
         super().__init__()
@@ -52,7 +67,60 @@ class MobileNetV2Classifier(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images)[self.feature])
 
+    def forward_raw(self, images: Tensor) -> ClassifierOutputs:
+        """``[B, 3, H, W]`` -> ``logits [B, num_classes]``."""
+        return ClassifierOutputs(self(images))
 
+    def graph_constants(self, image_size: Sequence[int]) -> dict[str, Tensor]:
+        return {}
+
+    def postprocess_raw(self, raw: ClassifierOutputs, image_size: Sequence[int]) -> Tensor:
+        """The logits (what ``forward`` returns)."""
+        return raw.logits
+
+
+WEIGHTS = (
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet",
+        "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth", None, "torchvision",
+        1000, {}, (224, 224), TORCHVISION_MEAN, TORCHVISION_STD, imagenet_categories,
+        "ImageNet val top-1 71.878", "torchvision MobileNet_V2_Weights.IMAGENET1K_V1",
+        "torchvision's own file, loaded unchanged",
+    ),
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet_v2",
+        "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", None, "torchvision",
+        1000, {}, (224, 224), TORCHVISION_MEAN, TORCHVISION_STD, imagenet_categories,
+        "ImageNet val top-1 72.154", "torchvision MobileNet_V2_Weights.IMAGENET1K_V2",
+        "torchvision's own file, loaded unchanged",
+    ),
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet_tf",
+        "https://storage.googleapis.com/mobilenet_v2/checkpoints/mobilenet_v2_1.0_224.tgz",
+        None, "tflite_in_tar", 1000, {"width_mult": 1.0, "padding": "tf"}, (224, 224),
+        **TF_RANGE, categories=imagenet_categories,
+        metric="ImageNet val top-1 71.8",
+        metric_source="TF-slim MobileNetV2 table (research/slim/nets/mobilenet/README.md)",
+        checked="not on this float file (not obtainable here); the same reader and mapping "
+        "are checked against the TFLite runtime on the 8-bit file (imagenet_tf_8bit)",
+        member="mobilenet_v2_1.0_224.tflite",
+    ),
+    WeightsEntry(
+        "mobilenet_v2_classifier", "imagenet_tf_8bit",
+        CORAL_URL + "mobilenet_v2_1.0_224_quant.tflite",
+        "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776", "tflite",
+        1000, {"width_mult": 1.0, "padding": "tf"}, (224, 224), 128.0, 128.0,
+        imagenet_categories, "ImageNet val top-1 70.8 (8-bit; float parent 71.8)",
+        "TF-slim MobileNetV2 table (quantized row)",
+        "tests/tasks/test_tf_import.py: dequantized into the float model, same top-1 as the "
+        "8-bit TFLite runtime on every test photo",
+    ),
+)  # fmt: skip
+
+
+@register_model(
+    kind="classifier", default_size=224, weights=WEIGHTS, class_predictors=CLASS_PREDICTORS
+)
 def mobilenet_v2_classifier(
     num_classes: int | None = None,
     width_mult: float = 1.0,

@@ -17,6 +17,10 @@ from torch.nn import functional as F
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
+from backbones.registry import register_model
+from heads.categories import CITYSCAPES_CLASSES, VOC_CLASSES
+from heads.outputs import SegmenterOutputs
+from heads.pretrained import CORAL_URL, NOT_CHECKED_TAR, TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
 from heads.weights_loader import architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
@@ -149,8 +153,12 @@ class MobileDeepLabV3(nn.Module):
 
     Forward:
         ``images``: ``[B, 3, H, W]`` normalized to [-1, 1] (any H, W, odd included).
-        Returns logits ``[B, num_classes, H, W]``.
+        Returns logits ``[B, num_classes, H, W]``; ``forward_raw`` returns them as
+        ``SegmenterOutputs`` (``heads.outputs``).
     """
+
+    kind = "segmenter"
+    raw_outputs = SegmenterOutputs
 
     def __init__(
         self,
@@ -187,7 +195,65 @@ class MobileDeepLabV3(nn.Module):
             logits, size=images.shape[-2:], mode="bilinear", align_corners=self.align_corners
         )
 
+    def forward_raw(self, images: Tensor) -> SegmenterOutputs:
+        """``[B, 3, H, W]`` -> ``logits [B, num_classes, H, W]``."""
+        return SegmenterOutputs(self(images))
 
+    def graph_constants(self, image_size: Sequence[int]) -> dict[str, Tensor]:
+        return {}
+
+    def postprocess_raw(self, raw: SegmenterOutputs, image_size: Sequence[int]) -> Tensor:
+        """The logits (what ``forward`` returns)."""
+        return raw.logits
+
+
+#: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
+CLASS_PREDICTORS = ("head.classifier.",)
+_DEEPLAB_ZOO = "TF DeepLab model zoo (tensorflow/models research/deeplab/g3doc/model_zoo.md)"
+_VOC_ARCH = {"width_mult": 1.0, "divisible_by": 8, "padding": "tf", "align_corners": True}
+WEIGHTS = (
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "voc_tf",
+        TF_DOWNLOAD_URL + "deeplabv3_mnv2_pascal_train_aug_2018_01_29.tar.gz", None, "tf_tar",
+        21, _VOC_ARCH, (513, 513), **TF_RANGE, categories=lambda: VOC_CLASSES,
+        metric="VOC 2012 val mIoU 75.32 (OS16, single scale)", metric_source=_DEEPLAB_ZOO,
+        checked=NOT_CHECKED_TAR, member="frozen_inference_graph.pb",
+    ),
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "voc_tf_8bit",
+        CORAL_URL + "deeplabv3_mnv2_pascal_quant.tflite",
+        "350af47fd346ea6d74b58833a351f583ba860e9806ec5bd292ff8d8f1f249398", "tflite",
+        21, _VOC_ARCH, (513, 513), **TF_RANGE, categories=lambda: VOC_CLASSES,
+        metric="VOC 2012 val mIoU 74.26 (8-bit; float parent 75.32)", metric_source=_DEEPLAB_ZOO,
+        checked="tests/tasks/test_tf_import.py: dequantized into the float model, per-pixel "
+        "argmax agreement with the 8-bit TFLite runtime >= 97% on every test photo",
+    ),
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "voc_tf_w050_257",
+        "https://storage.googleapis.com/download.tensorflow.org/models/tflite/gpu/"
+        "deeplabv3_257_mv_gpu.tflite",
+        "68a539782c2c6a72f8aac3724600124a85ed977162b44e84cbae5db717c933c6", "tflite",
+        21, {"width_mult": 0.5, "divisible_by": 1, "padding": "tf", "align_corners": True},
+        (257, 257), **TF_RANGE, categories=lambda: VOC_CLASSES,
+        metric="none published for this export (DeepLab zoo: mobilenetv2_dm05 VOC 70.19)",
+        metric_source="TensorFlow Lite segmentation example model",
+        checked="tests/tasks/test_tf_import.py: logits equal the float TFLite runtime's "
+        "within 1e-3, per-pixel argmax agreement >= 99.9% on every test photo",
+        extra={"output_stride": 8},
+    ),
+    WeightsEntry(
+        "deeplabv3_mobilenet_v2", "cityscapes_tf",
+        TF_DOWNLOAD_URL + "deeplabv3_mnv2_cityscapes_train_2018_02_05.tar.gz", None, "tf_tar",
+        19, _VOC_ARCH, (769, 769), **TF_RANGE, categories=lambda: CITYSCAPES_CLASSES,
+        metric="Cityscapes val mIoU 70.71 (OS16, single scale)", metric_source=_DEEPLAB_ZOO,
+        checked=NOT_CHECKED_TAR, member="frozen_inference_graph.pb",
+    ),
+)  # fmt: skip
+
+
+@register_model(
+    kind="segmenter", default_size=513, weights=WEIGHTS, class_predictors=CLASS_PREDICTORS
+)
 def deeplabv3_mobilenet_v2(
     num_classes: int | None = None,
     output_stride: int | None = None,
@@ -284,10 +350,6 @@ def deeplabv3_mobilenet_v2(
     if weights is not None:
         load_weights(model, "deeplabv3_mobilenet_v2", weights)
     return model
-
-
-#: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
-CLASS_PREDICTORS = ("head.classifier.",)
 
 
 @torch.no_grad()

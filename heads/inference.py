@@ -1,28 +1,32 @@
 """The fast inference path: BatchNorm folded into convolutions, channels-last tensors,
-a frozen TorchScript graph with oneDNN fusions, ``torch.inference_mode``; and the detector
-graphs that ONNX export traces.
+a frozen TorchScript graph with oneDNN fusions, ``torch.inference_mode``; and the graphs
+that ONNX export traces (``RawGraph`` for every model kind, ``DetectorEnd2End`` for a
+detector with its post-processing in the graph).
 
 Folding rewrites ``y = BN(conv(x))`` as one convolution with scaled weights and a bias,
 which removes a full read and write of every activation map. Channels-last (NHWC) is the
 layout oneDNN's depthwise and 1x1 kernels run fastest in on a CPU. On top of that, the
-network is traced once per input shape, frozen (weights become constants) and passed
-through ``torch.jit.optimize_for_inference``, which runs the convolutions as oneDNN ops on
-prepacked weights and fuses the adds and ReLUs it can (ReLU6 stays a separate clamp): at
-batch 1 on 2 CPU cores 1.55x (classifier), 1.16x (SSDLite, end to end) and 1.15x
-(DeepLabv3) faster than the eager folded model (benchmarks/results.md).
-Outputs equal the unfolded model's up to float rounding (about 1e-6 relative).
+network (``forward_raw``) is traced once per input shape, frozen (weights become constants)
+and passed through ``torch.jit.optimize_for_inference``, which runs the convolutions as
+oneDNN ops on prepacked weights and fuses the adds and ReLUs it can (ReLU6 stays a separate
+clamp); the model's post-processing runs eagerly on the graph's outputs.
+``benchmarks/latency.py`` measures what each step gives. Outputs equal the unfolded
+model's up to float rounding.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import batched_nms
+
+from backbones.registry import model_kind
 
 _BATCHNORM_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
@@ -72,14 +76,15 @@ def _to_channels_last(value: Any) -> Any:
 
 
 class _RawOutputs(nn.Module):
-    """A detector's network only (``forward_raw``): the part worth compiling."""
+    """A zoo model's network only (``forward_raw``, as a plain tuple): the part worth
+    compiling."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        return self.model.forward_raw(images)
+        return tuple(self.model.forward_raw(images))
 
 
 #: input shapes compiled per model; beyond that, inputs run in eager mode
@@ -92,9 +97,9 @@ class InferenceModel(nn.Module):
     ``forward`` converts 4-D tensor arguments to channels-last and runs the wrapped model
     under ``torch.inference_mode`` (no autograd records, no version counters). With
     ``compiled``, a single image batch runs through a frozen TorchScript graph of the
-    network, traced on the first call with that input shape (about a second; at most
-    ``MAX_COMPILED_SHAPES`` shapes, others run eagerly); a detector's post-processing
-    stays eager. Returned tensors are inference tensors: use them for reading, not as
+    network (a zoo model's ``forward_raw``; any other model's ``forward``), traced on the
+    first call with that input shape (at most ``MAX_COMPILED_SHAPES`` shapes, others run
+    eagerly); the model's ``postprocess_raw`` (a detector's decoding and NMS) stays eager. Returned tensors are inference tensors: use them for reading, not as
     inputs to training. Attributes the wrapper lacks (e.g. a detector's ``forward_raw``
     or ``num_classes``) are looked up on the wrapped model; methods reached that way run
     eagerly without the wrapper's ``inference_mode``, so call them inside
@@ -126,12 +131,10 @@ class InferenceModel(nn.Module):
         with torch.inference_mode():
             if graph is None:
                 return self.model(*args, **kwargs)
-            if not _is_detector(self.model):
+            if not _is_zoo_model(self.model):
                 return graph(args[0])
-            # cls_logits, box_deltas, then what else the detector's network returns (the
-            # joint model's seg_logits): its postprocess takes them in that order
-            cls_logits, box_deltas, *extra = graph(args[0])
-            return self.model.postprocess(cls_logits, box_deltas, args[0].shape[-2:], *extra)
+            raw = self.model.raw_outputs(*graph(args[0]))
+            return self.model.postprocess_raw(raw, args[0].shape[-2:])
 
     def _graph(self, images: Tensor) -> Any:
         key = (tuple(images.shape), images.dtype, images.device, images.is_contiguous())
@@ -156,14 +159,18 @@ class InferenceModel(nn.Module):
             return getattr(super().__getattr__("model"), name)
 
 
-def _is_detector(model: nn.Module) -> bool:
-    return hasattr(model, "forward_raw") and hasattr(model, "postprocessor")
+def _is_zoo_model(model: nn.Module) -> bool:
+    """A model of ``heads`` (its class declares a kind), not a torchvision one."""
+    try:
+        return model_kind(model) != "backbone"
+    except TypeError:
+        return False
 
 
 def _freeze(model: nn.Module, images: Tensor) -> Any:
     """The network traced on ``images``, frozen and optimized for oneDNN; ``None`` when
     tracing fails (the model then runs eagerly)."""
-    net = _RawOutputs(model) if _is_detector(model) else model
+    net = _RawOutputs(model) if _is_zoo_model(model) else model
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python code
@@ -182,8 +189,8 @@ def optimize_for_inference(
 ) -> InferenceModel:
     """Return an eval-mode copy of ``model`` with BatchNorm folded, ready for fast inference.
 
-    Works on any model of the zoo (classifier, SSDLite, DeepLabv3) and on torchvision's
-    MobileNets: every ``Conv2d -> BatchNorm2d`` pair inside an ``nn.Sequential`` is folded.
+    Works on any model of the zoo (classifier, SSDLite, DeepLabv3, the joint model) and on
+    torchvision's MobileNets: every ``Conv2d -> BatchNorm2d`` pair inside an ``nn.Sequential`` is folded.
 
     Args:
         model: a trained model (it is not changed unless ``inplace``).
@@ -213,24 +220,39 @@ def optimize_for_inference(
     return InferenceModel(target, folded, channels_last, compiled)
 
 
-#: alias, the name the issue uses
+# -- graphs for export -------------------------------------------------------------------
+class RawGraph(nn.Module):
+    """A zoo model's raw network for export, of any kind: ``images [B, 3, H, W]`` -> the
+    named tensors of ``model.forward_raw`` (``heads.outputs``), then the model's
+    ``graph_constants`` of the fixed input size ``image_size = (H, W)`` (a detector's
+    ``anchors [A, 4]``).
 
+    Attributes:
+        output_names: the graph's output names, in order (the exported file's).
+        constant_names: those of the constants (no batch dimension).
 
-# -- detector graphs for export ---------------------------------------------------------
-class DetectorRaw(nn.Module):
-    """SSDLite raw outputs plus the anchors of a fixed input size (a graph constant)."""
+    Raises:
+        TypeError: ``model`` is not a zoo model of ``heads`` (or is a bare backbone).
+    """
 
-    def __init__(self, model: nn.Module, image_size: tuple[int, int]) -> None:
+    def __init__(self, model: nn.Module, image_size: Sequence[int]) -> None:
         super().__init__()
+        if not _is_zoo_model(model):
+            raise TypeError(
+                f"RawGraph wraps a zoo model (classifier, detector, segmenter or joint), got "
+                f"a {type(model).__name__}"
+            )
         self.model = model
-        with torch.no_grad():
-            anchors = model.anchors_for(image_size, model.feature_sizes(image_size))
-        self.register_buffer("anchors", anchors, persistent=False)
+        constants = model.graph_constants(tuple(image_size))
+        for name, value in constants.items():
+            self.register_buffer(name, value, persistent=False)
+        self.constant_names = tuple(constants)
+        self.output_names = (*model.raw_outputs._fields, *self.constant_names)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        cls_logits, box_deltas = self.model.forward_raw(images)
-        # A computed copy: the tracer refuses a bare buffer as a graph output.
-        return cls_logits, box_deltas, self.anchors.clone()
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        # Computed copies: the tracer refuses a bare buffer as a graph output.
+        constants = tuple(getattr(self, name).clone() for name in self.constant_names)
+        return (*self.model.forward_raw(images), *constants)
 
 
 class _ClassWiseNMS(torch.autograd.Function):
@@ -294,8 +316,8 @@ def best_pairs(probs: Tensor, k: int | None) -> tuple[Tensor, Tensor, Tensor]:
     best anchor's best score (``heads.postprocess.pair_floor``), so it lies in the row of
     one of the ``k`` best anchors; the top-k runs over those rows, with the pairs below that
     floor set to 0 (a score of 0 never passes the threshold, so which of them fill a tie
-    does not matter). A runtime's heap top-k pays for every pair that enters the heap: in
-    OpenVINO at 320 px with 80 classes this is 0.2 instead of 0.55 ms per image.
+    does not matter). A runtime's heap top-k pays for every pair that enters the heap, so
+    fewer pairs make it cheaper.
     """
     batch, num_anchors, num_classes = probs.shape
     k = num_anchors * num_classes if k is None else min(k, num_anchors * num_classes)
@@ -311,7 +333,7 @@ def best_pairs(probs: Tensor, k: int | None) -> tuple[Tensor, Tensor, Tensor]:
     return scores, anchors.gather(1, idx // num_classes), idx % num_classes
 
 
-class DetectorEnd2End(DetectorRaw):
+class DetectorEnd2End(RawGraph):
     """SSDLite with ``SSDPostprocessor``'s rule in batched, exportable form.
 
     Same rule as the model's eval forward: softmax (or sigmoid); the ``topk_candidates`` best
@@ -323,6 +345,13 @@ class DetectorEnd2End(DetectorRaw):
     (int64, ``0..K-1``), ``batch_index [D]`` (int64); image by image, score-descending
     within each.
     """
+
+    def __init__(self, model: nn.Module, image_size: Sequence[int]) -> None:
+        super().__init__(model, image_size)
+        if model_kind(model) != "detector":
+            raise TypeError(f"DetectorEnd2End wraps a detector, got a {type(model).__name__}")
+        self.output_names = ("boxes", "scores", "labels", "batch_index")
+        self.constant_names = ()
 
     def candidates(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Every anchor's class probabilities ``[B, A, K]`` and decoded box ``[B, A, 4]``

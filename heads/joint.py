@@ -10,9 +10,8 @@ the style of LR-ASPP: a 1x1 classifier on a stride-8 map (``layer_7``, 32 channe
 logits are added to the head's logits upsampled to that map. The head sees the whole
 image context; the skip restores the boundaries that stride 32 alone blurs. Running the
 backbone at stride 16 instead would move SSDLite off its stride-32 tap (or compute
-``layer_15``..``layer_18`` a second time, dilated): the measurements in the README section
-"Detection + segmentation in one pass" and ``benchmarks/multitask.py`` show what each
-choice costs.
+``layer_15``..``layer_18`` a second time, dilated); ``benchmarks/multitask.py`` compares
+these choices.
 """
 
 from __future__ import annotations
@@ -25,10 +24,12 @@ from torch.nn import functional as F
 
 from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
+from backbones.registry import register_model
 from heads.anchors import AnchorLayout
 from heads.box_coder import BoxCoder
 from heads.deeplabv3 import ASPP_RATES_OS16, DEEPLAB_FEATURE, DeepLabV3Head
 from heads.detection_loss import MultiBoxLoss
+from heads.outputs import JointOutputs
 from heads.postprocess import SSDPostprocessor
 from heads.ssdlite import SSD_BN, SSDLITE_FEATURES, SSDLite
 from heads.weights_loader import architecture_of
@@ -41,24 +42,24 @@ SEG_SKIPS = ("layer_4", "layer_7", "layer_14")
 CLASS_PREDICTORS = ("head.cls_predictors.", "seg_head.classifier.", "seg_skip.")
 
 
-class SSDLiteDeepLabV3(SSDLite):
-    """SSDLite and a Mobile DeepLabv3 head on one MobileNetV2 pass.
+class SSDLiteDeepLabV3(nn.Module):
+    """SSDLite and a Mobile DeepLabv3 head on one MobileNetV2 pass, by composition.
 
-    Every SSDLite attribute (``backbone``, ``extras``, ``head``, anchors, loss,
-    post-processing) keeps its name and meaning, so an ``SSDLite`` state dict loads with
-    ``load_state_dict(sd, strict=False)`` and only the ``seg_*`` keys left missing (see
-    ``load_detector_state_dict``).
+    ``detector`` is a whole ``SSDLite``; the segmentation half (``seg_head``, ``seg_skip``)
+    reads the same backbone pass. The detector's modules (``backbone``, ``extras``,
+    ``anchor_generator``, ``head``, ``loss``) are registered here under their SSDLite
+    names (``postprocessor`` is the detector's too), and ``detector`` itself is kept out of the module tree, so the
+    state dict is an SSDLite's plus the ``seg_*`` keys, key for key: an ``SSDLite`` state
+    dict loads into ``detector`` as is (see ``load_detector_state_dict``).
 
     Args:
-        backbone: a stride-32 ``MobileNetV2`` returning the SSDLite taps, ``seg_feature``
-            and, when set, ``seg_skip``.
-        num_det_classes: object classes without background.
+        detector: an ``SSDLite`` whose backbone runs at stride 32 and also returns
+            ``seg_feature`` and, when set, ``seg_skip``.
         num_seg_classes: segmentation classes (including background).
         seg_feature: the map the DeepLab head reads (``layer_18``).
         seg_skip: the decoder's high-resolution map, or ``None`` for the head alone.
         atrous_rates: ASPP rates of the DeepLab head; ``()`` (the paper's efficient head).
         seg_dropout: dropout before the DeepLab classifier.
-        taps, anchor_layout, loss, postprocessor, image_size, padding: see ``SSDLite``.
 
     Forward (``images`` ``[B, 3, H, W]`` normalized to [-1, 1]):
         - eval: a list of ``B`` dicts: SSDLite's ``boxes`` ``[D, 4]``, ``scores`` ``[D]``,
@@ -66,50 +67,45 @@ class SSDLiteDeepLabV3(SSDLite):
         - train: SSDLite's ``cls_logits``, ``box_deltas``, ``anchors`` plus ``seg_logits``
           ``[B, S, H, W]``: pass it to ``compute_loss`` (boxes) and a pixel loss.
 
-    ``forward_raw`` returns ``(cls_logits, box_deltas, seg_logits)`` for export.
+    ``forward_raw`` returns ``JointOutputs(cls_logits, box_deltas, seg_logits)``
+    (``heads.outputs``) for export.
     """
+
+    kind = "joint"
+    raw_outputs = JointOutputs
+    detector: SSDLite
 
     def __init__(
         self,
-        backbone: MobileNetV2,
-        num_det_classes: int,
+        detector: SSDLite,
         num_seg_classes: int,
         seg_feature: str = DEEPLAB_FEATURE,
         seg_skip: str | None = SEG_SKIP_FEATURE,
         atrous_rates: Sequence[int] = (),
         seg_dropout: float = 0.1,
-        taps: Sequence[str] = SSDLITE_FEATURES,
-        anchor_layout: AnchorLayout = "tf",
-        loss: MultiBoxLoss | None = None,
-        postprocessor: SSDPostprocessor | None = None,
-        image_size: int = 320,
-        padding: Padding = "torch",
     ) -> None:
+        super().__init__()
         if num_seg_classes < 2:
             raise ValueError(
                 f"num_seg_classes must be >= 2 (background + 1), got {num_seg_classes}"
             )
+        backbone = detector.backbone
         missing = [n for n in (seg_feature, seg_skip) if n and n not in backbone.out_features]
         if missing:
             raise ValueError(
                 f"the backbone does not return {missing}; its out_features are "
                 f"{list(backbone.out_features)}"
             )
-        if backbone.strides([taps[-1]])[0] != 32:
+        stride = backbone.strides([detector.taps[-1]])[0]
+        if stride != 32:
             raise ValueError(
                 "SSDLite's last tap must be at stride 32 (build the backbone with "
-                f"output_stride=32), got {backbone.strides([taps[-1]])[0]}"
+                f"output_stride=32), got {stride}"
             )
-        super().__init__(
-            backbone,
-            num_det_classes,
-            taps=taps,
-            anchor_layout=anchor_layout,
-            loss=loss,
-            postprocessor=postprocessor,
-            image_size=image_size,
-            padding=padding,
-        )
+        for name, module in detector.named_children():
+            self.add_module(name, module)
+        # Not a child: its modules are registered above under their own names.
+        object.__setattr__(self, "detector", detector)
         self.seg_feature = seg_feature
         self.seg_skip_feature = seg_skip
         self.seg_head = DeepLabV3Head(
@@ -122,7 +118,22 @@ class SSDLiteDeepLabV3(SSDLite):
 
     @property
     def num_det_classes(self) -> int:
-        return self.num_classes
+        return self.detector.num_classes
+
+    @property
+    def postprocessor(self) -> SSDPostprocessor:
+        """The detector's post-processing (score threshold, NMS, caps)."""
+        return self.detector.postprocessor
+
+    @property
+    def image_size(self) -> int:
+        """The square input size the model is meant for (the detector's)."""
+        return self.detector.image_size
+
+    def train(self, mode: bool = True) -> SSDLiteDeepLabV3:
+        super().train(mode)
+        self.detector.training = mode  # not a child, so set here: its modules already are
+        return self
 
     def feature_info(self) -> dict[str, list[tuple[str, int, int]]]:
         """What each half reads: ``{"detection": [(name, channels, stride)], "segmentation":
@@ -133,9 +144,9 @@ class SSDLiteDeepLabV3(SSDLite):
             b = self.backbone
             return list(zip(names, b.channels(names), b.strides(names), strict=True))
 
-        return {"detection": info(self.taps), "segmentation": info(seg)}
+        return {"detection": info(self.detector.taps), "segmentation": info(seg)}
 
-    # -- the two halves --------------------------------------------------------------------
+    # -- the two halves on one pass ---------------------------------------------------------
     def _segment(self, taps: dict[str, Tensor], size: Sequence[int]) -> Tensor:
         logits = self.seg_head(taps[self.seg_feature])
         if self.seg_skip is not None:
@@ -146,27 +157,17 @@ class SSDLiteDeepLabV3(SSDLite):
             logits = logits + self.seg_skip(skip)
         return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
-    def _detection_maps(self, taps: dict[str, Tensor]) -> list[Tensor]:
-        maps = [taps[name] for name in self.taps]
-        for layer in self.extras:
-            maps.append(layer(maps[-1]))
-        return maps
-
     def _both(self, images: Tensor) -> tuple[list[Tensor], Tensor]:
         """The six SSDLite maps and the segmentation logits ``[B, S, H, W]``, one pass."""
         taps = self.backbone(images)
-        return self._detection_maps(taps), self._segment(taps, images.shape[-2:])
+        return self.detector.maps_from_taps(taps), self._segment(taps, images.shape[-2:])
 
-    def features(self, images: Tensor) -> list[Tensor]:
-        """The six detection maps only (as ``SSDLite.features``; no segmentation work)."""
-        return self._detection_maps(self.backbone(images))
-
-    def forward_raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def forward_raw(self, images: Tensor) -> JointOutputs:
         """``[B, 3, H, W]`` -> ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``,
         ``seg_logits`` ``[B, S, H, W]``."""
         maps, seg_logits = self._both(images)
         cls_logits, box_deltas = self.head(maps)
-        return cls_logits, box_deltas, seg_logits
+        return JointOutputs(cls_logits, box_deltas, seg_logits)
 
     def forward_outputs(self, images: Tensor) -> dict[str, Tensor]:
         """SSDLite's raw outputs and anchors plus ``seg_logits`` ``[B, S, H, W]``."""
@@ -189,33 +190,59 @@ class SSDLiteDeepLabV3(SSDLite):
         )
         return _with_masks(detections, outputs["seg_logits"])
 
-    def postprocess(  # type: ignore[override]
+    # -- the detector's own steps ----------------------------------------------------------
+    def anchors_for(
+        self, image_size: Sequence[int], feature_sizes: Sequence[Sequence[int]]
+    ) -> Tensor:
+        """See ``SSDLite.anchors_for``."""
+        return self.detector.anchors_for(image_size, feature_sizes)
+
+    def feature_sizes(self, image_size: Sequence[int]) -> list[tuple[int, int]]:
+        """See ``SSDLite.feature_sizes``."""
+        return self.detector.feature_sizes(image_size)
+
+    def graph_constants(self, image_size: Sequence[int]) -> dict[str, Tensor]:
+        """The detector's ``{"anchors": [A, 4]}`` of inputs of ``image_size = (H, W)``."""
+        return self.detector.graph_constants(image_size)
+
+    def compute_loss(
+        self, outputs: dict[str, Tensor], targets: Sequence[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """The detector's multibox loss (see ``SSDLite.compute_loss``)."""
+        return self.detector.compute_loss(outputs, targets)
+
+    def postprocess(
         self,
         cls_logits: Tensor,
         box_deltas: Tensor,
         image_size: Sequence[int],
         seg_logits: Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
-        """``SSDLite.postprocess`` of ``forward_raw``'s outputs; with ``seg_logits`` each
-        image's dict also holds its ``seg_logits`` ``[S, H, W]`` (what eval ``forward`` gives)."""
-        detections = super().postprocess(cls_logits, box_deltas, image_size)
+        """``SSDLite.postprocess`` of the detection outputs; with ``seg_logits`` each image's
+        dict also holds its ``seg_logits`` ``[S, H, W]`` (what eval ``forward`` gives)."""
+        detections = self.detector.postprocess(cls_logits, box_deltas, image_size)
         return detections if seg_logits is None else _with_masks(detections, seg_logits)
+
+    def postprocess_raw(
+        self, raw: JointOutputs, image_size: Sequence[int]
+    ) -> list[dict[str, Tensor]]:
+        """``postprocess`` of ``forward_raw``'s outputs, masks included."""
+        return self.postprocess(raw.cls_logits, raw.box_deltas, image_size, raw.seg_logits)
 
     # -- starting from single-task weights -------------------------------------------------
     def load_detector_state_dict(self, state: dict[str, Tensor]) -> list[str]:
-        """Load an ``SSDLite`` state dict (backbone, extras, head; strict on those keys).
+        """Load an ``SSDLite`` state dict into ``detector`` (strict on its keys).
 
         Returns:
             the keys of this model left as they were (the segmentation half).
         """
-        result = self.load_state_dict(state, strict=False)
-        wrong = [k for k in result.missing_keys if not k.startswith("seg_")]
-        if result.unexpected_keys or wrong:
+        result = self.detector.load_state_dict(state, strict=False)
+        if result.unexpected_keys or result.missing_keys:
             raise ValueError(
                 "not an SSDLite state dict of this shape: unexpected "
-                f"{result.unexpected_keys[:5]}, missing {wrong[:5]}"
+                f"{result.unexpected_keys[:5]}, missing {result.missing_keys[:5]}"
             )
-        return list(result.missing_keys)
+        return [k for k in self.state_dict() if k.startswith("seg_")]
 
     def load_segmenter_state_dict(self, state: dict[str, Tensor], backbone: bool = True) -> None:
         """Load a ``MobileDeepLabV3`` state dict: its ``head.*`` into ``seg_head`` and, when
@@ -234,6 +261,7 @@ class SSDLiteDeepLabV3(SSDLite):
                 raise ValueError(f"unexpected backbone keys {result.unexpected_keys[:5]}")
 
 
+@register_model(kind="joint", default_size=320, class_predictors=CLASS_PREDICTORS)
 def ssdlite_deeplabv3_mobilenet_v2(
     num_det_classes: int | None = None,
     num_seg_classes: int | None = None,
@@ -277,7 +305,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
 
     At 320x320 with 80 + 81 classes: 4,656,951 parameters (SSDLite's 4,337,013 plus
     319,938) and 0.816 G multiply-adds (SSDLite: 0.789 G; SSDLite and an output-stride-16
-    DeepLab run one after the other: 1.812 G); pinned in ``tests/heads/test_joint.py``.
+    DeepLab run one after the other: 1.812 G).
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
@@ -312,13 +340,9 @@ def ssdlite_deeplabv3_mobilenet_v2(
     box_coder = BoxCoder()
     # DeepLab's rates are for stride 16; at stride 32 the same field of view is half.
     rates = tuple(max(1, r // 2) for r in ASPP_RATES_OS16) if aspp else ()
-    model = SSDLiteDeepLabV3(
+    detector = SSDLite(
         backbone,
         80 if arch["num_det_classes"] is None else arch["num_det_classes"],
-        81 if arch["num_seg_classes"] is None else arch["num_seg_classes"],
-        seg_skip=seg_skip,
-        atrous_rates=rates,
-        seg_dropout=seg_dropout,
         anchor_layout=anchor_layout,
         loss=MultiBoxLoss(box_coder, neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives),
         postprocessor=SSDPostprocessor(
@@ -329,6 +353,13 @@ def ssdlite_deeplabv3_mobilenet_v2(
         ),
         image_size=image_size,
         padding=padding,
+    )
+    model = SSDLiteDeepLabV3(
+        detector,
+        81 if arch["num_seg_classes"] is None else arch["num_seg_classes"],
+        seg_skip=seg_skip,
+        atrous_rates=rates,
+        seg_dropout=seg_dropout,
     )
     if weights is not None:
         load_weights(model, "ssdlite_deeplabv3_mobilenet_v2", weights)

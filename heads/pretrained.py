@@ -2,11 +2,13 @@
 
 Every entry names its official source file (URL, sha256 where known), the input it expects
 (size, value range, padding), its categories, the published metric with its source and how
-this project checked the import. A builder given ``weights="<name>"`` takes its
-architecture options (``width_mult``, ``divisible_by``, ``padding``, ...) from the entry,
-then loads a converted state dict cached under ``$TORCH_HOME/hub/checkpoints/mobilezoo``.
-The first use downloads the source file (progress bar, sha256 checked) and converts it with
-``tasks.tf_import`` (imported only then: ``import heads`` needs torch alone).
+this project checked the import. The entries are registered with their builder
+(``@register_model(weights=...)`` next to the builder's definition); ``list_weights`` reads
+them from the registry. A builder given ``weights="<name>"`` takes its architecture options
+(``width_mult``, ``divisible_by``, ``padding``, ...) from the entry, then loads a converted
+state dict cached under ``$TORCH_HOME/hub/checkpoints/mobilezoo``. The first use downloads
+the source file (progress bar, sha256 checked) and converts it with the TF readers, which
+are imported only then (building a model never needs them).
 
 A converted file (``mobilezoo convert``) is ``{"state_dict": ..., "mobilezoo": {...}}``;
 its ``"mobilezoo"`` part records the builder and architecture it was converted for, so
@@ -30,8 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from backbones.registry import get_model_spec, model_specs
 from backbones.weights import WeightsError
-from heads.categories import CITYSCAPES_CLASSES, VOC_CLASSES, coco_categories, imagenet_categories
 
 log = logging.getLogger("mobilezoo")
 
@@ -138,7 +140,7 @@ class WeightsEntry:
         """The matching preprocessing. ``resize`` (default: True except for segmentation,
         which TF evaluates on the full image) resizes to ``input_size``."""
         if resize is None:
-            resize = self.builder != "deeplabv3_mobilenet_v2"
+            resize = get_model_spec(self.builder).kind != "segmenter"
         return Preprocess(
             self.input_size if resize else None,
             self.mean,
@@ -159,118 +161,31 @@ class WeightsEntry:
         return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(self.url)
 
 
-_TF_RANGE = {"mean": 127.5, "std": 127.5}  # [-1, 1], TF-slim / DeepLab / OD API
-_TORCHVISION_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-_TORCHVISION_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-_CORAL = "https://github.com/google-coral/test_data/raw/master/"
-_TF_DOWNLOAD = "http://download.tensorflow.org/models/"
-_DEEPLAB_ZOO = "TF DeepLab model zoo (tensorflow/models research/deeplab/g3doc/model_zoo.md)"
-_VOC_ARCH = {"width_mult": 1.0, "divisible_by": 8, "padding": "tf", "align_corners": True}
-_NOT_CHECKED_TAR = (
+#: TF's input range [-1, 1] (TF-slim, DeepLab, the Object Detection API), as ``mean``/``std``
+TF_RANGE = {"mean": 127.5, "std": 127.5}
+TORCHVISION_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+TORCHVISION_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+CORAL_URL = "https://github.com/google-coral/test_data/raw/master/"
+TF_DOWNLOAD_URL = "http://download.tensorflow.org/models/"
+#: what ``checked`` says of a TF model-zoo tarball that could not be obtained here
+NOT_CHECKED_TAR = (
     "not on the real file (not obtainable here): its frozen_inference_graph.pb is read with "
     "TF's GraphDef protos, tested on graphs written by TensorFlow (tests/tasks/"
     "test_tf_checkpoint.py, test_tf_graphdef.py); the backbone/head name mapping is the one "
     "checked against the TF Lite runtime"
 )
 
-ENTRIES: tuple[WeightsEntry, ...] = (
-    WeightsEntry(
-        "mobilenet_v2_classifier", "imagenet",
-        "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth", None, "torchvision",
-        1000, {}, (224, 224), _TORCHVISION_MEAN, _TORCHVISION_STD, imagenet_categories,
-        "ImageNet val top-1 71.878", "torchvision MobileNet_V2_Weights.IMAGENET1K_V1",
-        "torchvision's own file, loaded unchanged",
-    ),
-    WeightsEntry(
-        "mobilenet_v2_classifier", "imagenet_v2",
-        "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth", None, "torchvision",
-        1000, {}, (224, 224), _TORCHVISION_MEAN, _TORCHVISION_STD, imagenet_categories,
-        "ImageNet val top-1 72.154", "torchvision MobileNet_V2_Weights.IMAGENET1K_V2",
-        "torchvision's own file, loaded unchanged",
-    ),
-    WeightsEntry(
-        "mobilenet_v2_classifier", "imagenet_tf",
-        "https://storage.googleapis.com/mobilenet_v2/checkpoints/mobilenet_v2_1.0_224.tgz",
-        None, "tflite_in_tar", 1000, {"width_mult": 1.0, "padding": "tf"}, (224, 224),
-        **_TF_RANGE, categories=imagenet_categories,
-        metric="ImageNet val top-1 71.8",
-        metric_source="TF-slim MobileNetV2 table (research/slim/nets/mobilenet/README.md)",
-        checked="not on this float file (not obtainable here); the same reader and mapping "
-        "are checked against the TFLite runtime on the 8-bit file (imagenet_tf_8bit)",
-        member="mobilenet_v2_1.0_224.tflite",
-    ),
-    WeightsEntry(
-        "mobilenet_v2_classifier", "imagenet_tf_8bit",
-        _CORAL + "mobilenet_v2_1.0_224_quant.tflite",
-        "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776", "tflite",
-        1000, {"width_mult": 1.0, "padding": "tf"}, (224, 224), 128.0, 128.0,
-        imagenet_categories, "ImageNet val top-1 70.8 (8-bit; float parent 71.8)",
-        "TF-slim MobileNetV2 table (quantized row)",
-        "tests/tasks/test_tf_import.py: dequantized into the float model, same top-1 as the "
-        "8-bit TFLite runtime on every test photo",
-    ),
-    WeightsEntry(
-        "deeplabv3_mobilenet_v2", "voc_tf",
-        _TF_DOWNLOAD + "deeplabv3_mnv2_pascal_train_aug_2018_01_29.tar.gz", None, "tf_tar",
-        21, _VOC_ARCH, (513, 513), **_TF_RANGE, categories=lambda: VOC_CLASSES,
-        metric="VOC 2012 val mIoU 75.32 (OS16, single scale)", metric_source=_DEEPLAB_ZOO,
-        checked=_NOT_CHECKED_TAR, member="frozen_inference_graph.pb",
-    ),
-    WeightsEntry(
-        "deeplabv3_mobilenet_v2", "voc_tf_8bit",
-        _CORAL + "deeplabv3_mnv2_pascal_quant.tflite",
-        "350af47fd346ea6d74b58833a351f583ba860e9806ec5bd292ff8d8f1f249398", "tflite",
-        21, _VOC_ARCH, (513, 513), **_TF_RANGE, categories=lambda: VOC_CLASSES,
-        metric="VOC 2012 val mIoU 74.26 (8-bit; float parent 75.32)", metric_source=_DEEPLAB_ZOO,
-        checked="tests/tasks/test_tf_import.py: dequantized into the float model, per-pixel "
-        "argmax agreement with the 8-bit TFLite runtime >= 97% on every test photo",
-    ),
-    WeightsEntry(
-        "deeplabv3_mobilenet_v2", "voc_tf_w050_257",
-        "https://storage.googleapis.com/download.tensorflow.org/models/tflite/gpu/"
-        "deeplabv3_257_mv_gpu.tflite",
-        "68a539782c2c6a72f8aac3724600124a85ed977162b44e84cbae5db717c933c6", "tflite",
-        21, {"width_mult": 0.5, "divisible_by": 1, "padding": "tf", "align_corners": True},
-        (257, 257), **_TF_RANGE, categories=lambda: VOC_CLASSES,
-        metric="none published for this export (DeepLab zoo: mobilenetv2_dm05 VOC 70.19)",
-        metric_source="TensorFlow Lite segmentation example model",
-        checked="tests/tasks/test_tf_import.py: logits equal the float TFLite runtime's "
-        "within 1e-3, per-pixel argmax agreement >= 99.9% on every test photo",
-        extra={"output_stride": 8},
-    ),
-    WeightsEntry(
-        "deeplabv3_mobilenet_v2", "cityscapes_tf",
-        _TF_DOWNLOAD + "deeplabv3_mnv2_cityscapes_train_2018_02_05.tar.gz", None, "tf_tar",
-        19, _VOC_ARCH, (769, 769), **_TF_RANGE, categories=lambda: CITYSCAPES_CLASSES,
-        metric="Cityscapes val mIoU 70.71 (OS16, single scale)", metric_source=_DEEPLAB_ZOO,
-        checked=_NOT_CHECKED_TAR, member="frozen_inference_graph.pb",
-    ),
-    WeightsEntry(
-        "ssdlite_mobilenet_v2", "coco_tf",
-        _TF_DOWNLOAD + "object_detection/ssdlite_mobilenet_v2_coco_2018_05_09.tar.gz", None,
-        "tf_tar", 80, {"width_mult": 1.0, "padding": "tf", "score_activation": "sigmoid"}, (300, 300),
-        **_TF_RANGE,
-        categories=coco_categories, metric="COCO mAP 22",
-        metric_source="TF Object Detection API model zoo (tf1_detection_zoo.md)",
-        checked="not on the real file (not obtainable here): every variable of TF's graph "
-        "maps once with the right shape, classes and box order (tests/tasks/test_tf_names.py),"
-        " a frozen graph written with TF's protos converts (tests/tasks/test_tf_graphdef.py), "
-        "and the converted model reproduces the same network built with TF ops within 4e-4 "
-        "(tests/tasks/test_tf_checkpoint.py); scores use TF's sigmoid (score_activation)",
-        member="frozen_inference_graph.pb",
-    ),
-)  # fmt: skip
-
 
 def list_weights(builder: str | None = None) -> list[WeightsEntry]:
-    """All entries, or those of one builder."""
-    return [e for e in ENTRIES if builder is None or e.builder == builder]
+    """All entries (those registered with their builders, ``backbones.registry``), or
+    those of one builder."""
+    return [e for spec in model_specs() for e in spec.weights if builder in (None, e.builder)]
 
 
 def get_weights(builder: str, name: str) -> WeightsEntry:
     """The entry ``name`` of ``builder``; ``ValueError`` names the valid choices."""
-    for entry in ENTRIES:
-        if entry.builder == builder and entry.name == name:
+    for entry in list_weights(builder):
+        if entry.name == name:
             return entry
     names = [e.name for e in list_weights(builder)]
     raise ValueError(f"weights for {builder} must be one of {names} or a file, got {name!r}")

@@ -15,10 +15,14 @@ from torch import Tensor, nn
 
 from backbones.layers import ConvBNReLU6, Padding
 from backbones.mobilenetv2 import MobileNetV2
+from backbones.registry import register_model
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
+from heads.categories import coco_categories
 from heads.detection_loss import MultiBoxLoss
+from heads.outputs import DetectorOutputs
 from heads.postprocess import ScoreActivation, SSDPostprocessor
+from heads.pretrained import TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
 from heads.weights_loader import architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
@@ -119,9 +123,13 @@ class SSDLite(nn.Module):
         - train: a dict with ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``
           and ``anchors`` ``[A, 4]``; pass it with the targets to ``compute_loss``.
 
-    ``forward_raw`` returns only the two tensors (for export); ``anchors_for`` and
-    ``postprocess`` finish the job outside the exported graph.
+    ``forward_raw`` returns only the network's two tensors as ``DetectorOutputs``
+    (``heads.outputs``; for export); ``anchors_for`` and ``postprocess`` finish the job
+    outside the exported graph.
     """
+
+    kind = "detector"
+    raw_outputs = DetectorOutputs
 
     def __init__(
         self,
@@ -169,15 +177,29 @@ class SSDLite(nn.Module):
 
     def features(self, images: Tensor) -> list[Tensor]:
         """The six maps fed to the head: ``[B, C_k, h_k, w_k]`` (20, 10, 5, 3, 2, 1 at 320)."""
-        taps = self.backbone(images)
+        return self.maps_from_taps(self.backbone(images))
+
+    def maps_from_taps(self, taps: dict[str, Tensor]) -> list[Tensor]:
+        """The six head maps from the backbone's output (which holds at least ``taps``)."""
         maps = [taps[name] for name in self.taps]
         for layer in self.extras:
             maps.append(layer(maps[-1]))
         return maps
 
-    def forward_raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_raw(self, images: Tensor) -> DetectorOutputs:
         """``[B, 3, H, W]`` -> ``cls_logits`` ``[B, A, C + 1]``, ``box_deltas`` ``[B, A, 4]``."""
-        return self.head(self.features(images))
+        return DetectorOutputs(*self.head(self.features(images)))
+
+    def graph_constants(self, image_size: Sequence[int]) -> dict[str, Tensor]:
+        """``{"anchors": [A, 4]}`` of inputs of ``image_size = (H, W)``."""
+        with torch.no_grad():
+            return {"anchors": self.anchors_for(image_size, self.feature_sizes(image_size))}
+
+    def postprocess_raw(
+        self, raw: DetectorOutputs, image_size: Sequence[int]
+    ) -> list[dict[str, Tensor]]:
+        """``postprocess`` of ``forward_raw``'s outputs."""
+        return self.postprocess(raw.cls_logits, raw.box_deltas, image_size)
 
     def anchors_for(
         self, image_size: Sequence[int], feature_sizes: Sequence[Sequence[int]]
@@ -239,6 +261,27 @@ def _halve(n: int, stride: int) -> int:
     return n
 
 
+WEIGHTS = (
+    WeightsEntry(
+        "ssdlite_mobilenet_v2", "coco_tf",
+        TF_DOWNLOAD_URL + "object_detection/ssdlite_mobilenet_v2_coco_2018_05_09.tar.gz", None,
+        "tf_tar", 80, {"width_mult": 1.0, "padding": "tf", "score_activation": "sigmoid"},
+        (300, 300), **TF_RANGE,
+        categories=coco_categories, metric="COCO mAP 22",
+        metric_source="TF Object Detection API model zoo (tf1_detection_zoo.md)",
+        checked="not on the real file (not obtainable here): every variable of TF's graph "
+        "maps once with the right shape, classes and box order (tests/tasks/test_tf_names.py),"
+        " a frozen graph written with TF's protos converts (tests/tasks/test_tf_graphdef.py), "
+        "and the converted model reproduces the same network built with TF ops within 4e-4 "
+        "(tests/tasks/test_tf_checkpoint.py); scores use TF's sigmoid (score_activation)",
+        member="frozen_inference_graph.pb",
+    ),
+)  # fmt: skip
+
+
+@register_model(
+    kind="detector", default_size=320, weights=WEIGHTS, class_predictors=CLASS_PREDICTORS
+)
 def ssdlite_mobilenet_v2(
     num_classes: int | None = None,
     width_mult: float = 1.0,
@@ -288,8 +331,8 @@ def ssdlite_mobilenet_v2(
             classifier, a DeepLab) give the backbone only (the joint model: the whole
             detector), with one log line saying what was skipped.
 
-    At 320x320 with 80 classes: 4,3xx,xxx parameters and 0.79 G multiply-adds (paper: 4.3M,
-    0.8B); the exact numbers are pinned in ``tests/heads/test_ssdlite.py``.
+    At 320x320 with 80 classes: 4,337,013 parameters and 0.79 G multiply-adds (paper: 4.3M,
+    0.8B).
     """
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")

@@ -24,7 +24,6 @@ known here.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor
 
 from backbones.mobilenetv2 import infer_width
+from backbones.registry import get_model_builder, get_model_spec
 from backbones.weights import WeightsError, WeightsNotFoundError
 from heads.pretrained import (
     META_KEY,
@@ -50,13 +50,6 @@ BACKBONE = "mobilenet_v2"
 SSDLITE = "ssdlite_mobilenet_v2"
 DEEPLAB = "deeplabv3_mobilenet_v2"
 JOINT = "ssdlite_deeplabv3_mobilenet_v2"
-#: builder name -> module that defines it
-BUILDER_MODULES = {
-    CLASSIFIER: "heads.classifier",
-    SSDLITE: "heads.ssdlite",
-    DEEPLAB: "heads.deeplabv3",
-    JOINT: "heads.joint",
-}
 KINDS = (
     "a weights name (heads.pretrained.list_weights())",
     "a `mobilezoo convert` file",
@@ -112,7 +105,7 @@ class Weights:
         source: what was given (a name or a path), for messages.
         kind: ``"entry"``, ``"converted"``, ``"checkpoint"``, ``"state_dict"`` or
             ``"torchvision"``.
-        builder: the builder the tensors are for (``BUILDER_MODULES``).
+        builder: the registered builder the tensors are for.
         architecture: the builder options they need (keys of ``ARCHITECTURE_KEYS``).
         entry: the weights entry, for ``kind == "entry"``.
     """
@@ -354,16 +347,14 @@ def _architecture(meta: Any, kind: str, builder: str, path: Path) -> dict[str, A
 
 # -- architecture -------------------------------------------------------------------------
 def class_predictors(builder: str) -> tuple[str, ...]:
-    """State-dict prefixes of the class-dependent layers of ``builder`` (its module's
-    ``CLASS_PREDICTORS``: re-initialized when the class count differs)."""
-    return tuple(importlib.import_module(BUILDER_MODULES[builder]).CLASS_PREDICTORS)
+    """State-dict prefixes of the class-dependent layers of ``builder`` (registered with it:
+    re-initialized when the class count differs)."""
+    return get_model_spec(builder).class_predictors
 
 
 def builder_defaults(builder: str | Callable[..., Any]) -> dict[str, Any]:
     """Default values of a builder's arguments (by builder name or function)."""
-    fn = builder
-    if isinstance(builder, str):
-        fn = getattr(importlib.import_module(BUILDER_MODULES[builder]), builder)
+    fn = get_model_builder(builder) if isinstance(builder, str) else builder
     return {
         k: p.default
         for k, p in inspect.signature(fn).parameters.items()

@@ -44,6 +44,8 @@ class ClassificationTask(BaseTask):
     last finished evaluation (rows: true class).
     """
 
+    #: the registered builder of ``model`` (how export recognizes this task's checkpoints)
+    builder = "mobilenet_v2_classifier"
     architecture_hparams = ("num_classes", "width_mult", "divisible_by", "padding")
 
     def __init__(

@@ -66,6 +66,8 @@ class DetectionTask(BaseTask):
     numbers ``val/map``, ``val/map_50``, ... ``val/mar_large`` (and ``test/*``).
     """
 
+    #: the registered builder of ``model`` (how export recognizes this task's checkpoints)
+    builder = "ssdlite_mobilenet_v2"
     architecture_hparams = (
         "num_classes", "width_mult", "image_size", "anchor_layout", "divisible_by", "padding",
         "score_activation",

@@ -95,6 +95,8 @@ class MultiTaskTask(BaseTask):
     ``val/iou_<class>`` (and ``test/*``).
     """
 
+    #: the registered builder of ``model`` (how export recognizes this task's checkpoints)
+    builder = "ssdlite_deeplabv3_mobilenet_v2"
     architecture_hparams = (
         "num_det_classes", "num_seg_classes", "width_mult", "image_size", "seg_skip", "aspp",
         "anchor_layout", "divisible_by", "padding",

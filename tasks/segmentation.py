@@ -70,6 +70,8 @@ class SegmentationTask(BaseTask):
     ``val/iou_<class>`` (and ``test/*``), from one confusion matrix over the whole set.
     """
 
+    #: the registered builder of ``model`` (how export recognizes this task's checkpoints)
+    builder = "deeplabv3_mobilenet_v2"
     architecture_hparams = (
         "num_classes", "width_mult", "aspp", "divisible_by", "padding", "align_corners",
     )  # fmt: skip
