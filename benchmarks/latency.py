@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from backbones.complexity import count_madds, count_parameters
 from benchmarks.timing import interleaved_medians
-from heads.inference import DetectorEnd2End, DetectorRaw, optimize_for_inference
+from heads.inference import DetectorEnd2End, RawGraph, optimize_for_inference
 from tasks.export import export_onnx, ort_session, quantize_int8
 
 
@@ -179,7 +179,7 @@ def onnx_files(pair: Pair, folder: Path, calibration: Tensor) -> dict[str, Path]
     graphs: dict[str, tuple[nn.Module, str]]
     if pair.kind == "detector":
         graphs = {
-            "raw": (DetectorRaw(pair.model, size), "raw"),
+            "raw": (RawGraph(pair.model, size), "raw"),
             "end2end": (DetectorEnd2End(pair.model, size), "end2end"),
         }
     else:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from backbones.complexity import count_madds, count_parameters  # noqa: E402
 from benchmarks.timing import interleaved_medians, markdown_table  # noqa: E402
 from heads.deeplabv3 import deeplabv3_mobilenet_v2  # noqa: E402
-from heads.inference import DetectorRaw, optimize_for_inference  # noqa: E402
+from heads.inference import RawGraph, optimize_for_inference  # noqa: E402
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2  # noqa: E402
 from heads.ssdlite import ssdlite_mobilenet_v2  # noqa: E402
 
@@ -103,10 +103,7 @@ class _LowResJoint(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         m = self.model
         taps = m.backbone(images)
-        maps = [taps[name] for name in m.taps]
-        for layer in m.extras:
-            maps.append(layer(maps[-1]))
-        cls_logits, box_deltas = m.head(maps)
+        cls_logits, box_deltas = m.head(m.detector.maps_from_taps(taps))
         skip = taps[m.seg_skip_feature]
         logits = F.interpolate(
             m.seg_head(taps[m.seg_feature]), size=skip.shape[-2:], mode="bilinear"
@@ -129,7 +126,6 @@ def latency_rows(
     size: int, threads: int, warmup: int, repeats: int, det: int = 80, seg: int = 81
 ) -> list[list[object]]:
     from tasks.export import export_onnx, ort_session
-    from tasks.export.joint import export_joint
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -142,8 +138,8 @@ def latency_rows(
     fast = {k: optimize_for_inference(m) for k, m in (("j", joint), ("s", ssd), ("d", dl))}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        export_joint(joint, folder / "joint.onnx", (size, size))
-        export_onnx(DetectorRaw(ssd, (size, size)), "raw", folder / "ssd.onnx", (size, size))
+        export_onnx(RawGraph(joint, (size, size)), "joint", folder / "joint.onnx", (size, size))
+        export_onnx(RawGraph(ssd, (size, size)), "raw", folder / "ssd.onnx", (size, size))
         export_onnx(dl, "segmenter", folder / "dl.onnx", (size, size))
         export_onnx(_LowResJoint(joint), "segmenter", folder / "joint_low.onnx", (size, size))
         export_onnx(_LowResDeepLab(dl), "segmenter", folder / "dl_low.onnx", (size, size))

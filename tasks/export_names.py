@@ -11,15 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from heads import builder_of_kind
 from tasks.run_dirs import checkpoint_run_dir
-
-#: the builder each model kind comes from
-KIND_BUILDERS = {
-    "classifier": "mobilenet_v2_classifier",
-    "detector": "ssdlite_mobilenet_v2",
-    "segmenter": "deeplabv3_mobilenet_v2",
-    "joint": "ssdlite_deeplabv3_mobilenet_v2",
-}
 
 
 def default_stem(source: str | Path, kind: str, builder_args: dict[str, Any] | None = None) -> str:
@@ -28,7 +21,8 @@ def default_stem(source: str | Path, kind: str, builder_args: dict[str, Any] | N
     ``outputs/detection_demo/lightning_logs/version_0/checkpoints/last.ckpt`` gives
     ``ssdlite_mobilenet_v2-detection_demo-version_0-last-<6 hex digits>``, the digits a hash
     of the checkpoint's real path (two projects' ``outputs/...`` differ there); a checkpoint
-    outside a Lightning run gives ``<builder>-<folder>-<stem>-<hash>``. A builder name is
+    outside a Lightning run gives ``<builder>-<folder>-<stem>-<hash>``, the builder the
+    registered one of the model's ``kind``. A builder name is
     kept, followed by its ``builder_args`` (``ssdlite_mobilenet_v2-num_classes3``; a hash
     when they do not fit in a short name).
     """
@@ -36,7 +30,7 @@ def default_stem(source: str | Path, kind: str, builder_args: dict[str, Any] | N
         return str(source) + _args_suffix(builder_args or {})
     ckpt = Path(source).expanduser().absolute()
     run = checkpoint_run_dir(ckpt)
-    parts = [KIND_BUILDERS.get(kind, kind)]
+    parts = [builder_of_kind(kind).name]
     if run.parent.name == "lightning_logs":
         parts.append(run.parent.parent.name)
     parts += [run.name, ckpt.stem, _digest(os.path.realpath(ckpt))]

@@ -2,7 +2,7 @@
 run the exported files from Python.
 
 One module per step: ``loading`` (builder names, checkpoints, test images), ``onnx``
-(tracing, onnxruntime sessions), ``openvino`` (IR conversion, compilation, NNCF int8),
+(tracing any model kind's graph, onnxruntime sessions), ``openvino`` (IR conversion, compilation, NNCF int8),
 ``parity`` (runtime against PyTorch), ``quantization`` (onnxruntime int8), ``runtime``
 (an exported file called like the PyTorch model) and ``command`` (``export``, the
 ``mobilezoo export`` command).
@@ -10,8 +10,8 @@ One module per step: ``loading`` (builder names, checkpoints, test images), ``on
 
 from tasks.export.command import DetectorForm, ExportFormat, ExportResult, export
 from tasks.export.loading import (
-    BUILDERS,
     ModelKind,
+    exportable_models,
     images_from_data,
     load_checkpoint,
     load_model,
@@ -23,7 +23,6 @@ from tasks.export.quantization import quantize_int8
 from tasks.export.runtime import ExportedModel, load_exported
 
 __all__ = [
-    "BUILDERS",
     "OUTPUTS",
     "DetectorForm",
     "ExportFormat",
@@ -34,6 +33,7 @@ __all__ = [
     "check_parity",
     "export",
     "export_onnx",
+    "exportable_models",
     "images_from_data",
     "load_checkpoint",
     "load_exported",

@@ -4,9 +4,10 @@ optionally quantized to int8.
 ``export`` takes a training checkpoint (``.ckpt`` of a zoo task) or a builder name and
 writes, into one folder:
 
-- ``<name>.onnx``: classifier logits ``[B, K]``, segmenter logits ``[B, K, H, W]``, or the
-  detector's raw outputs ``cls_logits [B, A, K+1]``, ``box_deltas [B, A, 4]``,
-  ``anchors [A, 4]``;
+- ``<name>.onnx``: the model's raw graph (``heads.inference.RawGraph``), its outputs named
+  by the model (``heads.outputs``): classifier ``logits [B, K]``, segmenter
+  ``logits [B, K, H, W]``, detector ``cls_logits [B, A, K+1]``, ``box_deltas [B, A, 4]``,
+  ``anchors [A, 4]``, joint model the detector's and ``seg_logits [B, S, H, W]``;
 - ``<name>_end2end.onnx`` (detector): box decoding, pruning, class-wise NMS and the
   per-image cap in the graph; outputs ``boxes [D, 4]``, ``scores [D]``, ``labels [D]``,
   ``batch_index [D]`` (the detections of all images of the batch, highest score first
@@ -27,7 +28,8 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningDataModule
 
-from heads.inference import DetectorEnd2End, DetectorRaw
+from heads import builder_of_kind
+from heads.inference import DetectorEnd2End, RawGraph
 from tasks.export.loading import ModelKind, images_from_data, load_model, model_kind
 from tasks.export.metadata import ExportInfo, describe, stamp
 from tasks.export.onnx import export_onnx
@@ -37,8 +39,6 @@ from tasks.export_names import default_stem
 
 DetectorForm = Literal["raw", "end2end", "both"]
 ExportFormat = Literal["onnx", "openvino"]
-
-_DEFAULT_SIZE: dict[ModelKind, int] = {"classifier": 224, "detector": 320, "segmenter": 513}
 
 
 @dataclass
@@ -83,15 +83,15 @@ def export(
     the runtime, optionally quantize it to int8.
 
     Args:
-        source: a checkpoint (``.ckpt`` written by ``mobilezoo fit``) or a builder name:
-            ``mobilenet_v2_classifier``, ``ssdlite_mobilenet_v2``, ``deeplabv3_mobilenet_v2``.
+        source: a checkpoint (``.ckpt`` written by ``mobilezoo fit``), a weights file, or a
+            registered builder name (``heads.list_models()``, bare backbones aside).
         output_dir: folder for the exported files.
         name: file stem (default: ``tasks.export_names.default_stem``: the builder, the
             run and the checkpoint and a hash of its path, e.g.
             ``ssdlite_mobilenet_v2-detection_demo-version_0-last-1f2e3d``; a builder's
             arguments).
-        image_size: square input side of the graph (default: 224 classifier, the model's
-            ``image_size`` (320) detector, 513 segmenter).
+        image_size: square input side of the graph (default: the model's ``image_size``
+            where it has one, else its builder's registered ``default_size``).
         detector_form: ``"raw"``, ``"end2end"`` (decoding + NMS in the graph) or ``"both"``.
         format: ``"onnx"`` (checked in onnxruntime) or ``"openvino"`` (the ONNX file is
             also converted to an OpenVINO IR, and both are checked).
@@ -117,13 +117,15 @@ def export(
         raise ValueError(f"format must be 'onnx' or 'openvino', got {format!r}")
     model = load_model(source, builder_args)
     kind = model_kind(model)
+    if int8 and kind == "joint":
+        raise ValueError("the joint model exports in fp32 only (no int8 yet)")
     stem = name or default_stem(source, kind, builder_args)
-    side = image_size or getattr(model, "image_size", None) or _DEFAULT_SIZE[kind]
+    side = image_size or getattr(model, "image_size", None) or builder_of_kind(kind).default_size
     size = (int(side), int(side))
     out = Path(output_dir).expanduser()
-    forms = {"classifier": ["classifier"], "segmenter": ["segmenter"]}.get(kind) or (
-        ["raw", "end2end"] if detector_form == "both" else [detector_form]
-    )
+    forms: list[str] = [kind]
+    if kind == "detector":  # the raw network, and/or decoding + NMS in the graph
+        forms = ["raw", "end2end"] if detector_form == "both" else [detector_form]
     needed = max(num_check_images if check else 0, num_calibration_images if int8 else 0)
     if data is not None and needed:
         images = images_from_data(data, needed, size)
@@ -132,15 +134,10 @@ def export(
             max(needed, 1), 3, *size, generator=torch.Generator().manual_seed(seed)
         )
     result = ExportResult(kind)
-    described = describe(source, model, kind, "joint" if kind == "joint" else forms[0], size,
-                         builder_args)  # fmt: skip
-    if kind == "joint":
-        return _export_joint(model, out / f"{stem}.onnx", size, opset, images, check, int8,
-                             format, num_check_images, result, printer, described)  # fmt: skip
+    described = describe(source, model, kind, forms[0], size, builder_args)
     for form in forms:
         info = replace(described, form=form)
-        graph = {"raw": DetectorRaw, "end2end": DetectorEnd2End}.get(form)
-        graph = graph(model, size) if graph else model
+        graph = (DetectorEnd2End if form == "end2end" else RawGraph)(model, size)
         path = out / f"{stem}{'_end2end' if form == 'end2end' else ''}.onnx"
         result.files.append(export_onnx(graph, form, path, size, opset))
         stamp(path, info)
@@ -155,39 +152,6 @@ def export(
             calibration = images[:num_calibration_images]
             result.files.append(_int8(result.files[-1], calibration, kind))
             stamp(result.files[-1], info)
-    if printer is not None:
-        printer(str(result))
-    if not result.passed:
-        failed = [str(r) for r in result.parity if not r.passed]
-        raise RuntimeError("the runtime disagrees with PyTorch:\n" + "\n".join(failed))
-    return result
-
-
-def _export_joint(model: Any, path: Path, size: tuple[int, int], opset: int, images: Any,
-                  check: bool, int8: bool, format: str, num_check_images: int,
-                  result: ExportResult, printer: Callable[[str], None] | None,
-                  info: ExportInfo) -> ExportResult:  # fmt: skip
-    """The joint detection + segmentation model: one graph with both outputs (ONNX, and an
-    OpenVINO IR converted from it with ``format="openvino"``), each checked."""
-    from tasks.export.joint import check_joint_parity, export_joint
-
-    if int8:
-        raise ValueError("the joint model exports in fp32 only (no int8 yet)")
-    result.files.append(export_joint(model, path, size, opset))
-    stamp(path, info)
-    check_images = images[:num_check_images]
-    if check:
-        result.parity.append(check_joint_parity(path, model, check_images))
-    if format == "openvino":
-        from tasks.export.openvino import OpenVINORunner, export_openvino
-
-        xml = export_openvino(path)
-        stamp(xml, info)
-        result.files.append(xml)
-        if check:
-            result.parity.append(check_joint_parity(
-                xml, model, check_images, runner=OpenVINORunner(xml), runtime="openvino"
-            ))  # fmt: skip
     if printer is not None:
         printer(str(result))
     if not result.passed:

@@ -10,52 +10,31 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
+import heads
 from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
 from tasks.checkpoint_hparams import check_hparams, registered_tasks, saved_hparams, task_hparams
 from tasks.checkpoint_io import CheckpointError, is_url, quote, read_checkpoint
 
+#: the kind of an exportable model (a bare backbone is not one)
 ModelKind = Literal["classifier", "detector", "segmenter", "joint"]
-
-#: builder name -> (module, function, kind)
-BUILDERS: dict[str, tuple[str, str, ModelKind]] = {
-    "mobilenet_v2_classifier": ("heads.classifier", "mobilenet_v2_classifier", "classifier"),
-    "ssdlite_mobilenet_v2": ("heads.ssdlite", "ssdlite_mobilenet_v2", "detector"),
-    "deeplabv3_mobilenet_v2": ("heads.deeplabv3", "deeplabv3_mobilenet_v2", "segmenter"),
-    "ssdlite_deeplabv3_mobilenet_v2": ("heads.joint", "ssdlite_deeplabv3_mobilenet_v2", "joint"),
-}
-#: builder of a checkpoint's weights -> (module, task class), for checkpoints that do not
-#: name their class
-_TASKS = {
-    "mobilenet_v2_classifier": ("tasks.classification", "ClassificationTask"),
-    "ssdlite_mobilenet_v2": ("tasks.detection", "DetectionTask"),
-    "deeplabv3_mobilenet_v2": ("tasks.segmentation", "SegmentationTask"),
-    "ssdlite_deeplabv3_mobilenet_v2": ("tasks.multitask", "MultiTaskTask"),
-}
-_DEFAULT_SIZE: dict[ModelKind, int] = {
-    "classifier": 224, "detector": 320, "segmenter": 513, "joint": 320,
-}  # fmt: skip
-
-
-def _import(module: str, name: str) -> Any:
-    return getattr(__import__(module, fromlist=[name]), name)
 
 
 def model_kind(model: nn.Module) -> ModelKind:
-    """``"classifier"``, ``"detector"`` or ``"segmenter"`` for a zoo model."""
-    model = getattr(model, "model", model) if type(model).__name__ == "InferenceModel" else model
-    if type(model).__name__ == "SSDLiteDeepLabV3":  # an SSDLite with a mask branch
-        return "joint"
-    if hasattr(model, "forward_raw") and hasattr(model, "postprocessor"):
-        return "detector"
-    name = type(model).__name__
-    if name == "MobileDeepLabV3":
-        return "segmenter"
-    if name == "MobileNetV2Classifier":
-        return "classifier"
-    raise TypeError(
-        f"cannot export a {name}: expected MobileNetV2Classifier, SSDLite, MobileDeepLabV3 "
-        "or SSDLiteDeepLabV3"
-    )
+    """The kind a zoo model declares (``"classifier"``, ``"detector"``, ``"segmenter"`` or
+    ``"joint"``).
+
+    Raises:
+        TypeError: not an exportable zoo model (named).
+    """
+    kind = heads.model_kind(model)
+    if kind == "backbone":
+        raise TypeError(f"cannot export a {type(model).__name__}: a backbone has no head")
+    return kind  # type: ignore[return-value]
+
+
+def exportable_models() -> list[str]:
+    """The registered builders that export (every kind but bare backbones)."""
+    return [n for n in heads.list_models() if heads.get_model_spec(n).kind != "backbone"]
 
 
 def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) -> type:
@@ -72,9 +51,11 @@ def _task_class(class_path: str | None, state: dict[str, Tensor], source: Path) 
     builder = builder_of(
         {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     )
-    if builder not in _TASKS:
+    # every zoo task names the builder of its model
+    found = [t for t in registered_tasks().values() if getattr(t, "builder", None) == builder]
+    if builder is None or not found:
         raise CheckpointError(f"{source}: cannot tell which zoo task saved this checkpoint")
-    return _import(*_TASKS[builder])
+    return found[0]
 
 
 def load_checkpoint(path: str | Path) -> nn.Module:
@@ -107,15 +88,14 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 
 def load_model(source: str | Path | nn.Module, builder_args: dict[str, Any] | None = None):
-    """A model from a builder name (``BUILDERS``), a module as is, a task checkpoint, or
+    """A model from a builder name (``exportable_models()``), a module as is, a task checkpoint, or
     any other weights file ``heads.weights_loader`` reads (a ``mobilezoo convert`` file, a
     model's state dict): its builder called with ``weights=<file>``, which builds the
     architecture the file records."""
     if isinstance(source, nn.Module):
         return source.eval()
-    if str(source) in BUILDERS:
-        module, fn, _ = BUILDERS[str(source)]
-        return _import(module, fn)(**(builder_args or {})).eval()
+    if str(source) in exportable_models():
+        return heads.get_model(str(source), **(builder_args or {})).eval()
     if builder_args:
         raise ValueError("builder_args apply to builder names only, not to checkpoints")
     if is_url(source):
@@ -126,11 +106,11 @@ def load_model(source: str | Path | nn.Module, builder_args: dict[str, Any] | No
 
         found = open_weights(path)
         if found.kind != "checkpoint":
-            module, fn, _ = BUILDERS[found.builder]
-            return _import(module, fn)(weights=str(path)).eval()
+            return heads.get_model(found.builder, weights=str(path)).eval()
     if path.suffix != ".ckpt" and not path.is_file():
         raise ValueError(
-            f"{source!r} is neither a builder name ({', '.join(BUILDERS)}) nor a .ckpt file"
+            f"{source!r} is neither a builder name ({', '.join(exportable_models())}) nor a "
+            ".ckpt file"
         )
     return load_checkpoint(path)
 

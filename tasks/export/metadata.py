@@ -146,7 +146,7 @@ def describe(source: Any, model: Any, kind: str, form: str, size: tuple[int, int
     """The description of ``model`` exported as ``form`` at ``size``: class names and
     normalization from the checkpoint ``source`` (what its run trained with), from the named
     weights of a builder, else class indices and the data modules' default ``[-1, 1]``."""
-    num_classes = int(getattr(model, "num_det_classes", None) or model.num_classes)
+    num_classes = int(model.num_det_classes if kind == "joint" else model.num_classes)
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     ckpt = None
     if isinstance(source, (str, Path)) and Path(str(source)).suffix == ".ckpt":
@@ -159,11 +159,11 @@ def describe(source: Any, model: Any, kind: str, form: str, size: tuple[int, int
     names = class_names_of(ckpt, kind, num_classes)
     weights = (builder_args or {}).get("weights")
     if ckpt is None and isinstance(weights, str) and not Path(weights).suffix:
-        from heads.pretrained import get_weights
-        from tasks.export_names import KIND_BUILDERS
+        from heads.pretrained import get_weights, is_entry_name
 
-        builder = KIND_BUILDERS[kind] if kind != "joint" else None  # entries: single-task
-        entry = get_weights(builder, weights) if builder else None
+        # builder_args come with a builder name only; its own entries describe the input
+        builder = str(source)
+        entry = get_weights(builder, weights) if is_entry_name(builder, weights) else None
         if entry is not None:
 
             def per_channel(v: Any) -> tuple[float, ...]:

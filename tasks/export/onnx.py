@@ -16,24 +16,55 @@ from typing import Any
 import torch
 from torch import nn
 
-#: output names of every exported form
+from heads.inference import DetectorEnd2End, RawGraph
+from heads.outputs import ClassifierOutputs, DetectorOutputs, SegmenterOutputs
+
+#: output names of graphs that do not name their own (a peer model in a benchmark), by
+#: form; the zoo's graphs (``RawGraph``, ``DetectorEnd2End``) carry their ``output_names``
 OUTPUTS: dict[str, tuple[str, ...]] = {
-    "classifier": ("logits",),
-    "segmenter": ("logits",),
-    "raw": ("cls_logits", "box_deltas", "anchors"),
-    "end2end": ("boxes", "scores", "labels", "batch_index"),
+    "classifier": ClassifierOutputs._fields,
+    "segmenter": SegmenterOutputs._fields,
+    "raw": (*DetectorOutputs._fields, "anchors"),
 }
+
+
+def as_graph(graph: nn.Module, image_size: tuple[int, int]) -> nn.Module:
+    """A zoo model as its ``RawGraph``; a graph (or a foreign module) as it is."""
+    if isinstance(graph, RawGraph):
+        return graph
+    try:
+        return RawGraph(graph, image_size)
+    except TypeError:
+        return graph
+
+
+def output_names(graph: nn.Module, form: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The outputs of ``graph`` exported as ``form``: (every name, the names without a
+    batch dimension)."""
+    if isinstance(graph, RawGraph):
+        return graph.output_names, graph.constant_names
+    return OUTPUTS[form], tuple(n for n in OUTPUTS[form] if n == "anchors")
 
 
 def export_onnx(
     graph: nn.Module, form: str, path: Path, image_size: tuple[int, int], opset: int = 17
 ) -> Path:
-    """Trace ``graph`` on a ``[2, 3, H, W]`` input and write ``path`` (one file, dynamic batch)."""
-    outputs = OUTPUTS[form]
+    """Trace ``graph`` on a ``[2, 3, H, W]`` input and write ``path`` (one file, dynamic batch).
+
+    Args:
+        graph: a ``RawGraph`` or ``DetectorEnd2End`` (their outputs named by the model), a
+            zoo model (exported as its ``RawGraph``), or another module whose outputs are
+            those of ``OUTPUTS[form]``.
+        form: the file's form (``"raw"`` / ``"end2end"`` for a detector, else the kind).
+        path: the ``.onnx`` file to write.
+        image_size: ``(H, W)`` of the traced input.
+        opset: ONNX opset.
+    """
+    graph = as_graph(graph, image_size)
+    outputs, constants = output_names(graph, form)
+    batch_axis = "detections" if isinstance(graph, DetectorEnd2End) else "batch"
     dynamic: dict[str, dict[int, str]] = {"images": {0: "batch"}}
-    for name in outputs:
-        if name != "anchors":
-            dynamic[name] = {0: "detections" if form == "end2end" else "batch"}
+    dynamic.update({name: {0: batch_axis} for name in outputs if name not in constants})
     example = torch.randn(2, 3, *image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tasks.export.onnx import OUTPUTS, ort_session
+from tasks.export.onnx import as_graph, ort_session, output_names
 
 TOLERANCE = 1e-4
 
-#: numpy images [B, 3, H, W] -> the file's outputs, in ``OUTPUTS[form]`` order
+#: numpy images [B, 3, H, W] -> the file's outputs, in the graph's output order
 Runner = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 
@@ -84,17 +84,22 @@ def check_parity(
     runner: Runner | None = None,
     runtime: str = "onnxruntime",
 ) -> ParityReport:
-    """Run ``images`` through ``graph`` (PyTorch) and the exported ``path`` and compare.
+    """Run ``images`` through ``graph`` (PyTorch) and the exported ``path`` and compare,
+    output by output (by name), for every model kind; an end-to-end detector's detections
+    are matched one to one.
 
     Args:
         path: the exported file.
-        graph: the module that was exported (``DetectorEnd2End`` for ``form="end2end"``).
-        form: a key of ``OUTPUTS``.
+        graph: the module that was exported (a ``RawGraph`` of any kind, or
+            ``DetectorEnd2End`` for ``form="end2end"``; a zoo model stands for its
+            ``RawGraph``).
+        form: the file's form (see ``tasks.export.onnx.export_onnx``).
         images: ``[N, 3, H, W]`` float images.
         tolerance: absolute and relative tolerance.
         runner: runs the file (default: onnxruntime on ``path``).
         runtime: the runtime's name, for the report.
     """
+    graph = as_graph(graph, tuple(images.shape[-2:]))
     run = runner or onnxruntime_runner(path)
     out = list(run(images.numpy()))
     report = ParityReport(path, images.shape[0], tolerance=tolerance, runtime=runtime)
@@ -106,8 +111,8 @@ def check_parity(
         torch_out = graph(images)
     torch_out = torch_out if isinstance(torch_out, tuple) else (torch_out,)
     close = True
-    for name, ours, theirs in zip(OUTPUTS[form], torch_out, out, strict=True):
-        ours = ours.numpy()
+    for name, ours, theirs in zip(output_names(graph, form)[0], torch_out, out, strict=True):
+        ours, theirs = ours.numpy(), np.asarray(theirs)
         if ours.shape != theirs.shape:
             report.max_abs_diff[name], close = float("inf"), False
             continue

@@ -165,3 +165,26 @@ def test_compiled_fast_path_gives_the_eager_detections_and_masks():
         assert set(b) == {"boxes", "scores", "labels", "seg_logits"}
         torch.testing.assert_close(b["seg_logits"], a["seg_logits"], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(b["scores"], a["scores"], rtol=1e-4, atol=1e-4)
+
+
+def test_the_joint_model_is_a_detector_plus_a_segmentation_branch():
+    """By composition: ``detector`` is a whole SSDLite on the shared modules, its state dict
+    the joint model's minus the ``seg_*`` keys, and it follows train/eval."""
+    from heads.ssdlite import SSDLite
+
+    torch.manual_seed(0)
+    joint = ssdlite_deeplabv3_mobilenet_v2(3, 4, width_mult=0.35).eval()
+    assert isinstance(joint.detector, SSDLite) and not isinstance(joint, SSDLite)
+    assert joint.detector.backbone is joint.backbone and joint.detector.head is joint.head
+    assert "detector" not in dict(joint.named_children())
+    det_keys = list(joint.detector.state_dict())
+    assert [k for k in joint.state_dict() if not k.startswith("seg_")] == det_keys
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        alone, both = joint.detector(x), joint(x)
+    for a, b in zip(alone, both, strict=True):
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=0, atol=0)
+    joint.train()
+    assert joint.detector.training and joint.detector.backbone.training
+    assert not joint.eval().detector.training
+    assert joint.forward_raw(x)._fields == ("cls_logits", "box_deltas", "seg_logits")

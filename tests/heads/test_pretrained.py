@@ -13,7 +13,6 @@ import torch
 
 from heads import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite_mobilenet_v2
 from heads.pretrained import (
-    ENTRIES,
     META_KEY,
     fetch_source,
     get_weights,
@@ -21,6 +20,8 @@ from heads.pretrained import (
     load_for_finetuning,
 )
 from heads.weights_loader import architecture_of
+
+ENTRIES = tuple(list_weights())  # registered next to their builders
 
 
 @pytest.fixture

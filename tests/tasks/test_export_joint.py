@@ -1,15 +1,26 @@
-"""ONNX export of the joint model: both outputs, parity with PyTorch in onnxruntime."""
+"""ONNX export of the joint model through the one exporter: both outputs, parity with PyTorch
+in onnxruntime."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from heads.inference import RawGraph
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
-from heads.ssdlite import ssdlite_mobilenet_v2
-from tasks.export.joint import JOINT_OUTPUTS, JointRaw, check_joint_parity, export_joint
+from tasks.export import check_parity, export_onnx
 
 pytest.importorskip("onnxruntime")
+
+JOINT_OUTPUTS = ("cls_logits", "box_deltas", "seg_logits", "anchors")
+
+
+def export_joint(model, path, size):
+    return export_onnx(RawGraph(model, size), "joint", path, size)
+
+
+def check_joint_parity(path, model, images):
+    return check_parity(path, RawGraph(model, tuple(images.shape[-2:])), "joint", images)
 
 
 def _settled(model: torch.nn.Module, size: int) -> torch.nn.Module:
@@ -36,9 +47,14 @@ def test_export_both_outputs_and_parity(tmp_path):
     assert shapes == [[3, anchors, 4], [3, anchors, 4], [3, 4, 96, 96], [anchors, 4]]
 
 
-def test_only_the_joint_model_is_accepted():
-    with pytest.raises(TypeError, match="expected an SSDLiteDeepLabV3, got SSDLite"):
-        JointRaw(ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35), (64, 64))
+def test_only_zoo_models_are_accepted():
+    """The one graph wrapper takes every kind of zoo model, nothing else."""
+    with pytest.raises(TypeError, match="RawGraph wraps a zoo model .* got a Linear"):
+        RawGraph(torch.nn.Linear(2, 2), (64, 64))
+    assert (
+        RawGraph(ssdlite_deeplabv3_mobilenet_v2(3, 4, width_mult=0.35), (64, 64)).output_names
+        == JOINT_OUTPUTS
+    )
 
 
 def test_mobilezoo_export_of_a_joint_checkpoint(tmp_path):
@@ -65,7 +81,7 @@ def test_mobilezoo_export_of_a_joint_checkpoint(tmp_path):
     images = torch.randn(2, 3, 96, 96)
     out = load_exported(result.files[1])(images)
     with torch.no_grad():
-        ref = JointRaw(task.model, (96, 96)).eval()(images)
+        ref = RawGraph(task.model, (96, 96)).eval()(images)
     for name, expected in zip(JOINT_OUTPUTS, ref, strict=True):
         torch.testing.assert_close(out[name], expected, rtol=1e-4, atol=1e-4)
 
