@@ -39,6 +39,8 @@ class ModelSpec:
             ``builder == name``.
         class_predictors: state-dict prefixes of the class-dependent layers (those
             re-initialized when fine-tuning to another class count).
+        architecture: the builder options that trained weights decide (recorded in and
+            read from weights files: everything that rebuilds the model).
     """
 
     name: str
@@ -47,6 +49,7 @@ class ModelSpec:
     default_size: int
     weights: tuple[Any, ...] = ()
     class_predictors: tuple[str, ...] = ()
+    architecture: tuple[str, ...] = ()
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -60,6 +63,7 @@ def register_model(
     default_size: int | None = None,
     weights: Sequence[Any] = (),
     class_predictors: Sequence[str] = (),
+    architecture: Sequence[str] = (),
 ) -> Callable[..., Any]:
     """Register a builder: ``@register_model(kind="detector", default_size=320)`` above its
     ``def`` (the name is the function's), or ``register_model("name", fn, kind=...,
@@ -84,7 +88,13 @@ def register_model(
         if foreign:
             raise ValueError(f"weights {foreign} of {key!r} name another builder")
         _MODELS[key] = ModelSpec(
-            key, fn, kind, default_size, tuple(weights), tuple(class_predictors)
+            key,
+            fn,
+            kind,
+            default_size,
+            tuple(weights),
+            tuple(class_predictors),
+            tuple(architecture),
         )
         return fn
 

@@ -20,7 +20,7 @@ from heads.pretrained import (
     TORCHVISION_STD,
     WeightsEntry,
 )
-from heads.weights_loader import architecture_of
+from heads.weights_loader import BACKBONE_ARCHITECTURE, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: state-dict prefixes of the class-dependent layers (re-initialized when fine-tuning)
@@ -119,7 +119,11 @@ WEIGHTS = (
 
 
 @register_model(
-    kind="classifier", default_size=224, weights=WEIGHTS, class_predictors=CLASS_PREDICTORS
+    kind="classifier",
+    default_size=224,
+    weights=WEIGHTS,
+    class_predictors=CLASS_PREDICTORS,
+    architecture=("num_classes", *BACKBONE_ARCHITECTURE),
 )
 def mobilenet_v2_classifier(
     num_classes: int | None = None,

@@ -21,7 +21,7 @@ from backbones.registry import register_model
 from heads.categories import CITYSCAPES_CLASSES, VOC_CLASSES
 from heads.outputs import SegmenterOutputs
 from heads.pretrained import CORAL_URL, NOT_CHECKED_TAR, TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
-from heads.weights_loader import architecture_of
+from heads.weights_loader import BACKBONE_ARCHITECTURE, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: the 320-channel map the paper's "MNet V2*" heads read
@@ -252,7 +252,11 @@ WEIGHTS = (
 
 
 @register_model(
-    kind="segmenter", default_size=513, weights=WEIGHTS, class_predictors=CLASS_PREDICTORS
+    kind="segmenter",
+    default_size=513,
+    weights=WEIGHTS,
+    class_predictors=CLASS_PREDICTORS,
+    architecture=("num_classes", *BACKBONE_ARCHITECTURE, "output_stride", "align_corners", "aspp"),
 )
 def deeplabv3_mobilenet_v2(
     num_classes: int | None = None,

@@ -32,7 +32,7 @@ from heads.detection_loss import MultiBoxLoss
 from heads.outputs import JointOutputs
 from heads.postprocess import SSDPostprocessor
 from heads.ssdlite import SSD_BN, SSDLITE_FEATURES, SSDLite
-from heads.weights_loader import architecture_of
+from heads.weights_loader import BACKBONE_ARCHITECTURE, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
 #: the stride-8 map of the segmentation decoder (last block of the 32-channel stage)
@@ -45,12 +45,13 @@ CLASS_PREDICTORS = ("head.cls_predictors.", "seg_head.classifier.", "seg_skip.")
 class SSDLiteDeepLabV3(nn.Module):
     """SSDLite and a Mobile DeepLabv3 head on one MobileNetV2 pass, by composition.
 
-    ``detector`` is a whole ``SSDLite``; the segmentation half (``seg_head``, ``seg_skip``)
-    reads the same backbone pass. The detector's modules (``backbone``, ``extras``,
-    ``anchor_generator``, ``head``, ``loss``) are registered here under their SSDLite
-    names (``postprocessor`` is the detector's too), and ``detector`` itself is kept out of the module tree, so the
-    state dict is an SSDLite's plus the ``seg_*`` keys, key for key: an ``SSDLite`` state
-    dict loads into ``detector`` as is (see ``load_detector_state_dict``).
+    ``detector`` is a whole ``SSDLite`` (usable alone: ``model.detector(images)``); the
+    segmentation half (``seg_head``, ``seg_skip``) reads the same backbone pass. The
+    detector's modules (``backbone``, ``extras``, ``anchor_generator``, ``head``, ``loss``)
+    are registered here under their SSDLite names and ``detector`` itself is kept out of the
+    module tree, so the state dict is an SSDLite's plus the ``seg_*`` keys, key for key
+    (checkpoints and converted files of either model load; ``load_detector_state_dict``).
+    ``postprocessor`` is the detector's.
 
     Args:
         detector: an ``SSDLite`` whose backbone runs at stride 32 and also returns
@@ -261,7 +262,15 @@ class SSDLiteDeepLabV3(nn.Module):
                 raise ValueError(f"unexpected backbone keys {result.unexpected_keys[:5]}")
 
 
-@register_model(kind="joint", default_size=320, class_predictors=CLASS_PREDICTORS)
+@register_model(
+    kind="joint",
+    default_size=320,
+    class_predictors=CLASS_PREDICTORS,
+    architecture=(
+        "num_det_classes", "num_seg_classes", *BACKBONE_ARCHITECTURE, "anchor_layout",
+        "seg_skip", "aspp", "image_size",
+    ),
+)  # fmt: skip
 def ssdlite_deeplabv3_mobilenet_v2(
     num_det_classes: int | None = None,
     num_seg_classes: int | None = None,

@@ -23,7 +23,7 @@ from heads.detection_loss import MultiBoxLoss
 from heads.outputs import DetectorOutputs
 from heads.postprocess import ScoreActivation, SSDPostprocessor
 from heads.pretrained import TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
-from heads.weights_loader import architecture_of
+from heads.weights_loader import BACKBONE_ARCHITECTURE, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
 SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
@@ -280,7 +280,17 @@ WEIGHTS = (
 
 
 @register_model(
-    kind="detector", default_size=320, weights=WEIGHTS, class_predictors=CLASS_PREDICTORS
+    kind="detector",
+    default_size=320,
+    weights=WEIGHTS,
+    class_predictors=CLASS_PREDICTORS,
+    architecture=(
+        "num_classes",
+        *BACKBONE_ARCHITECTURE,
+        "anchor_layout",
+        "score_activation",
+        "image_size",
+    ),
 )
 def ssdlite_mobilenet_v2(
     num_classes: int | None = None,

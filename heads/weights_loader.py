@@ -57,17 +57,8 @@ KINDS = (
     "a zoo model's state dict",
     "a torchvision mobilenet_v2 state dict",
 )
-_BACKBONE = ("width_mult", "divisible_by", "padding")
-#: the builder options that weights decide, per builder (everything that rebuilds the model)
-ARCHITECTURE_KEYS: dict[str, tuple[str, ...]] = {
-    CLASSIFIER: ("num_classes", *_BACKBONE),
-    SSDLITE: ("num_classes", *_BACKBONE, "anchor_layout", "score_activation", "image_size"),
-    DEEPLAB: ("num_classes", *_BACKBONE, "output_stride", "align_corners", "aspp"),
-    JOINT: (
-        "num_det_classes", "num_seg_classes", *_BACKBONE, "anchor_layout", "seg_skip", "aspp",
-        "image_size",
-    ),
-}  # fmt: skip
+#: the architecture options a backbone's weights decide
+BACKBONE_ARCHITECTURE = ("width_mult", "divisible_by", "padding")
 #: options the weights only suggest: used when the caller leaves them ``None``, else the
 #: caller's value wins (another class count fine-tunes; any output stride runs the weights)
 SUGGESTED = ("num_classes", "num_det_classes", "num_seg_classes", "output_stride", "image_size")
@@ -106,7 +97,8 @@ class Weights:
         kind: ``"entry"``, ``"converted"``, ``"checkpoint"``, ``"state_dict"`` or
             ``"torchvision"``.
         builder: the registered builder the tensors are for.
-        architecture: the builder options they need (keys of ``ARCHITECTURE_KEYS``).
+        architecture: the builder options they need (of the builder's registered
+            ``architecture``).
         entry: the weights entry, for ``kind == "entry"``.
     """
 
@@ -179,7 +171,7 @@ def open_weights(weights: str | Path, builder: str | None = None) -> Weights:
             arch = {"width_mult": 1.0, "divisible_by": 8, "padding": "torch"}
         key = "num_classes" if entry.builder != JOINT else "num_det_classes"
         arch[key] = entry.num_classes
-        arch = {k: v for k, v in arch.items() if k in ARCHITECTURE_KEYS[entry.builder]}
+        arch = {k: v for k, v in arch.items() if k in get_model_spec(entry.builder).architecture}
         return Weights(text, "entry", entry.builder, arch, entry)
     if not path.is_file():
         names = sorted({e.name for e in list_weights()})
@@ -335,7 +327,7 @@ def _architecture(meta: Any, kind: str, builder: str, path: Path) -> dict[str, A
     else:
         found = dict(meta)
     arch = {}
-    for key in ARCHITECTURE_KEYS[builder]:
+    for key in get_model_spec(builder).architecture:
         if key not in found or (found[key] is None and key != "seg_skip"):
             continue
         value = found[key]
@@ -368,7 +360,7 @@ def needed_architecture(weights: Weights, builder: str, part: str = "model") -> 
     (``width_mult``, ``divisible_by``, ``padding``)."""
     if part == "model" and weights.builder == builder:
         return dict(weights.architecture)
-    return {k: v for k, v in weights.architecture.items() if k in _BACKBONE}
+    return {k: v for k, v in weights.architecture.items() if k in BACKBONE_ARCHITECTURE}
 
 
 def architecture_of(

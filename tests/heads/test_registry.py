@@ -97,7 +97,8 @@ def test_every_builder_is_registered_with_its_kind_size_and_weights() -> None:
         "deeplabv3_mobilenet_v2",
     }
     for name in list_models(exclude="mobilenet_v2"):
-        assert heads.get_model_spec(name).class_predictors, name
+        spec = heads.get_model_spec(name)
+        assert spec.class_predictors and "width_mult" in spec.architecture, name
     assert list_models(kind="joint") == ["ssdlite_deeplabv3_mobilenet_v2"]
     assert heads.builder_of_kind("detector").name == "ssdlite_mobilenet_v2"
 
