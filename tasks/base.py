@@ -226,17 +226,42 @@ class BaseTask(LightningModule):
         if trainable is not None:
             self.model = trainable
 
+    # -- evaluation: Lightning's hooks call the task's --------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._reset_eval_loss("val")
+        self.eval_epoch_start("val")
 
     def on_test_epoch_start(self) -> None:
-        self._reset_eval_loss("test")
+        self.eval_epoch_start("test")
 
-    def _reset_eval_loss(self, prefix: str) -> None:
-        # Fresh, process-local state for every evaluation (tasks.metrics.SetMean).
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, "validate", "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, "test", "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.eval_epoch_end("validate", "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.eval_epoch_end("test", "test")
+
+    def eval_epoch_start(self, prefix: str) -> None:
+        """Hook: start an evaluation (logged under ``prefix``, ``"val"`` or ``"test"``) from
+        fresh, process-local state. The base resets ``eval_loss[prefix]`` where the task has
+        one (``tasks.metrics.SetMean``); a task with more state resets it too and calls
+        ``super().eval_epoch_start``."""
         losses = getattr(self, "eval_loss", None)
         if isinstance(losses, nn.ModuleDict) and prefix in losses:
             losses[prefix].reset()
+
+    def eval_step(self, batch: Any, stage: str, prefix: str) -> None:
+        """Hook: add one batch to the evaluation of trainer stage ``stage`` (``"validate"``
+        or ``"test"``), whose values are logged under ``prefix`` (``"val"``, ``"test"``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no eval_step")
+
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
+        """Hook: log the finished evaluation of ``stage``: the whole set's numbers, the same
+        on every process under DDP."""
 
     def on_train_epoch_end(self) -> None:
         data = self.trainer.datamodule if self._trainer else None

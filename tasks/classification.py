@@ -94,10 +94,9 @@ class ClassificationTask(BaseTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _eval_step(
-        self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, prefix: str
-    ) -> None:
+    def eval_step(self, batch: tuple[Tensor, Tensor], stage: str, prefix: str) -> None:
         images, labels = batch
+        metrics = self.val_metrics if prefix == "val" else self.test_metrics
         logits = self(images)
         loss_sum = F.cross_entropy(
             logits, labels, reduction="sum", label_smoothing=self.criterion.label_smoothing
@@ -108,22 +107,10 @@ class ClassificationTask(BaseTask):
         self.log(f"{prefix}/loss", self.eval_loss[prefix], batch_size=images.shape[0])
         self.log_dict(metrics, prog_bar=prefix == "val", batch_size=images.shape[0])
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
-
-    def _keep_confmat(self, prefix: str) -> None:
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
         # compute() sums over processes (a collective: every rank calls it)
         self.last_confmat[prefix] = self.confmats[prefix].compute().cpu()
         self.confmats[prefix].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._keep_confmat("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._keep_confmat("test")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Any] | Tensor, batch_idx: int) -> dict[str, Any]:
         """Top-5 classes of each image of a ``collate_predict`` batch (or an image tensor).

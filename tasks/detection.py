@@ -278,22 +278,13 @@ class DetectionTask(COCOEvaluation, BaseTask):
         self.log("train/loss_cls", losses["loss_cls"], batch_size=size)
         return losses["loss"]
 
-    def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
+    def eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
         images, targets = batch
         outputs = self.model.forward_outputs(images)
         self.update_coco(outputs, targets, images.shape[-2:], stage, prefix)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "validate", "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_coco("validate", "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test", "test")
-
-    def on_test_epoch_end(self) -> None:
-        self.log_coco("test", "test")
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
+        self.log_coco(stage, prefix)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Detections per image in original pixels: ``boxes`` ``[N, 4]``, ``scores`` ``[N]``,

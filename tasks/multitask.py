@@ -276,14 +276,18 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
         return loss
 
     # -- evaluation ------------------------------------------------------------------------
-    def _metrics(self, stage: str) -> SegmentationMetrics:
-        return self.val_seg_metrics if stage == "validate" else self.test_seg_metrics
+    def _metrics(self, prefix: str) -> SegmentationMetrics:
+        return self.val_seg_metrics if prefix == "val" else self.test_seg_metrics
 
-    def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
+    def eval_epoch_start(self, prefix: str) -> None:
+        super().eval_epoch_start(prefix)
+        self._metrics(prefix).reset()
+
+    def eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
         images, targets = batch
         outputs = self.model.forward_outputs(images)
         self.update_coco(outputs, targets, images.shape[-2:], stage, prefix, "loss_det")
-        metrics = self._metrics(stage)
+        metrics = self._metrics(prefix)
         for logits, target in zip(outputs["seg_logits"], targets, strict=True):
             mask = target["mask"].unsqueeze(0)
             log_probs = F.log_softmax(self._to_size(logits.unsqueeze(0), mask.shape[-2:]), dim=1)
@@ -295,29 +299,9 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
             return logits
         return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
-    def _eval_epoch_end(self, stage: str, prefix: str) -> None:
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
         self.log_coco(stage, prefix)
-        self.log_segmentation(self._metrics(stage), prefix, self.seg_class_names, "loss_seg")
-
-    def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
-        self.val_seg_metrics.reset()
-
-    def on_test_epoch_start(self) -> None:
-        super().on_test_epoch_start()
-        self.test_seg_metrics.reset()
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "validate", "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("validate", "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test", "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test", "test")
+        self.log_segmentation(self._metrics(prefix), prefix, self.seg_class_names, "loss_seg")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per image in original pixels: ``boxes``, ``scores``, ``labels``, ``mask``

@@ -231,23 +231,18 @@ class SegmentationTask(SegmentationEvaluation, BaseTask):
         result = self.log_segmentation(metrics, prefix, names, prog_bar=prefix == "val")
         self.last_confmat[prefix] = result["confmat"].cpu()
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_metrics.reset()  # fresh, process-local state for every evaluation
+    def _metrics(self, prefix: str) -> SegmentationMetrics:
+        return self.val_metrics if prefix == "val" else self.test_metrics
 
-    def on_test_epoch_start(self) -> None:
-        self.test_metrics.reset()
+    def eval_epoch_start(self, prefix: str) -> None:
+        super().eval_epoch_start(prefix)
+        self._metrics(prefix).reset()
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
+    def eval_step(self, batch: dict[str, Any], stage: str, prefix: str) -> None:
+        self._eval_step(batch, self._metrics(prefix))
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.val_metrics, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.test_metrics, "test")
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
+        self._log_epoch_metrics(self._metrics(prefix), prefix)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Label maps at each image's original size.
