@@ -103,17 +103,8 @@ class MobileZooCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
         given = sys.argv[1:] if args is None else args
-        if not isinstance(given, (dict, Namespace)):
-            plain = [a for a in given if a.partition("=")[0] != "--print_config"]
-            if len(plain) != len(given):
-                # --print_config prints during the parse, before anything can be linked:
-                # parse without it, then print with the values that follow from the data.
-                def print_linked(parser, args) -> None:  # type: ignore[no-untyped-def]
-                    explicit = parser.parse_args(plain, defaults=False)
-                    linked = _linked_from_data(parser.parse_args(plain), explicit)
-                    parser.parse_args([*given, *(f"--{k}={v}" for k, v in linked.items())])
-
-                parse_with_short_errors(self, parser, plain, print_linked)
+        if not isinstance(given, (dict, Namespace)) and any(map(_is_print_config, given)):
+            parse_with_short_errors(self, parser, args, self._print_linked_config)
         # misspelled keys: one line naming the closest valid key; predict without input
         # images stops here, before any checkpoint is read
         parse_with_short_errors(self, parser, args, super().parse_arguments)
@@ -127,6 +118,15 @@ class MobileZooCLI(LightningCLI):
         section = self.config[sub] if sub else self.config
         for key, value in _linked_from_data(self.config, self._explicit).items():
             section[key] = value
+
+    def _print_linked_config(self, parser, args) -> None:  # type: ignore[no-untyped-def]
+        """``--print_config`` prints during the parse, before the values that follow from
+        the data are set: parse without it first, then print with them (and exit)."""
+        given = sys.argv[1:] if args is None else list(args)
+        plain = [a for a in given if not _is_print_config(a)]
+        config, explicit = parser.parse_args(plain), parser.parse_args(plain, defaults=False)
+        linked = _linked_from_data(config, explicit)
+        parser.parse_args([*given, *(f"--{k}={v}" for k, v in linked.items())])
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
@@ -228,6 +228,10 @@ class MobileZooCLI(LightningCLI):
                 raise ConfigError(problem)
 
 
+def _is_print_config(arg: str) -> bool:
+    return arg.partition("=")[0] == "--print_config"
+
+
 def _given_model_args(explicit: Namespace, sub: str | None) -> set[str]:
     """The names of the model's ``init_args`` in ``explicit`` (the config parsed without
     defaults: what ``-c`` files and the command line gave)."""
@@ -238,9 +242,10 @@ def _given_model_args(explicit: Namespace, sub: str | None) -> set[str]:
 
 
 def _linked_from_data(config: Namespace, explicit: Namespace) -> dict[str, Any]:
-    """``{key: value}`` (keys from the subcommand's section) of the model's arguments that follow from the data section
-    (the task's ``args_from_data``: the class count of the demo data modules), where the
-    user gave none. A given value stays; ``BaseTask.setup`` compares it with the data.
+    """The model's arguments that follow from the data section (the task's
+    ``args_from_data``: the class count of the demo data modules) where the user gave none,
+    as ``{"model.init_args.<name>": value}`` (keys within the subcommand's section). A given
+    value stays; ``BaseTask.setup`` compares it with the data.
 
     Not a jsonargparse ``link_arguments``: a link's target can no longer be given, while a
     model value must stay settable (a data module that reads its classes from files, a
