@@ -1,10 +1,17 @@
-"""What every task shares: optimizer and LR schedule from the config, parameter groups,
-checkpoint hyper-parameters."""
+"""``BaseTask``: the template every task follows.
+
+The base class holds the steps every task shares: the optimizer and LR schedule from the
+config (its ``__init__`` arguments, which a task passes on through ``**kwargs``: the typed
+signatures of both together are the config schema), parameter groups, the model built from
+a builder with the architecture its weights need, the checks of the data against the task
+at ``setup``, the checkpoint hooks (no non-finite state saved or loaded, the RNG state, the
+input normalization), and the fast predict path. A task supplies its model, loss, steps and
+metrics, and the hooks ``setup_data`` and ``args_from_data``."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -13,9 +20,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from tasks.categories import checked_categories, matched_categories
 from tasks.checkpoint_io import check_finite
 from tasks.checkpointing import checked_callback_state
+from tasks.cli_errors import ConfigError
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -27,6 +34,9 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
 
 class BaseTask(LightningModule):
     """Base LightningModule of the zoo.
+
+    A task's ``__init__`` takes its own arguments and ``**kwargs``, which it passes to
+    ``super().__init__``: these are the arguments below, shared by every task.
 
     Args:
         optimizer: optimizer class and its arguments from the YAML (``class_path`` /
@@ -49,6 +59,9 @@ class BaseTask(LightningModule):
     weights_hparams: tuple[str, ...] = ("weights", "weights_backbone")
     #: names of ``__init__`` arguments that are not saved as hyper-parameters
     _hparams_ignore: tuple[str, ...] = ("optimizer", "lr_scheduler")
+    #: ``(task attribute, data module attribute)`` pairs that must be equal: ``setup``
+    #: raises a one-line ``ConfigError`` naming both values when the data has the attribute
+    data_agreement: tuple[tuple[str, str], ...] = (("num_classes", "num_classes"),)
 
     def __init__(
         self,
@@ -64,6 +77,40 @@ class BaseTask(LightningModule):
         self.lr_scheduler = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.decay_norm_and_bias = decay_norm_and_bias
+
+    @classmethod
+    def args_from_data(cls, data_args: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``__init__`` arguments that follow from the data module's ``init_args``.
+
+        The ``mobilezoo`` command sets them where the user gave no value for them, so that a
+        config states the class count once, in its ``data:`` section (a data module that
+        takes it as an argument: the generated demo sets). A value the user gives stays and
+        ``setup`` compares it with the data (``data_agreement``); so does a count the data
+        module reads from its files (COCO categories, class folders).
+
+        Args:
+            data_args: the data section's ``init_args`` (values as parsed, not built).
+
+        Returns:
+            ``{argument: value}``; here ``num_classes`` from the data's ``num_classes``.
+        """
+        num_classes = data_args.get("num_classes")
+        return {} if num_classes is None else {"num_classes": num_classes}
+
+    def build_model(
+        self,
+        builder: Callable[..., nn.Module],
+        weights: str | None,
+        weights_backbone: str | None,
+        architecture: Mapping[str, Any],
+        **options: Any,
+    ) -> nn.Module:
+        """``builder(weights=..., weights_backbone=..., **architecture, **options)`` with the
+        architecture values resolved for the weights (``resolve_architecture``: ``None``
+        means "what the weights need, else the builder's default"; the values used are
+        recorded as hyper-parameters). ``options`` go to the builder as given."""
+        arch = self.resolve_architecture(builder, weights, weights_backbone, **architecture)
+        return builder(weights=weights, weights_backbone=weights_backbone, **arch, **options)
 
     def resolve_architecture(
         self,
@@ -94,6 +141,32 @@ class BaseTask(LightningModule):
         self.hparams.update(resolved)
         return resolved
 
+    # -- the data --------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule if self._trainer else None
+        if data is not None:
+            self.setup_data(data, stage)
+
+    def setup_data(self, data: Any, stage: str) -> None:
+        """Hook of ``setup`` when the trainer has a data module: check it against the task
+        and read what the task takes from it (class names, ground truth). The base checks
+        ``data_agreement``; a task that overrides this calls ``super().setup_data``."""
+        self.check_data(data)
+
+    def check_data(self, data: Any) -> None:
+        """Raise ``ConfigError`` (one line, the CLI exits 2) when an attribute of ``data``
+        named in ``data_agreement`` differs from the task's."""
+        for ours, attr in self.data_agreement:
+            theirs, mine = getattr(data, attr, None), getattr(self, ours)
+            if theirs is None or theirs == mine:
+                continue
+            if ours == attr == "num_classes":
+                raise ConfigError(f"model.num_classes={mine} but the data has {theirs} classes")
+            raise ConfigError(
+                f"model.{ours}={mine} but data.{attr}={theirs}; set both to the same value"
+            )
+
+    # -- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A backstop for any checkpoint callback: tasks.ModelCheckpoint skips such states.
         check_finite(
@@ -133,24 +206,12 @@ class BaseTask(LightningModule):
                 if key in states:
                     states[key] = checked_callback_state(callback, states[key])
 
-    def _checkpoint_categories(self, checkpoint: dict[str, Any]) -> tuple[list[int], list[str]]:
-        """The category ids and names after loading ``checkpoint`` (detection tasks): its
-        own without data (predict), else the data's if they are the same categories
-        (``tasks.categories.matched_categories``)."""
-        saved_ids = checkpoint.get("category_ids", self.category_ids)
-        saved_names = checkpoint.get("class_names", self.class_names)
-        data = getattr(self, "_data_categories", None)
-        source = f"checkpoint {self.trainer.ckpt_path}" if self._trainer else "the checkpoint"
-        if data is None:
-            return checked_categories(saved_ids, saved_names, source)
-        return matched_categories(saved_ids, saved_names, *data, source)
-
     #: ``predict`` runs the fast inference path (set to False to predict with the model as is)
     fast_predict: bool = True
 
     def on_predict_start(self) -> None:
         # The fast path: BatchNorm folded into the convolutions, channels-last tensors,
-        # inference mode; outputs equal the model's within 1e-4 (tests/heads/test_inference).
+        # inference mode; the outputs equal the model's up to float rounding.
         # The folded copy replaces the model for predict only; on_predict_end puts the
         # trainable model back, so fit or validate after predict see the real weights.
         model = getattr(self, "model", None)
@@ -165,17 +226,42 @@ class BaseTask(LightningModule):
         if trainable is not None:
             self.model = trainable
 
+    # -- evaluation: Lightning's hooks call the task's --------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._reset_eval_loss("val")
+        self.eval_epoch_start("val")
 
     def on_test_epoch_start(self) -> None:
-        self._reset_eval_loss("test")
+        self.eval_epoch_start("test")
 
-    def _reset_eval_loss(self, prefix: str) -> None:
-        # Fresh, process-local state for every evaluation (tasks.metrics.SetMean).
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, "validate", "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.eval_step(batch, "test", "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.eval_epoch_end("validate", "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.eval_epoch_end("test", "test")
+
+    def eval_epoch_start(self, prefix: str) -> None:
+        """Hook: start an evaluation (logged under ``prefix``, ``"val"`` or ``"test"``) from
+        fresh, process-local state. The base resets ``eval_loss[prefix]`` where the task has
+        one (``tasks.metrics.SetMean``); a task with more state resets it too and calls
+        ``super().eval_epoch_start``."""
         losses = getattr(self, "eval_loss", None)
         if isinstance(losses, nn.ModuleDict) and prefix in losses:
             losses[prefix].reset()
+
+    def eval_step(self, batch: Any, stage: str, prefix: str) -> None:
+        """Hook: add one batch to the evaluation of trainer stage ``stage`` (``"validate"``
+        or ``"test"``), whose values are logged under ``prefix`` (``"val"``, ``"test"``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no eval_step")
+
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
+        """Hook: log the finished evaluation of ``stage``: the whole set's numbers, the same
+        on every process under DDP."""
 
     def on_train_epoch_end(self) -> None:
         data = self.trainer.datamodule if self._trainer else None

@@ -108,10 +108,27 @@ def saved_hparams(ckpt: dict[str, Any], source: str) -> tuple[str | None, dict[s
     return class_path, hparams
 
 
+def init_parameters(task_cls: type) -> set[str]:
+    """The argument names ``task_cls(...)`` takes: those of its ``__init__`` and, where that
+    passes ``**kwargs`` on to ``super().__init__``, those of the next ``__init__`` up the
+    class hierarchy (a task's and ``BaseTask``'s)."""
+    names: set[str] = set()
+    for klass in task_cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        names.update(p.name for p in params if p.kind not in variadic)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return names - {"self"}
+
+
 def task_hparams(task_cls: type, hparams: dict[str, Any], source: str) -> dict[str, Any]:
-    """The hyper-parameters that ``task_cls.__init__`` takes, type-checked
+    """The hyper-parameters that ``task_cls`` takes (``init_parameters``), type-checked
     (``check_types``); the others are logged and dropped."""
-    accepted = set(inspect.signature(task_cls.__init__).parameters) - {"self"}
+    accepted = init_parameters(task_cls)
     unknown = sorted(set(hparams) - accepted)
     if unknown:
         log.warning("checkpoint %s: ignoring unknown hyper-parameters %s", source,

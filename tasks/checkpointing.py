@@ -20,8 +20,7 @@
 
 It also saves on exceptions (SIGTERM included) by default. It relies on private methods of
 ``lightning.pytorch.callbacks.ModelCheckpoint`` (``_save_checkpoint``,
-``_save_last_checkpoint``), so ``lightning`` is bounded in ``pyproject.toml`` and the
-behaviour is pinned by ``tests/tasks/test_checkpointing.py``.
+``_save_last_checkpoint``), so ``lightning`` is bounded in ``pyproject.toml``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import MetricCollection
@@ -13,8 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from backbones.layers import Padding
 from heads.classifier import mobilenet_v2_classifier
-from tasks.base import BaseTask, _default_optimizer
-from tasks.cli_errors import ConfigError
+from tasks.base import BaseTask
 from tasks.metrics import SetMean
 
 
@@ -22,7 +20,9 @@ class ClassificationTask(BaseTask):
     """Train and evaluate ``mobilenet_v2_classifier``.
 
     Args:
-        num_classes: number of classes (must match the data).
+        num_classes: number of classes. The ``mobilezoo`` command takes it from a data
+            module that has it as an argument (the demo); a value given here must match the
+            data's.
         width_mult: backbone width multiplier.
         weights: ``None``, ``"imagenet"``, ``"imagenet_v2"``, a TF entry (``"imagenet_tf"``,
             ``"imagenet_tf_8bit"``: inputs in [-1, 1]), a ``mobilezoo convert`` file, a
@@ -35,7 +35,8 @@ class ClassificationTask(BaseTask):
         divisible_by, padding: backbone channel rounding and convolution padding (see
             ``backbones.MobileNetV2``); ``None``: what ``weights`` needs, else the default
             (8, ``"torch"``). The values used are saved in checkpoints.
-        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
+            ``decay_norm_and_bias``: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], labels [B])``. Logged: ``train/loss``,
     ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``). With fewer than 5 classes
@@ -58,25 +59,15 @@ class ClassificationTask(BaseTask):
         label_smoothing: float = 0.0,
         divisible_by: int | None = None,
         padding: Padding | None = None,
-        optimizer: OptimizerCallable = _default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        decay_norm_and_bias: bool = False,
         weights_backbone: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
-        arch = self.resolve_architecture(
-            mobilenet_v2_classifier, weights, weights_backbone, width_mult=width_mult,
-            divisible_by=divisible_by, padding=padding,
+        super().__init__(**kwargs)
+        self.model = self.build_model(
+            mobilenet_v2_classifier, weights, weights_backbone,
+            {"width_mult": width_mult, "divisible_by": divisible_by, "padding": padding},
+            num_classes=num_classes, dropout=dropout, frozen_stages=frozen_stages,
         )  # fmt: skip
-        self.model = mobilenet_v2_classifier(
-            num_classes=num_classes,
-            weights=weights,
-            weights_backbone=weights_backbone,
-            **arch,
-            dropout=dropout,
-            frozen_stages=frozen_stages,
-        )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         top_k = min(5, num_classes)
         metrics = MetricCollection(
@@ -99,25 +90,15 @@ class ClassificationTask(BaseTask):
         """``[B, 3, H, W]`` -> logits ``[B, num_classes]``."""
         return self.model(images)
 
-    def setup(self, stage: str) -> None:
-        data_classes = (
-            getattr(self.trainer.datamodule, "num_classes", None) if self._trainer else None
-        )
-        if data_classes is not None and data_classes != self.num_classes:
-            raise ConfigError(
-                f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
-            )
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         loss = self.criterion(self(images), labels)
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    def _eval_step(
-        self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, prefix: str
-    ) -> None:
+    def eval_step(self, batch: tuple[Tensor, Tensor], stage: str, prefix: str) -> None:
         images, labels = batch
+        metrics = self.val_metrics if prefix == "val" else self.test_metrics
         logits = self(images)
         loss_sum = F.cross_entropy(
             logits, labels, reduction="sum", label_smoothing=self.criterion.label_smoothing
@@ -128,22 +109,10 @@ class ClassificationTask(BaseTask):
         self.log(f"{prefix}/loss", self.eval_loss[prefix], batch_size=images.shape[0])
         self.log_dict(metrics, prog_bar=prefix == "val", batch_size=images.shape[0])
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
-
-    def _keep_confmat(self, prefix: str) -> None:
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
         # compute() sums over processes (a collective: every rank calls it)
         self.last_confmat[prefix] = self.confmats[prefix].compute().cpu()
         self.confmats[prefix].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._keep_confmat("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._keep_confmat("test")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Any] | Tensor, batch_idx: int) -> dict[str, Any]:
         """Top-5 classes of each image of a ``collate_predict`` batch (or an image tensor).

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -101,16 +102,31 @@ class MobileZooCLI(LightningCLI):
         after_instantiate(self)
 
     def parse_arguments(self, parser, args) -> None:  # type: ignore[no-untyped-def]
+        given = sys.argv[1:] if args is None else args
+        if not isinstance(given, (dict, Namespace)) and any(map(_is_print_config, given)):
+            parse_with_short_errors(self, parser, args, self._print_linked_config)
         # misspelled keys: one line naming the closest valid key; predict without input
         # images stops here, before any checkpoint is read
         parse_with_short_errors(self, parser, args, super().parse_arguments)
         # What the user gave (-c files and command line), without defaults: it beats the
-        # checkpoint's hyper-parameters.
-        given = sys.argv[1:] if args is None else args
+        # checkpoint's hyper-parameters, and the values that follow from the data.
         if isinstance(given, (dict, Namespace)):
             self._explicit = parser.parse_object(given, defaults=False)
         else:
             self._explicit = parser.parse_args(list(given), defaults=False)
+        sub = self.config.get("subcommand")
+        section = self.config[sub] if sub else self.config
+        for key, value in _linked_from_data(self.config, self._explicit).items():
+            section[key] = value
+
+    def _print_linked_config(self, parser, args) -> None:  # type: ignore[no-untyped-def]
+        """``--print_config`` prints during the parse, before the values that follow from
+        the data are set: parse without it first, then print with them (and exit)."""
+        given = sys.argv[1:] if args is None else list(args)
+        plain = [a for a in given if not _is_print_config(a)]
+        config, explicit = parser.parse_args(plain), parser.parse_args(plain, defaults=False)
+        linked = _linked_from_data(config, explicit)
+        parser.parse_args([*given, *(f"--{k}={v}" for k, v in linked.items())])
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
@@ -156,9 +172,7 @@ class MobileZooCLI(LightningCLI):
                     f"checkpoint {path} was saved by {saved.__name__}; the config builds "
                     f"{task_cls.__name__}: use a {saved.__name__} config with this checkpoint"
                 )
-        given = self._explicit[sub].get("model")
-        given_args = given.get("init_args") if isinstance(given, Namespace) else None
-        explicit = set(given_args.as_dict()) if isinstance(given_args, Namespace) else set()
+        explicit = _given_model_args(self._explicit, sub)
         merged, notes = merge_hparams(
             task_hparams(task_cls, hparams, path),
             model.init_args.as_dict(),
@@ -212,6 +226,48 @@ class MobileZooCLI(LightningCLI):
             problem = optimizer_problem(model.init_args.as_dict())
             if problem:  # here, not when torch builds the optimizer after the data set-up
                 raise ConfigError(problem)
+
+
+def _is_print_config(arg: str) -> bool:
+    return arg.partition("=")[0] == "--print_config"
+
+
+def _given_model_args(explicit: Namespace, sub: str | None) -> set[str]:
+    """The names of the model's ``init_args`` in ``explicit`` (the config parsed without
+    defaults: what ``-c`` files and the command line gave)."""
+    section = explicit.get(sub) if sub else explicit
+    model = section.get("model") if isinstance(section, Namespace) else None
+    init_args = model.get("init_args") if isinstance(model, Namespace) else None
+    return set(init_args.as_dict()) if isinstance(init_args, Namespace) else set()
+
+
+def _linked_from_data(config: Namespace, explicit: Namespace) -> dict[str, Any]:
+    """The model's arguments that follow from the data section (the task's
+    ``args_from_data``: the class count of the demo data modules) where the user gave none,
+    as ``{"model.init_args.<name>": value}`` (keys within the subcommand's section). A given
+    value stays; ``BaseTask.setup`` compares it with the data.
+
+    Not a jsonargparse ``link_arguments``: a link's target can no longer be given, while a
+    model value must stay settable (a data module that reads its classes from files, a
+    checkpoint's architecture) and be checked against the data when given."""
+    sub = config.get("subcommand")
+    section = config.get(sub) if sub else config
+    model = section.get("model") if isinstance(section, Namespace) else None
+    data = section.get("data") if isinstance(section, Namespace) else None
+    if not isinstance(model, Namespace) or not isinstance(data, Namespace):
+        return {}
+    model_args, data_args = model.get("init_args"), data.get("init_args")
+    if not isinstance(model_args, Namespace) or not isinstance(data_args, Namespace):
+        return {}
+    task_cls = _task_class(model.class_path)
+    if not (isinstance(task_cls, type) and issubclass(task_cls, BaseTask)):
+        return {}
+    given = _given_model_args(explicit, sub)
+    return {
+        f"model.init_args.{name}": value
+        for name, value in task_cls.args_from_data(data_args.as_dict()).items()
+        if name in model_args and name not in given
+    }
 
 
 def main(args: list[str] | None = None) -> None:

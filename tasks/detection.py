@@ -1,13 +1,12 @@
 """Object detection task: SSDLite-MobileNetV2 trained with the multibox loss and scored
-with the official COCO metrics. ``DetectionPredictionWriter`` lives in
-``tasks.prediction_writers`` (imported here too, its old place)."""
+with the official COCO metrics; ``COCOEvaluation``, the detection half of every task scored
+with the 12 COCO numbers (this one and ``tasks.multitask``)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -15,19 +14,148 @@ from backbones.layers import Padding
 from heads.anchors import AnchorLayout
 from heads.postprocess import ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
-from tasks.base import BaseTask, _default_optimizer
-from tasks.cli_errors import ConfigError
+from tasks.base import BaseTask
+from tasks.categories import checked_categories, matched_categories
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 
 
-class DetectionTask(BaseTask):
+def evaluated_stages(stage: str) -> tuple[str, ...]:
+    """The evaluations (``"validate"``, ``"test"``) that the trainer stage runs."""
+    return {"fit": ("validate",), "validate": ("validate",), "test": ("test",)}.get(stage, ())
+
+
+def to_original_pixels(boxes: Tensor, orig_size: Any, input_size: torch.Size) -> Tensor:
+    """Boxes ``[N, 4]`` (x1, y1, x2, y2) in pixels of the ``input_size`` (H, W) network input,
+    scaled to the image's original ``orig_size`` (H, W)."""
+    height, width = input_size
+    scale = torch.tensor(
+        [orig_size[1] / width, orig_size[0] / height] * 2, dtype=boxes.dtype, device=boxes.device
+    )
+    return boxes * scale
+
+
+class COCOEvaluation:
+    """The detection half of a task scored with the 12 COCO numbers, mixed in before
+    ``BaseTask``.
+
+    It keeps the categories (contiguous label -> COCO category id and name: the data's after
+    ``setup_coco``, saved in checkpoints so that predict needs no annotations), one
+    ``COCOEvaluator`` per evaluated stage and the set's mean detection loss
+    (``eval_loss["val"]`` / ``["test"]``, equal under DDP and for any batch size). The task
+    has a ``model`` with ``forward_outputs``, ``compute_loss`` and ``postprocessor``
+    (``heads.ssdlite.SSDLite``), an ``eval_backend``, and calls ``init_coco`` in
+    ``__init__``.
+    """
+
+    model: Any
+    eval_backend: EvalBackend
+    #: a data module to name in the error raised when an evaluation has no ground truth
+    coco_data_example = "COCODataModule"
+
+    def init_coco(self, num_classes: int) -> None:
+        """Categories ``1..num_classes`` named by their index until the data's are read."""
+        self.category_ids: list[int] = list(range(1, num_classes + 1))
+        self.class_names: list[str] = [str(i) for i in range(num_classes)]
+        # (ids, names) of the data module, once setup has read them
+        self._data_categories: tuple[list[int], list[str]] | None = None
+        self._evaluators: dict[str, COCOEvaluator] = {}
+        self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
+
+    def setup_coco(self, data: Any, stage: str) -> None:
+        """Take the data's categories (when it has them) and, for each evaluation the stage
+        runs, its ground truth (``data.ground_truth(stage)``: a COCO dict)."""
+        if hasattr(data, "category_ids"):
+            self.category_ids = list(data.category_ids)
+            self.class_names = list(getattr(data, "class_names", self.class_names))
+            self._data_categories = (self.category_ids, self.class_names)
+        for name in evaluated_stages(stage):
+            self._evaluators[name] = COCOEvaluator(data.ground_truth(name), self.eval_backend)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # BaseTask's checks
+        checkpoint["category_ids"] = self.category_ids
+        checkpoint["class_names"] = self.class_names
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # BaseTask's checks
+        self.category_ids, self.class_names = self._checkpoint_categories(checkpoint)
+
+    def _checkpoint_categories(self, checkpoint: dict[str, Any]) -> tuple[list[int], list[str]]:
+        """The category ids and names after loading ``checkpoint``: its own without data
+        (predict), else the data's if they are the same categories
+        (``tasks.categories.matched_categories``)."""
+        saved_ids = checkpoint.get("category_ids", self.category_ids)
+        saved_names = checkpoint.get("class_names", self.class_names)
+        trainer = getattr(self, "_trainer", None)
+        source = f"checkpoint {trainer.ckpt_path}" if trainer else "the checkpoint"
+        if self._data_categories is None:
+            return checked_categories(saved_ids, saved_names, source)
+        return matched_categories(saved_ids, saved_names, *self._data_categories, source)
+
+    def _evaluator(self, stage: str) -> COCOEvaluator:
+        if stage not in self._evaluators:
+            raise RuntimeError(
+                f"no COCO ground truth for {stage}: run through a Trainer with a data module "
+                f"that has ground_truth(stage) (e.g. {self.coco_data_example})"
+            )
+        return self._evaluators[stage]
+
+    def update_coco(
+        self,
+        outputs: dict[str, Tensor],
+        targets: list[dict[str, Tensor]],
+        input_size: torch.Size,
+        stage: str,
+        prefix: str,
+        loss_name: str = "loss",
+    ) -> None:
+        """Add a batch to the evaluation of ``stage``: its detection loss to the set's mean
+        (logged as ``<prefix>/<loss_name>``) and its detections to the COCO evaluator.
+
+        Args:
+            outputs: ``model.forward_outputs(images)``: ``cls_logits``, ``box_deltas``,
+                ``anchors``.
+            targets: per image ``boxes`` ``[N, 4]`` (input pixels), ``labels`` ``[N]``,
+                ``image_id``, ``orig_size``.
+            input_size: ``(H, W)`` of the network input.
+            stage: ``"validate"`` or ``"test"``.
+            prefix: ``"val"`` or ``"test"``: of the log key and of ``eval_loss``.
+            loss_name: the loss's log key after the prefix.
+        """
+        losses = self.model.compute_loss(outputs, targets)
+        # The loss is normalised by the batch's matched anchors: undo that and divide once
+        # by the set's, so the logged loss depends neither on the batch size nor on the
+        # processes.
+        matched = losses["num_positives"]
+        self.eval_loss[prefix].update(losses["loss"] * matched.clamp(min=1), matched)
+        self.log(f"{prefix}/{loss_name}", self.eval_loss[prefix], batch_size=len(targets))
+        detections = self.model.postprocessor(
+            outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], input_size
+        )
+        self._evaluator(stage).update(
+            batch_to_coco(detections, targets, input_size, self.category_ids)
+        )
+
+    def log_coco(self, stage: str, prefix: str) -> None:
+        """Log the 12 COCO numbers of ``stage`` as ``<prefix>/map`` ... ``<prefix>/mar_large``
+        and start the next evaluation afresh."""
+        evaluator = self._evaluator(stage)
+        stats = evaluator.compute()  # collective under DDP: every rank gets the same numbers
+        evaluator.reset()
+        for name in STAT_NAMES:
+            self.log(f"{prefix}/{name}", stats[name], prog_bar=name in ("map", "map_50"))
+
+
+class DetectionTask(COCOEvaluation, BaseTask):
     """Train and evaluate ``ssdlite_mobilenet_v2``.
 
     Args:
-        num_classes: object classes without background (must match the data).
+        num_classes: object classes without background. The ``mobilezoo`` command takes it
+            from a data module that has it as an argument (the demo); a value given here
+            must match the data's.
         width_mult: backbone width multiplier.
         image_size: square input size; must equal the data module's ``image_size``.
         weights_backbone: weights whose backbone starts the model: an ImageNet name
@@ -41,24 +169,25 @@ class DetectionTask(BaseTask):
             backbone. See ``heads.ssdlite_mobilenet_v2``.
         anchor_layout: ``"tf"`` (3 anchors on the first map) or ``"torchvision"`` (6).
         frozen_stages: backbone stages to freeze.
+        divisible_by, padding: backbone channel rounding and convolution padding
+            (``None``: what ``weights`` needs, else 8 and ``"torch"``).
+        score_activation: ``"softmax"`` / ``"sigmoid"`` class scores (``None``: what
+            ``weights`` needs, else softmax). Training uses the softmax multibox loss, so
+            ``fit`` switches a sigmoid model (TF's ``coco_tf``) to softmax, with a log line.
+            The architecture values used are saved in checkpoints.
         neg_pos_ratio: hard negatives per positive anchor (3).
         min_negatives: hard negatives per image at least (0; TF uses 3).
         score_threshold: drop detections below this score (evaluation: keep it low).
         nms_iou: class-wise NMS IoU threshold.
         max_detections: detections per image.
         eval_backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"``.
-        channels_last: train on channels-last (NHWC) images. On CPU oneDNN's depthwise
-            convolutions run faster in that layout (1.5x per training step at 320 px in our
-            runs, see ``python -m benchmarks``); the sums then run in another order, so loss
-            and gradients differ from the default at float-rounding level (as they do
-            between thread counts). Evaluation is unaffected. Off by default.
-        divisible_by, padding: backbone channel rounding and convolution padding
-            (``None``: what ``weights`` needs, else 8 and ``"torch"``).
-        score_activation: ``"softmax"`` / ``"sigmoid"`` class scores (``None``: what
-            ``weights`` needs, else softmax). Training uses the softmax multibox loss, so
-            ``fit`` switches a sigmoid model (TF's ``coco_tf``) to softmax, with a log line.
-        The architecture values used are saved in checkpoints.
-        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
+        channels_last: train on channels-last (NHWC) images, the layout in which oneDNN's
+            depthwise convolutions are fastest on CPU (``benchmarks.throughput`` compares
+            the two); the sums then run in another order, so loss and gradients differ from
+            the default at float-rounding level (as they do between thread counts).
+            Evaluation is unaffected. Off by default.
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
+            ``decay_norm_and_bias``: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], targets)``; each target has ``boxes`` ``[N, 4]``
     (input pixels), ``labels`` ``[N]``, ``image_id`` and ``orig_size`` (H, W). Logged:
@@ -73,6 +202,7 @@ class DetectionTask(BaseTask):
         "score_activation",
     )  # fmt: skip
     evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
+    data_agreement = (("num_classes", "num_classes"), ("image_size", "image_size"))
 
     def __init__(
         self,
@@ -93,42 +223,23 @@ class DetectionTask(BaseTask):
         max_detections: int = 100,
         eval_backend: EvalBackend = "pycocotools",
         channels_last: bool = False,
-        optimizer: OptimizerCallable = _default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        decay_norm_and_bias: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
-        arch = self.resolve_architecture(
-            ssdlite_mobilenet_v2, weights, weights_backbone, width_mult=width_mult, image_size=image_size,
-            anchor_layout=anchor_layout, divisible_by=divisible_by, padding=padding,
-            score_activation=score_activation,
+        super().__init__(**kwargs)
+        self.model = self.build_model(
+            ssdlite_mobilenet_v2, weights, weights_backbone,
+            {"width_mult": width_mult, "image_size": image_size, "anchor_layout": anchor_layout,
+             "divisible_by": divisible_by, "padding": padding,
+             "score_activation": score_activation},
+            num_classes=num_classes, frozen_stages=frozen_stages,
+            score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections,
+            neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives,
         )  # fmt: skip
-        self.model = ssdlite_mobilenet_v2(
-            num_classes=num_classes,
-            weights_backbone=weights_backbone,
-            weights=weights,
-            **arch,
-            frozen_stages=frozen_stages,
-            score_threshold=score_threshold,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
-            neg_pos_ratio=neg_pos_ratio,
-            min_negatives=min_negatives,
-        )
         self.num_classes = num_classes
         self.image_size = image_size
         self.eval_backend = eval_backend
         self.channels_last = channels_last
-        # Contiguous label -> COCO category id and name; taken from the data and stored in
-        # checkpoints so that predict works without the training annotations.
-        self.category_ids: list[int] = list(range(1, num_classes + 1))
-        self.class_names: list[str] = [str(i) for i in range(num_classes)]
-        self._evaluators: dict[str, COCOEvaluator] = {}
-        # (ids, names) of the data module, once setup has read them
-        self._data_categories: tuple[list[int], list[str]] | None = None
-        # The set's mean loss, equal under DDP and for any batch size (see SetMean)
-        self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
+        self.init_coco(num_classes)
 
     def forward(self, images: Tensor) -> list[dict[str, Tensor]] | dict[str, Tensor]:
         """See ``heads.ssdlite.SSDLite.forward``."""
@@ -146,42 +257,16 @@ class DetectionTask(BaseTask):
             post.score_activation = "softmax"
             self.hparams["score_activation"] = "softmax"
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if dm is None or stage == "predict":
-            return
-        data_classes = getattr(dm, "num_classes", None)
-        if data_classes is not None and data_classes != self.num_classes:
-            raise ConfigError(
-                f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
+    def setup_data(self, data: Any, stage: str) -> None:
+        if stage == "predict":
+            return  # images only: the checkpoint's classes and categories are used
+        super().setup_data(data, stage)
+        if evaluated_stages(stage) and not hasattr(data, "ground_truth"):
+            raise TypeError(
+                f"{type(data).__name__} has no ground_truth(stage); DetectionTask scores "
+                "against COCO annotations (use COCODataModule or a subclass)"
             )
-        data_size = getattr(dm, "image_size", None)
-        if data_size is not None and data_size != self.image_size:
-            raise ConfigError(
-                f"model.image_size={self.image_size} but data.image_size={data_size}; "
-                "set both to the same value"
-            )
-        if hasattr(dm, "category_ids"):
-            self.category_ids = list(dm.category_ids)
-            self.class_names = list(getattr(dm, "class_names", self.class_names))
-            self._data_categories = (self.category_ids, self.class_names)
-        for name in ("validate", "test"):
-            if stage == name or (stage == "fit" and name == "validate"):
-                if not hasattr(dm, "ground_truth"):
-                    raise TypeError(
-                        f"{type(dm).__name__} has no ground_truth(stage); DetectionTask scores "
-                        "against COCO annotations (use COCODataModule or a subclass)"
-                    )
-                self._evaluators[name] = COCOEvaluator(dm.ground_truth(name), self.eval_backend)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)  # no non-finite state; the RNG state
-        checkpoint["category_ids"] = self.category_ids
-        checkpoint["class_names"] = self.class_names
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)  # non-finite check, callback states, RNG
-        self.category_ids, self.class_names = self._checkpoint_categories(checkpoint)
+        self.setup_coco(data, stage)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -195,61 +280,21 @@ class DetectionTask(BaseTask):
         self.log("train/loss_cls", losses["loss_cls"], batch_size=size)
         return losses["loss"]
 
-    def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
+    def eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
         images, targets = batch
         outputs = self.model.forward_outputs(images)
-        losses = self.model.compute_loss(outputs, targets)
-        # The loss is normalised by the batch's matched anchors: undo that and divide once
-        # by the set's, so val/loss depends neither on the batch size nor on the processes.
-        matched = losses["num_positives"]
-        self.eval_loss[prefix].update(losses["loss"] * matched.clamp(min=1), matched)
-        self.log(f"{prefix}/loss", self.eval_loss[prefix], batch_size=images.shape[0])
-        detections = self.model.postprocessor(
-            outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
-        )
-        self._evaluator(stage).update(
-            batch_to_coco(detections, targets, images.shape[-2:], self.category_ids)
-        )
+        self.update_coco(outputs, targets, images.shape[-2:], stage, prefix)
 
-    def _evaluator(self, stage: str) -> COCOEvaluator:
-        if stage not in self._evaluators:
-            raise RuntimeError(
-                f"no COCO ground truth for {stage}: run through a Trainer with a data module "
-                "that has ground_truth(stage) (e.g. COCODataModule)"
-            )
-        return self._evaluators[stage]
-
-    def _eval_epoch_end(self, stage: str, prefix: str) -> None:
-        evaluator = self._evaluator(stage)
-        stats = evaluator.compute()  # collective under DDP: every rank gets the same numbers
-        evaluator.reset()
-        for name in STAT_NAMES:
-            self.log(f"{prefix}/{name}", stats[name], prog_bar=name in ("map", "map_50"))
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "validate", "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("validate", "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test", "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test", "test")
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
+        self.log_coco(stage, prefix)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Detections per image in original pixels: ``boxes``, ``scores``, ``labels``,
-        plus ``path`` and ``orig_size`` from the batch."""
+        """Detections per image in original pixels: ``boxes`` ``[N, 4]``, ``scores`` ``[N]``,
+        ``labels`` ``[N]``, plus ``path`` and ``orig_size`` (H, W) from the batch."""
         images = batch["image"]
         detections = self.model(images)  # Lightning runs predict in eval mode
-        height, width = images.shape[-2:]
         out = []
         for det, path, orig in zip(detections, batch["path"], batch["orig_size"], strict=True):
-            scale = torch.tensor(
-                [orig[1] / width, orig[0] / height] * 2,
-                dtype=det["boxes"].dtype,
-                device=det["boxes"].device,
-            )
-            out.append({**det, "boxes": det["boxes"] * scale, "path": path, "orig_size": orig})
+            boxes = to_original_pixels(det["boxes"], orig, images.shape[-2:])
+            out.append({**det, "boxes": boxes, "path": path, "orig_size": orig})
         return out

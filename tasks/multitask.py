@@ -3,25 +3,23 @@ losses and scored with both official metrics (the 12 COCO numbers and one confus
 
 from __future__ import annotations
 
-import math
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from backbones.layers import Padding
 from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
-from tasks.base import BaseTask, _default_optimizer
-from tasks.cli_errors import ConfigError
-from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
-from tasks.metrics import SetMean, metric_names
+from tasks.base import BaseTask
+from tasks.coco_eval import EvalBackend
+from tasks.detection import COCOEvaluation, to_original_pixels
+from tasks.segmentation import SegmentationEvaluation
 from tasks.segmentation_metrics import SegmentationMetrics
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
@@ -50,12 +48,15 @@ def _naming(option: str, path: str) -> Iterator[None]:
         raise type(err)(f"{option} {path}: {' '.join(str(err).split())}") from err
 
 
-class MultiTaskTask(BaseTask):
+class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
     """Train and evaluate the joint SSDLite + Mobile DeepLabv3 model.
 
     Args:
-        num_det_classes: object classes without background (must match the data).
-        num_seg_classes: mask classes with background (data: ``num_seg_classes``).
+        num_det_classes: object classes without background (data: ``num_classes``).
+        num_seg_classes: mask classes with background (data: ``num_seg_classes``). The
+            ``mobilezoo`` command takes both from a data module that has ``num_classes`` as
+            an argument (the demo: ``num_classes`` and ``num_classes + 1``); values given
+            here must match the data's.
         width_mult: backbone width multiplier.
         image_size: square input size; must equal the data module's ``image_size``.
         seg_skip: the decoder's stride-8 (``"layer_7"``), 4 or 16 map; ``None``: none.
@@ -80,12 +81,13 @@ class MultiTaskTask(BaseTask):
             whose box head was trained on exactly these stride-32 features). Both are
             read when the task is built, so they must still exist when a run is resumed
             or a checkpoint of this task is loaded (its weights then replace them).
-        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see ``BaseTask``.
         divisible_by, padding: backbone channel rounding and convolution padding (``None``:
             what the weights need, else 8 and ``"torch"``).
         weights: weights of any kind (``heads.weights_loader``): a checkpoint of this task
             (the whole model), of ``DetectionTask`` / an SSDLite file (the detector half), or
             of another model (the backbone); see ``heads.ssdlite_deeplabv3_mobilenet_v2``.
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
+            ``decay_norm_and_bias``: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], targets)`` with the detection keys and ``mask``:
     ``[H, W]`` in training, the image's size on disk in evaluation (logits are upsampled
@@ -105,6 +107,11 @@ class MultiTaskTask(BaseTask):
     weights_hparams = (
         "weights", "weights_backbone", "detection_checkpoint", "segmentation_checkpoint",
     )  # fmt: skip
+    data_agreement = (
+        ("num_det_classes", "num_classes"), ("num_seg_classes", "num_seg_classes"),
+        ("image_size", "image_size"),
+    )  # fmt: skip
+    coco_data_example = "COCOJointDataModule"
 
     def __init__(
         self,
@@ -131,15 +138,12 @@ class MultiTaskTask(BaseTask):
         segmentation_checkpoint: str | None = None,
         eval_backend: EvalBackend = "pycocotools",
         channels_last: bool = False,
-        optimizer: OptimizerCallable = _default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        decay_norm_and_bias: bool = False,
         divisible_by: int | None = None,
         padding: Padding | None = None,
         weights: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        super().__init__(**kwargs)
         if loss_weighting not in ("fixed", "uncertainty"):
             raise ValueError(
                 f"loss_weighting must be 'fixed' or 'uncertainty', got {loss_weighting!r}"
@@ -149,26 +153,16 @@ class MultiTaskTask(BaseTask):
                 "det_weight and seg_weight must be >= 0 and not both 0, got "
                 f"{det_weight} and {seg_weight}"
             )
-        arch = self.resolve_architecture(
-            ssdlite_deeplabv3_mobilenet_v2, weights, weights_backbone, width_mult=width_mult,
-            divisible_by=divisible_by, padding=padding, aspp=aspp, anchor_layout=anchor_layout,
-        )  # fmt: skip
-        self.model = ssdlite_deeplabv3_mobilenet_v2(
-            num_det_classes=num_det_classes,
-            num_seg_classes=num_seg_classes,
-            **arch,
-            image_size=image_size,
-            seg_skip=seg_skip,
-            seg_dropout=seg_dropout,
-            weights_backbone=weights_backbone,
-            weights=weights,
-            frozen_stages=frozen_stages,
-            score_threshold=score_threshold,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
-            neg_pos_ratio=neg_pos_ratio,
+        self.model = self.build_model(
+            ssdlite_deeplabv3_mobilenet_v2, weights, weights_backbone,
+            {"width_mult": width_mult, "divisible_by": divisible_by, "padding": padding,
+             "aspp": aspp, "anchor_layout": anchor_layout},
+            num_det_classes=num_det_classes, num_seg_classes=num_seg_classes,
+            image_size=image_size, seg_skip=seg_skip, seg_dropout=seg_dropout,
+            frozen_stages=frozen_stages, score_threshold=score_threshold, nms_iou=nms_iou,
+            max_detections=max_detections, neg_pos_ratio=neg_pos_ratio,
             min_negatives=min_negatives,
-        )
+        )  # fmt: skip
         if segmentation_checkpoint is not None:
             with _naming("segmentation_checkpoint", segmentation_checkpoint):
                 self.model.load_segmenter_state_dict(
@@ -190,13 +184,8 @@ class MultiTaskTask(BaseTask):
         self.ignore_index = ignore_index
         self.eval_backend = eval_backend
         self.channels_last = channels_last
-        self.category_ids: list[int] = list(range(1, num_det_classes + 1))
-        self.class_names: list[str] = [str(i) for i in range(num_det_classes)]
+        self.init_coco(num_det_classes)
         self.seg_class_names: list[str] = [str(i) for i in range(num_seg_classes)]
-        # (ids, names) of the data module, once setup has read them
-        self._data_categories: tuple[list[int], list[str]] | None = None
-        self._evaluators: dict[str, COCOEvaluator] = {}
-        self.eval_loss = nn.ModuleDict({"val": SetMean(), "test": SetMean()})
         self.val_seg_metrics = SegmentationMetrics(num_seg_classes, ignore_index)
         self.test_seg_metrics = SegmentationMetrics(num_seg_classes, ignore_index)
 
@@ -204,45 +193,35 @@ class MultiTaskTask(BaseTask):
         """See ``heads.joint.SSDLiteDeepLabV3.forward``."""
         return self.model(images)
 
+    @classmethod
+    def args_from_data(cls, data_args: Mapping[str, Any]) -> dict[str, Any]:
+        # The joint data modules that take a class count (COCO layout) mask background and
+        # the object classes.
+        num_classes = data_args.get("num_classes")
+        if num_classes is None:
+            return {}
+        return {"num_det_classes": num_classes, "num_seg_classes": num_classes + 1}
+
     # -- set-up ----------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if dm is None or stage == "predict":
-            return
-        for ours, attr in (
-            ("num_det_classes", "num_classes"),
-            ("num_seg_classes", "num_seg_classes"),
-            ("image_size", "image_size"),
-        ):
-            theirs = getattr(dm, attr, None)
-            if theirs is not None and theirs != getattr(self, ours):
-                raise ConfigError(
-                    f"model.{ours}={getattr(self, ours)} but data.{attr}={theirs}; "
-                    "set both to the same value"
-                )
-        if not hasattr(dm, "ground_truth") or not hasattr(dm, "num_seg_classes"):
+    def setup_data(self, data: Any, stage: str) -> None:
+        if stage == "predict":
+            return  # images only: the checkpoint's classes and categories are used
+        super().setup_data(data, stage)
+        if not hasattr(data, "ground_truth") or not hasattr(data, "num_seg_classes"):
             raise TypeError(
-                f"{type(dm).__name__} lacks ground_truth(stage) or num_seg_classes; "
+                f"{type(data).__name__} lacks ground_truth(stage) or num_seg_classes; "
                 "MultiTaskTask needs boxes and masks (use COCOJointDataModule, "
                 "CityscapesJointDataModule or DemoMultiTaskDataModule)"
             )
-        self.category_ids = list(dm.category_ids)
-        self.class_names = list(dm.class_names)
-        self._data_categories = (self.category_ids, self.class_names)
-        self.seg_class_names = list(dm.seg_class_names)
-        for name in ("validate", "test"):
-            if stage == name or (stage == "fit" and name == "validate"):
-                self._evaluators[name] = COCOEvaluator(dm.ground_truth(name), self.eval_backend)
+        self.setup_coco(data, stage)
+        self.seg_class_names = list(data.seg_class_names)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["category_ids"] = self.category_ids
-        checkpoint["class_names"] = self.class_names
+        super().on_save_checkpoint(checkpoint)  # the checks, RNG state and categories
         checkpoint["seg_class_names"] = self.seg_class_names
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        self.category_ids, self.class_names = self._checkpoint_categories(checkpoint)
         self.seg_class_names = list(checkpoint.get("seg_class_names", self.seg_class_names))
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -299,37 +278,22 @@ class MultiTaskTask(BaseTask):
         return loss
 
     # -- evaluation ------------------------------------------------------------------------
-    def _metrics(self, stage: str) -> SegmentationMetrics:
-        return self.val_seg_metrics if stage == "validate" else self.test_seg_metrics
+    def _metrics(self, prefix: str) -> SegmentationMetrics:
+        return self.val_seg_metrics if prefix == "val" else self.test_seg_metrics
 
-    def _evaluator(self, stage: str) -> COCOEvaluator:
-        if stage not in self._evaluators:
-            raise RuntimeError(
-                f"no COCO ground truth for {stage}: run through a Trainer with a data module "
-                "that has ground_truth(stage) (e.g. COCOJointDataModule)"
-            )
-        return self._evaluators[stage]
+    def eval_epoch_start(self, prefix: str) -> None:
+        super().eval_epoch_start(prefix)
+        self._metrics(prefix).reset()
 
-    def _eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
+    def eval_step(self, batch: Batch, stage: str, prefix: str) -> None:
         images, targets = batch
         outputs = self.model.forward_outputs(images)
-        losses = self.model.compute_loss(outputs, targets)
-        # The set's mean over matched anchors: equal under DDP, any batch size (SetMean)
-        matched = losses["num_positives"]
-        self.eval_loss[prefix].update(losses["loss"] * matched.clamp(min=1), matched)
-        self.log(f"{prefix}/loss_det", self.eval_loss[prefix], batch_size=images.shape[0])
-        detections = self.model.postprocessor(
-            outputs["cls_logits"], outputs["box_deltas"], outputs["anchors"], images.shape[-2:]
-        )
-        self._evaluator(stage).update(
-            batch_to_coco(detections, targets, images.shape[-2:], self.category_ids)
-        )
-        metrics = self._metrics(stage)
+        self.update_coco(outputs, targets, images.shape[-2:], stage, prefix, "loss_det")
+        metrics = self._metrics(prefix)
         for logits, target in zip(outputs["seg_logits"], targets, strict=True):
             mask = target["mask"].unsqueeze(0)
             log_probs = F.log_softmax(self._to_size(logits.unsqueeze(0), mask.shape[-2:]), dim=1)
-            loss_sum = F.nll_loss(log_probs, mask, ignore_index=self.ignore_index, reduction="sum")
-            metrics.update(log_probs.argmax(dim=1), mask, loss_sum)
+            self.update_segmentation(metrics, log_probs, mask)
 
     @staticmethod
     def _to_size(logits: Tensor, size: tuple[int, ...] | torch.Size) -> Tensor:
@@ -337,62 +301,22 @@ class MultiTaskTask(BaseTask):
             return logits
         return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
-    def _eval_epoch_end(self, stage: str, prefix: str) -> None:
-        evaluator = self._evaluator(stage)
-        stats = evaluator.compute()  # collective under DDP: every rank gets the same numbers
-        evaluator.reset()
-        for name in STAT_NAMES:
-            self.log(f"{prefix}/{name}", stats[name], prog_bar=name in ("map", "map_50"))
-        metrics = self._metrics(stage)
-        result = metrics.compute()  # sums the confusion matrices of all processes
-        metrics.reset()
-        self.log(f"{prefix}/loss_seg", result["loss"].float())
-        self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=True)
-        self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
-        for name, iou in zip(
-            metric_names(self.seg_class_names), result["iou"].tolist(), strict=True
-        ):
-            if not math.isnan(iou):
-                self.log(f"{prefix}/iou_{name}", float(iou))
-
-    def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
-        self.val_seg_metrics.reset()
-
-    def on_test_epoch_start(self) -> None:
-        super().on_test_epoch_start()
-        self.test_seg_metrics.reset()
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "validate", "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("validate", "val")
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test", "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test", "test")
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
+        self.log_coco(stage, prefix)
+        self.log_segmentation(self._metrics(prefix), prefix, self.seg_class_names, "loss_seg")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Per image in original pixels: ``boxes``, ``scores``, ``labels``, ``mask``
         (``uint8 [H, W]`` label map, CPU), ``path`` and ``orig_size``."""
         images = batch["image"]
         results = self.model(images)  # Lightning runs predict in eval mode
-        height, width = images.shape[-2:]
         out = []
         for res, path, orig in zip(results, batch["path"], batch["orig_size"], strict=True):
             size = (int(orig[0]), int(orig[1]))
-            scale = torch.tensor(
-                [size[1] / width, size[0] / height] * 2,
-                dtype=res["boxes"].dtype,
-                device=res["boxes"].device,
-            )
             logits = self._to_size(res["seg_logits"].unsqueeze(0), size)
             out.append(
                 {
-                    "boxes": res["boxes"] * scale,
+                    "boxes": to_original_pixels(res["boxes"], size, images.shape[-2:]),
                     "scores": res["scores"],
                     "labels": res["labels"],
                     "mask": logits.argmax(dim=1)[0].to(torch.uint8).cpu(),

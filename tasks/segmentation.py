@@ -1,31 +1,77 @@
-"""Semantic segmentation task (Mobile DeepLabv3). ``SegmentationPredictionWriter`` lives in
-``tasks.prediction_writers`` (imported here too, its old place)."""
+"""Semantic segmentation task (Mobile DeepLabv3); ``SegmentationEvaluation``, the
+segmentation half of every task scored with one confusion matrix over the whole set (this
+one and ``tasks.multitask``)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torch.nn import functional as F
 
 from backbones.layers import Padding
 from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
-from tasks.base import BaseTask, _default_optimizer
-from tasks.cli_errors import ConfigError
+from tasks.base import BaseTask
 from tasks.metrics import metric_names
 from tasks.segmentation_metrics import SegmentationMetrics
 
 
-class SegmentationTask(BaseTask):
+class SegmentationEvaluation:
+    """The segmentation half of a task, mixed in before ``BaseTask``: pixels scored with one
+    confusion matrix per evaluation (``SegmentationMetrics``: summed over every process, so
+    the numbers are the set's under DDP). The task has ``ignore_index``, the mask value left
+    out of the loss and the metrics."""
+
+    ignore_index: int
+
+    def update_segmentation(
+        self, metrics: SegmentationMetrics, log_probs: Tensor, mask: Tensor
+    ) -> None:
+        """Add one image: ``log_probs`` ``[1, C, h, w]`` and its ``mask`` ``[1, h, w]``
+        (int64 labels or ``ignore_index``), at the same size."""
+        loss_sum = F.nll_loss(log_probs, mask, ignore_index=self.ignore_index, reduction="sum")
+        metrics.update(log_probs.argmax(dim=1), mask, loss_sum)
+
+    def log_segmentation(
+        self,
+        metrics: SegmentationMetrics,
+        prefix: str,
+        class_names: Sequence[str],
+        loss_name: str = "loss",
+        prog_bar: bool = True,
+    ) -> dict[str, Tensor]:
+        """Log the finished evaluation and reset ``metrics``: ``<prefix>/<loss_name>`` (mean
+        over every labelled pixel of the set), ``<prefix>/miou``, ``<prefix>/pixel_acc`` and
+        ``<prefix>/iou_<class>`` for each class present in targets or predictions.
+
+        Returns:
+            ``metrics.compute()``: ``confmat`` ``[C, C]`` (rows: true class), ``iou``
+            ``[C]``, ``miou``, ``pixel_acc``, ``loss``.
+        """
+        result = metrics.compute()  # sums the confusion matrices of all processes
+        metrics.reset()
+        # Identical on every process after the sync, so no further reduction is needed.
+        self.log(f"{prefix}/{loss_name}", result["loss"].float())
+        self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=prog_bar)
+        self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
+        for name, iou in zip(metric_names(class_names), result["iou"].tolist(), strict=True):
+            if not math.isnan(iou):  # class absent from targets and predictions
+                self.log(f"{prefix}/iou_{name}", float(iou))
+        return result
+
+
+class SegmentationTask(SegmentationEvaluation, BaseTask):
     """Train and evaluate ``deeplabv3_mobilenet_v2``.
 
     Args:
-        num_classes: number of classes (must match the data; 21 for VOC, 19 for Cityscapes).
+        num_classes: number of classes with background (21 for VOC, 19 for Cityscapes). The
+            ``mobilezoo`` command takes it from a data module that has it as an argument
+            (the demo); a value given here must match the data's.
         output_stride: 16 or 8 (``None``: the one ``weights`` were built with, else 16).
-        aspp: add the ASPP branches (paper's 4.52M-parameter model).
+        aspp: add the ASPP branches (the paper's larger head).
         width_mult: backbone width multiplier.
         weights_backbone: weights whose backbone starts the model: an ImageNet name
             (``"imagenet"``, ``"imagenet_v2"``, ``"imagenet_tf"``, ``"imagenet_tf_8bit"``), a
@@ -53,14 +99,11 @@ class SegmentationTask(BaseTask):
             ``heads.predict_padded``); for reproducing TF-converted models' numbers.
         class_names: names for the per-class IoU logs (default: the data module's
             ``class_names``, else the class index).
-        channels_last: train on channels-last (NHWC) images. On CPU oneDNN's depthwise
-            convolutions run faster in that layout (1.4-2x per training step at 513 px in
-            our runs, see ``benchmarks.throughput``); the sums then run in another order, so loss
-            and gradients differ from the default at float-rounding level (as they do
-            between thread counts). Evaluation is unaffected. Off by default.
-        optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias: see
-            ``BaseTask``; DeepLab's recipe is SGD (momentum 0.9, weight decay 4e-5) with
-            ``WarmupPolyLR`` (power 0.9) stepped every iteration.
+        channels_last: see ``DetectionTask``.
+        **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
+            ``decay_norm_and_bias``: see ``BaseTask``; DeepLab's recipe is SGD (momentum
+            0.9, weight decay 4e-5) with ``WarmupPolyLR`` (power 0.9) stepped every
+            iteration.
 
     Batches are dicts with ``image`` ``[B, 3, H, W]``, ``mask`` ``[B, H, W]`` int64 and
     ``size`` ``[B, 2]`` (each image's own height and width; evaluation batches may be
@@ -98,34 +141,22 @@ class SegmentationTask(BaseTask):
         eval_pad_to: int | None = None,
         class_names: list[str] | None = None,
         channels_last: bool = False,
-        optimizer: OptimizerCallable = _default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["step", "epoch"] = "step",
-        decay_norm_and_bias: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval, decay_norm_and_bias)
+        super().__init__(**kwargs)
         if not eval_scales or any(s <= 0 for s in eval_scales):
             raise ValueError(f"eval_scales must be positive numbers, got {eval_scales}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"class_names has {len(class_names)} names but num_classes={num_classes}"
             )
-        arch = self.resolve_architecture(
-            deeplabv3_mobilenet_v2, weights, weights_backbone, width_mult=width_mult,
-            divisible_by=divisible_by, padding=padding, align_corners=align_corners,
-            output_stride=output_stride,
+        self.model = self.build_model(
+            deeplabv3_mobilenet_v2, weights, weights_backbone,
+            {"width_mult": width_mult, "divisible_by": divisible_by, "padding": padding,
+             "align_corners": align_corners, "output_stride": output_stride},
+            num_classes=num_classes, aspp=aspp, dropout=dropout, frozen_stages=frozen_stages,
+            freeze_bn=freeze_bn, bn_momentum=bn_momentum,
         )  # fmt: skip
-        self.model = deeplabv3_mobilenet_v2(
-            num_classes=num_classes,
-            aspp=aspp,
-            weights_backbone=weights_backbone,
-            weights=weights,
-            **arch,
-            dropout=dropout,
-            frozen_stages=frozen_stages,
-            freeze_bn=freeze_bn,
-            bn_momentum=bn_momentum,
-        )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.eval_scales = tuple(float(s) for s in eval_scales)
@@ -142,15 +173,10 @@ class SegmentationTask(BaseTask):
         """``[B, 3, H, W]`` -> logits ``[B, num_classes, H, W]``."""
         return self.model(images)
 
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer else None
-        data_classes = getattr(datamodule, "num_classes", None)
-        if data_classes is not None and data_classes != self.num_classes:
-            raise ConfigError(
-                f"model.num_classes={self.num_classes} but the data has {data_classes} classes"
-            )
+    def setup_data(self, data: Any, stage: str) -> None:
+        super().setup_data(data, stage)
         if self.class_names is None:
-            names = getattr(datamodule, "class_names", None)
+            names = getattr(data, "class_names", None)
             if names is not None and len(names) == self.num_classes:
                 self.class_names = list(names)
 
@@ -200,41 +226,25 @@ class SegmentationTask(BaseTask):
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics) -> None:
         masks = batch["mask"]
         for i, (log_probs, rows, cols) in enumerate(self._per_image(batch)):
-            mask = masks[i : i + 1, rows, cols]
-            loss_sum, _ = self._loss_terms(log_probs, mask)
-            metrics.update(log_probs.argmax(dim=1), mask, loss_sum)
+            self.update_segmentation(metrics, log_probs, masks[i : i + 1, rows, cols])
 
     def _log_epoch_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
-        result = metrics.compute()  # sums the confusion matrices of all processes
+        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        result = self.log_segmentation(metrics, prefix, names, prog_bar=prefix == "val")
         self.last_confmat[prefix] = result["confmat"].cpu()
-        # Identical on every process after the sync, so no further reduction is needed.
-        # The loss is the mean over every labelled pixel of the set, like the metrics.
-        self.log(f"{prefix}/loss", result["loss"].float())
-        self.log(f"{prefix}/miou", result["miou"].float(), prog_bar=prefix == "val")
-        self.log(f"{prefix}/pixel_acc", result["pixel_acc"].float())
-        names = metric_names(self.class_names or [str(i) for i in range(self.num_classes)])
-        for name, iou in zip(names, result["iou"].tolist(), strict=True):
-            if not math.isnan(iou):  # class absent from targets and predictions
-                self.log(f"{prefix}/iou_{name}", float(iou))
-        metrics.reset()
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_metrics.reset()  # fresh, process-local state for every evaluation
+    def _metrics(self, prefix: str) -> SegmentationMetrics:
+        return self.val_metrics if prefix == "val" else self.test_metrics
 
-    def on_test_epoch_start(self) -> None:
-        self.test_metrics.reset()
+    def eval_epoch_start(self, prefix: str) -> None:
+        super().eval_epoch_start(prefix)
+        self._metrics(prefix).reset()
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
+    def eval_step(self, batch: dict[str, Any], stage: str, prefix: str) -> None:
+        self._eval_step(batch, self._metrics(prefix))
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.val_metrics, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.test_metrics, "test")
+    def eval_epoch_end(self, stage: str, prefix: str) -> None:
+        self._log_epoch_metrics(self._metrics(prefix), prefix)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """Label maps at each image's original size.
