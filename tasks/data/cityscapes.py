@@ -24,7 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from tasks.data.seg_transforms import IGNORE_INDEX, SegmentationDataModule
+from tasks.data.seg_transforms import IGNORE_INDEX
+from tasks.data.segmentation import SegmentationDataModule
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 from tasks.data.validate import AnnotationError, Repairs
 

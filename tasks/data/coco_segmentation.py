@@ -22,7 +22,7 @@ import numpy as np
 from tasks.data.coco import COCOAnnotations
 from tasks.data.coco_joint import semantic_mask
 from tasks.data.io import BadSampleError, read_image
-from tasks.data.seg_transforms import SegmentationDataModule, SegmentationDataset
+from tasks.data.segmentation import SegmentationDataModule, SegmentationDataset
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
 

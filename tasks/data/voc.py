@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from tasks.data.seg_transforms import SegmentationDataModule
+from tasks.data.segmentation import SegmentationDataModule
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 from tasks.data.validate import AnnotationError
 

@@ -12,12 +12,8 @@ from PIL import Image
 
 from tasks.data.cityscapes import CITYSCAPES_LABELS
 from tasks.data.demo.segmentation import DemoSegmentationDataModule, make_segmentation_demo
-from tasks.data.seg_transforms import (
-    SegmentationDataset,
-    collate_segmentation,
-    segmentation_transforms,
-    voc_palette,
-)
+from tasks.data.seg_transforms import segmentation_transforms, voc_palette
+from tasks.data.segmentation import SegmentationDataset, collate_segmentation
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
 

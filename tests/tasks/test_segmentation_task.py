@@ -12,7 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from tasks.data.demo.segmentation import make_segmentation_demo
-from tasks.data.seg_transforms import collate_segmentation
+from tasks.data.segmentation import collate_segmentation
 from tasks.data.voc import VOCSegmentationDataModule
 from tasks.prediction_writers import SegmentationPredictionWriter
 from tasks.segmentation import SegmentationTask
