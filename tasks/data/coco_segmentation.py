@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import albumentations as A
 import numpy as np
 
+from tasks.data.base import LoaderOptions
 from tasks.data.coco import COCOAnnotations
 from tasks.data.coco_joint import semantic_mask
 from tasks.data.io import BadSampleError, read_image
@@ -83,9 +84,8 @@ class COCOSegmentationDataModule(SegmentationDataModule):
         train_split, val_split: split names (``train``, ``val``).
         annotation_pattern, image_dir_pattern: see ``COCODataModule``.
         allow_outside_root: see ``COCODataModule``.
-        crop_size, min_scale, max_scale, flip, mean, std, predict_dir, batch_size,
-            num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample:
-            see ``SegmentationDataModule``.
+        crop_size, min_scale, max_scale, flip, mean, std, predict_dir, loader: see
+            ``SegmentationDataModule``.
 
     ``class_names`` is ``background`` followed by the category names (label order).
     """
@@ -105,18 +105,9 @@ class COCOSegmentationDataModule(SegmentationDataModule):
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
         predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16, num_workers=4),
     ) -> None:
-        super().__init__(
-            crop_size, min_scale, max_scale, flip, mean, std, predict_dir,
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
-            on_bad_sample,
-        )  # fmt: skip
+        super().__init__(crop_size, min_scale, max_scale, flip, mean, std, predict_dir, loader)
         for name, pattern in (
             ("annotation_pattern", annotation_pattern),
             ("image_dir_pattern", image_dir_pattern),

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.data.base import BaseDataModule
+from tasks.data.base import BaseDataModule, LoaderOptions
 from tasks.data.io import BadSampleError, read_image, read_label_png
 from tasks.data.predict import PredictImageDataset
 from tasks.data.seg_transforms import IGNORE_INDEX, segmentation_transforms
@@ -166,6 +166,8 @@ class SegmentationDataModule(BaseDataModule):
     Subclasses implement ``samples(split)`` (the ``(image, mask)`` file pairs of a split)
     and set ``class_names``; they may set ``label_map``, ``valid_mask_values`` (raw mask
     values allowed before ``label_map``, see ``SegmentationDataset``) and ``palette``.
+    Evaluation batches of differently sized images are padded (``collate_segmentation``)
+    and each image is still evaluated at its own size.
 
     Args:
         crop_size: training crop side (513 for VOC, 769 for Cityscapes), or
@@ -174,9 +176,7 @@ class SegmentationDataModule(BaseDataModule):
         flip: random left-right flip in training.
         mean, std: normalization (default maps to [-1, 1], as DeepLab).
         predict_dir: folder of images for ``predict`` (any layout; searched recursively).
-        batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
-            on_bad_sample: see ``BaseDataModule``. Evaluation batches of differently sized images are padded
-            and each image is still evaluated at its own size.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
     """
 
     class_names: tuple[str, ...] = ()
@@ -195,16 +195,9 @@ class SegmentationDataModule(BaseDataModule):
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
         predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
-        )
+        super().__init__(loader)
         # Built once here so a bad value fails when the config is read, not in training.
         self.train_transform = segmentation_transforms(
             True, mean, std, crop_size, min_scale, max_scale, flip
