@@ -42,8 +42,6 @@ from tasks.data.cityscapes import (
 )
 from tasks.data.detection import DetectionDataModule
 from tasks.data.io import BadSampleError, read_image, read_label_png, read_single_channel
-from tasks.data.ssd_transforms import Augmentation
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
 #: train ids of the classes with instances, in detection-label order
 THING_TRAIN_IDS = (11, 12, 13, 14, 15, 16, 17, 18)
@@ -211,7 +209,10 @@ class CityscapesJointDataModule(DetectionDataModule):
     Args:
         root: folder holding ``leftImg8bit`` and ``gtFine``.
         train_split, val_split: ``train`` (2,975 images) and ``val`` (500; also ``test``).
-        image_size, augmentation, zoom_out_ratio, mean, std, predict_dir, loader: see
+        image_size: square model input size.
+        zoom_out_ratio: largest zoom-out canvas ratio of the ``"ssd"`` augmentation.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
+        **kwargs: ``augmentation``, ``mean``, ``std``, ``predict_dir`` of
             ``DetectionDataModule``.
 
     Exposes ``num_classes`` (8), ``category_ids`` (1..8), ``class_names``,
@@ -232,14 +233,13 @@ class CityscapesJointDataModule(DetectionDataModule):
         train_split: str = "train",
         val_split: str = "val",
         image_size: int = 512,
-        augmentation: Augmentation = "ssd",
         zoom_out_ratio: float = 2.0,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
         loader: LoaderOptions = LoaderOptions(batch_size=16, num_workers=4),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(image_size, augmentation, zoom_out_ratio, mean, std, predict_dir, loader)
+        super().__init__(
+            image_size=image_size, zoom_out_ratio=zoom_out_ratio, loader=loader, **kwargs
+        )
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
         self._ground_truth: dict[str, dict[str, Any]] = {}

@@ -20,12 +20,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.data.base import LoaderOptions
 from tasks.data.coco_schema import validate_coco
 from tasks.data.detection import DetectionDataModule, Target
 from tasks.data.io import BadSampleError, read_image_reduced, scale_boxes
 from tasks.data.ssd_transforms import Augmentation, decode_min_side
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 from tasks.data.validate import AnnotationError, no_gc
 
 log = logging.getLogger(__name__)
@@ -174,6 +172,16 @@ class COCODetectionDataset(Dataset):
         return chw.float(), target
 
 
+def check_split_patterns(annotation_pattern: str, image_dir_pattern: str) -> None:
+    """Raise a ``ValueError`` naming the pattern that lacks ``{split}``."""
+    for name, pattern in (
+        ("annotation_pattern", annotation_pattern),
+        ("image_dir_pattern", image_dir_pattern),
+    ):
+        if "{split}" not in pattern:
+            raise ValueError(f"{name} must contain '{{split}}', got {pattern!r}")
+
+
 class COCODataModule(DetectionDataModule):
     """COCO-layout detection data for SSDLite.
 
@@ -187,13 +195,14 @@ class COCODataModule(DetectionDataModule):
         image_dir_pattern: image folder of a split, relative to ``root``.
         train_include_empty: also train on images without objects (evaluation always
             keeps them).
-        image_size, augmentation, zoom_out_ratio, mean, std, predict_dir, loader: see
-            ``DetectionDataModule`` (SSDLite: 320, ``"ssd"``, zoom-out up to 4).
         allow_outside_root: accept image ``file_name`` values that are absolute or leave
             the image folder through ``..`` (refused by default).
         reduced_decoding: decode large JPEGs at 1/2, 1/4 or 1/8 size where the
             augmentation loses nothing by it (``ssd_transforms.decode_min_side``; boxes are
             scaled exactly); ``False`` decodes every image in full.
+        **kwargs: ``image_size``, ``augmentation``, ``zoom_out_ratio``, ``mean``, ``std``,
+            ``predict_dir``, ``loader`` of ``DetectionDataModule``, whose defaults are
+            SSDLite's for COCO (320, ``"ssd"``, zoom-out up to 4).
 
     Exposed to the task (duck-typed, no import): ``num_classes``, ``category_ids``,
     ``class_names`` and ``ground_truth(stage)`` (the cleaned COCO dict of the split that
@@ -208,24 +217,13 @@ class COCODataModule(DetectionDataModule):
         test_split: str | None = None,
         annotation_pattern: str = "annotations/instances_{split}.json",
         image_dir_pattern: str = "{split}",
-        image_size: int = 320,
-        augmentation: Augmentation = "ssd",
-        zoom_out_ratio: float = 4.0,
         train_include_empty: bool = False,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
-        loader: LoaderOptions = LoaderOptions(),
         allow_outside_root: bool = False,
         reduced_decoding: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(image_size, augmentation, zoom_out_ratio, mean, std, predict_dir, loader)
-        for name, pattern in (
-            ("annotation_pattern", annotation_pattern),
-            ("image_dir_pattern", image_dir_pattern),
-        ):
-            if "{split}" not in pattern:
-                raise ValueError(f"{name} must contain '{{split}}', got {pattern!r}")
+        super().__init__(**kwargs)
+        check_split_patterns(annotation_pattern, image_dir_pattern)
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
         self.test_split = test_split or val_split

@@ -17,9 +17,9 @@ from tasks.data.coco import COCOAnnotations, COCODataModule
 from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.shapes import (
     SHAPES,
-    check_scene_args,
     draw_shape,
     random_color,
+    scene_spec,
     soften,
     textured_background,
 )
@@ -143,21 +143,10 @@ class DemoDetectionDataModule(GeneratedDemo, COCODataModule):
         predict_dir: str | None = None,
         loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
-        check_scene_args(
-            num_classes, num_train, num_val, max_objects, min_object_size, max_object_size
-        )
-        spec = {
-            "kind": "detection",
-            "num_classes": num_classes,
-            "num_train": num_train,
-            "num_val": num_val,
-            "size": generated_size,
-            "max_objects": max_objects,
-            "min_object_size": min_object_size,
-            "max_object_size": max_object_size,
-            "empty_fraction": empty_fraction,
-            "seed": seed,
-        }
+        spec = scene_spec(
+            "detection", num_classes, num_train, num_val, generated_size, max_objects,
+            min_object_size, max_object_size, seed, empty_fraction=empty_fraction,
+        )  # fmt: skip
         super().__init__(
             self.demo_root(root, spec), "train", "val", None,
             image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,

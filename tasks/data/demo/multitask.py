@@ -25,8 +25,8 @@ from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.segmentation import class_color
 from tasks.data.demo.shapes import (
     SHAPES,
-    check_scene_args,
     draw_shape,
+    scene_spec,
     shape_polygon,
     soften,
     textured_background,
@@ -151,20 +151,10 @@ class DemoMultiTaskDataModule(GeneratedDemo, COCOJointDataModule):
         predict_dir: str | None = None,
         loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
-        check_scene_args(
-            num_classes, num_train, num_val, max_objects, min_object_size, max_object_size
-        )
-        spec = {
-            "kind": "multitask",
-            "num_classes": num_classes,
-            "num_train": num_train,
-            "num_val": num_val,
-            "size": generated_size,
-            "max_objects": max_objects,
-            "min_object_size": min_object_size,
-            "max_object_size": max_object_size,
-            "seed": seed,
-        }
+        spec = scene_spec(
+            "multitask", num_classes, num_train, num_val, generated_size, max_objects,
+            min_object_size, max_object_size, seed,
+        )  # fmt: skip
         super().__init__(
             self.demo_root(root, spec), "train", "val", None,
             image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,

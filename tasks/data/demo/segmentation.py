@@ -10,6 +10,7 @@ every object outline, like VOC's) under ``VOCdevkit/VOC2012``, with ``train.txt`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -18,7 +19,6 @@ from tasks.data.base import LoaderOptions
 from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.shapes import draw_shape, soften, textured_background
 from tasks.data.seg_transforms import IGNORE_INDEX, voc_palette
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 from tasks.data.voc import VOCSegmentationDataModule
 
 #: the shape of each foreground class (class 0 is the background)
@@ -98,8 +98,11 @@ class DemoSegmentationDataModule(GeneratedDemo, VOCSegmentationDataModule):
         val_images: number of validation images.
         generated_size: side of the generated images in pixels.
         seed: random seed of the generator.
-        crop_size, min_scale, max_scale, flip, mean, std, predict_dir, loader: see
-            ``VOCSegmentationDataModule``.
+        crop_size, min_scale, max_scale: DeepLab's augmentation, see
+            ``SegmentationDataModule``.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
+        **kwargs: ``flip``, ``mean``, ``std``, ``predict_dir`` of
+            ``SegmentationDataModule``.
     """
 
     make = staticmethod(make_segmentation_demo)
@@ -115,11 +118,8 @@ class DemoSegmentationDataModule(GeneratedDemo, VOCSegmentationDataModule):
         crop_size: int | tuple[int, int] = 96,
         min_scale: float = 0.75,
         max_scale: float = 1.5,
-        flip: bool = True,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
         loader: LoaderOptions = LoaderOptions(batch_size=16),
+        **kwargs: Any,
     ) -> None:
         if not 2 <= num_classes <= len(DEMO_SHAPES) + 1:
             raise ValueError(f"num_classes must be in 2..{len(DEMO_SHAPES) + 1}, got {num_classes}")
@@ -133,7 +133,7 @@ class DemoSegmentationDataModule(GeneratedDemo, VOCSegmentationDataModule):
             "seed": seed,
         }
         super().__init__(
-            self.demo_root(root, spec), "train", "val", False, None, None, crop_size, min_scale,
-            max_scale, flip, mean, std, predict_dir, loader,
+            self.demo_root(root, spec), "train", "val", False, None, None, loader=loader,
+            crop_size=crop_size, min_scale=min_scale, max_scale=max_scale, **kwargs,
         )  # fmt: skip
         self.class_names = ("background", *DEMO_SHAPES[: num_classes - 1])
