@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import yaml
 
 from benchmarks.latency import OPENVINO
 from heads.inference import DetectorEnd2End
+from tasks.data.base import LoaderOptions
 from tasks.export import (
     export_onnx,
     load_checkpoint,
@@ -43,7 +45,11 @@ def data_module_from_run(ckpt: Path) -> Any:
     if module.split(".")[0] != "tasks":
         raise ValueError(f"{config}: data class {data['class_path']} is not a zoo data module")
     cls = getattr(importlib.import_module(module), name)
-    dm = cls(**(data.get("init_args") or {}))
+    init = dict(data.get("init_args") or {})
+    # runs saved before the ``loader`` group hold its values at the top level
+    loader = {f.name: init.pop(f.name) for f in fields(LoaderOptions) if f.name in init}
+    loader.update(init.pop("loader", None) or {})
+    dm = cls(**init, **({"loader": LoaderOptions(**loader)} if loader else {}))
     dm.num_workers, dm.persistent_workers = 0, False
     return dm
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.timing import markdown_table
+from tasks.data.base import LoaderOptions
 from tasks.data.imagefolder import ImageFolderDataModule
 
 FORMATS = ("jpeg", "png", "gray", "rgba", "png16", "cmyk", "exif")
@@ -128,8 +129,9 @@ def main(argv: list[str] | None = None) -> str:
     print(f"set ready in {time.perf_counter() - start:.0f} s: {args.num_images} files, {bad} bad")
 
     dm = ImageFolderDataModule(str(root), image_size=args.image_size, resize_size=args.image_size,
-                               batch_size=args.batch_size, num_workers=args.workers,
-                               on_bad_sample="skip", persistent_workers=False)  # fmt: skip
+                               loader=LoaderOptions(batch_size=args.batch_size,
+                                                    num_workers=args.workers, on_bad_sample="skip",
+                                                    persistent_workers=False))  # fmt: skip
     dm.train_set = dm._dataset("train", train=True)
     loader = dm.train_dataloader()
     samples: list[float] = []

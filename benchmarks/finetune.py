@@ -86,7 +86,7 @@ def _steps_overrides(steps: int) -> list[str]:
 def run_ours(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
     overrides = [
         f"--data.init_args.root={root}", f"--model.init_args.num_classes={_num_classes(root)}",
-        f"--seed_everything={seed}", f"--data.init_args.num_workers={args.workers}",
+        f"--seed_everything={seed}", f"--data.init_args.loader.num_workers={args.workers}",
         *_weights_overrides(args.weights_backbone),
     ]  # fmt: skip
     if args.steps:
@@ -158,7 +158,10 @@ def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
 
 def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
     name = _class_key(root)
-    common = [f"--data.init_args.root={root}", f"--data.init_args.num_workers={args.workers}"]
+    common = [
+        f"--data.init_args.root={root}",
+        f"--data.init_args.loader.num_workers={args.workers}",
+    ]
     # warm-up: a tenth of the (short) run
     steps = [*_steps_overrides(args.seg_steps),
              f"--model.init_args.lr_scheduler.init_args.warmup_steps={max(1, args.seg_steps // 10)}"]  # fmt: skip
@@ -170,8 +173,8 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
             *common, *steps, "--data.init_args.train_split=train", "--data.init_args.val_split=val",
             "--model.init_args.num_det_classes=1", "--model.init_args.num_seg_classes=2",
             "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
-            "--trainer.sync_batchnorm=false", "--data.init_args.batch_size=16",
-            "--data.init_args.eval_batch_size=8", "--data.init_args.pin_memory=false",
+            "--trainer.sync_batchnorm=false", "--data.init_args.loader.batch_size=16",
+            "--data.init_args.loader.eval_batch_size=8", "--data.init_args.loader.pin_memory=false",
             f"--model.init_args.weights_backbone={args.weights_backbone}",
         ]),
     }  # fmt: skip

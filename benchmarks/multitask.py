@@ -202,11 +202,12 @@ def train_demo(
 ) -> list[list[object]]:
     import tasks  # noqa: F401  (albumentations set-up)
     from tasks.coco_eval import STAT_NAMES, COCOEvaluator, detections_to_coco
+    from tasks.data.base import LoaderOptions
     from tasks.data.demo.multitask import DemoMultiTaskDataModule
     from tasks.segmentation_metrics import SegmentationMetrics
 
     torch.set_num_threads(threads)
-    dm = DemoMultiTaskDataModule(root=root, batch_size=16)
+    dm = DemoMultiTaskDataModule(root=root, loader=LoaderOptions(batch_size=16))
     dm.prepare_data()
     dm.setup("fit")
     dm.setup("validate")

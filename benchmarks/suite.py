@@ -349,16 +349,15 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
     from tasks.data.demo.detection import DemoDetectionDataModule
     from tasks.data.demo.segmentation import DemoSegmentationDataModule
 
-    small = {"num_workers": 0}
     modules = {
         "classifier": DemoClassificationDataModule(
-            train_per_class=10 if opts.quick else 100, val_per_class=2, **small
+            train_per_class=10 if opts.quick else 100, val_per_class=2
         ),
         "detector": DemoDetectionDataModule(
-            num_train=20 if opts.quick else 320, num_val=4, image_size=128, **small
+            num_train=20 if opts.quick else 320, num_val=4, image_size=128
         ),
         "segmenter": DemoSegmentationDataModule(
-            train_images=20 if opts.quick else 240, val_images=4, **small
+            train_images=20 if opts.quick else 240, val_images=4
         ),
     }
     rows = []
@@ -366,11 +365,11 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
     real_sizes = {
         "detector": DemoDetectionDataModule(
             root=f"{real.name}/det", num_train=8 if opts.quick else 48, num_val=2,
-            generated_size=320, image_size=320, augmentation="ssd", **small,
+            generated_size=320, image_size=320, augmentation="ssd",
         ),
         "segmenter": DemoSegmentationDataModule(
             root=f"{real.name}/seg", train_images=8 if opts.quick else 32, val_images=2,
-            generated_size=513, crop_size=513, **small,
+            generated_size=513, crop_size=513,
         ),
     }  # fmt: skip
     jobs = [(p, modules[p.kind]) for p in pairs[:3]]

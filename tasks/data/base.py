@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -16,43 +17,63 @@ from tasks.data.resumable import ResumableSampler, SeededDataset
 from tasks.data.skipping import SkipBadSamples
 
 
-class BaseDataModule(LightningDataModule):
-    """Batch size and loader options common to the zoo's data modules.
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a data module's loaders batch and read its samples: the ``loader`` argument of
+    every data module (``data.init_args.loader.batch_size`` in a config).
 
     Args:
-        batch_size: images per batch, per process.
+        batch_size: images per training batch, per process.
+        eval_batch_size: batch size of validation/test/predict loaders (default: ``batch_size``).
         num_workers: loader worker processes (0 loads in the main process).
         pin_memory: page-locked host memory for faster copies to a GPU.
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
-        eval_batch_size: batch size of validation/test/predict loaders (default: ``batch_size``).
         on_bad_sample: what a training sample that cannot be read does: ``"raise"`` stops with
             an error naming the file; ``"skip"`` logs it, counts it (``skipped_samples``,
             logged as ``train/skipped_samples``) and uses the next readable sample.
             Evaluation always raises, so metrics cover the whole set.
+
+    Raises:
+        ValueError: a value out of range, named with the value given.
     """
 
-    def __init__(
-        self,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
-    ) -> None:
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = True
+    on_bad_sample: Literal["raise", "skip"] = "raise"
+
+    def __post_init__(self) -> None:
+        if self.on_bad_sample not in ("raise", "skip"):
+            raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {self.on_bad_sample!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+class BaseDataModule(LightningDataModule):
+    """What the zoo's data modules share: loaders that resume exactly and evaluate each
+    sample once.
+
+    Args:
+        loader: batch sizes, workers and the bad-sample policy (``LoaderOptions``). Its
+            values are also attributes of the data module (``batch_size``,
+            ``eval_batch_size`` resolved to ``batch_size`` when unset, ``num_workers``,
+            ``pin_memory``, ``persistent_workers`` false without workers, ``on_bad_sample``).
+    """
+
+    def __init__(self, loader: LoaderOptions = LoaderOptions()) -> None:
         super().__init__()
-        if on_bad_sample not in ("raise", "skip"):
-            raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.on_bad_sample = on_bad_sample
+        self.batch_size = loader.batch_size
+        self.eval_batch_size = loader.eval_batch_size or loader.batch_size
+        self.num_workers = loader.num_workers
+        self.pin_memory = loader.pin_memory
+        self.persistent_workers = loader.persistent_workers and loader.num_workers > 0
+        self.on_bad_sample = loader.on_bad_sample
         self._resume: dict[str, int] | None = None
         self._skipping: SkipBadSamples | None = None
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
-from tasks.data.seg_transforms import IGNORE_INDEX, SegmentationDataModule
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
+from tasks.data.base import LoaderOptions
+from tasks.data.seg_transforms import IGNORE_INDEX
+from tasks.data.segmentation import SegmentationDataModule
 from tasks.data.validate import AnnotationError, Repairs
 
 #: (label id, name, train id) of the 34 label ids; train id 255 = not evaluated
@@ -90,8 +91,9 @@ class CityscapesDataModule(SegmentationDataModule):
         val_split: ``val`` (500 images), used by validate and test (``test`` masks are
             not public).
         crop_size: training crop (TF DeepLab: 769).
-        min_scale, max_scale, flip, mean, std, predict_dir, batch_size, ...: see
-            ``SegmentationDataModule``.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
+        **kwargs: ``min_scale``, ``max_scale``, ``flip``, ``mean``, ``std``,
+            ``predict_dir`` of ``SegmentationDataModule``.
     """
 
     class_names = CITYSCAPES_CLASSES
@@ -105,24 +107,10 @@ class CityscapesDataModule(SegmentationDataModule):
         train_split: str = "train",
         val_split: str = "val",
         crop_size: int | tuple[int, int] = 769,
-        min_scale: float = 0.5,
-        max_scale: float = 2.0,
-        flip: bool = True,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
-        batch_size: int = 8,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=8, num_workers=4),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            crop_size, min_scale, max_scale, flip, mean, std, predict_dir,
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
-            on_bad_sample,
-        )  # fmt: skip
+        super().__init__(crop_size=crop_size, loader=loader, **kwargs)
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
 

@@ -24,7 +24,7 @@ upsamples its logits to them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.data.base import BaseDataModule
+from tasks.data.base import LoaderOptions
 from tasks.data.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABELS,
@@ -40,11 +40,8 @@ from tasks.data.cityscapes import (
     LABEL_ID_TO_TRAIN_ID,
     cityscapes_palette,
 )
-from tasks.data.coco import collate_detection
+from tasks.data.detection import DetectionDataModule
 from tasks.data.io import BadSampleError, read_image, read_label_png, read_single_channel
-from tasks.data.predict import PredictImageDataset, collate_predict
-from tasks.data.ssd_transforms import Augmentation, ssd_eval_transforms, ssd_train_transforms
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, normalize
 
 #: train ids of the classes with instances, in detection-label order
 THING_TRAIN_IDS = (11, 12, 13, 14, 15, 16, 17, 18)
@@ -206,16 +203,17 @@ class CityscapesJointDataset(Dataset):
         return chw.float(), target
 
 
-class CityscapesJointDataModule(BaseDataModule):
+class CityscapesJointDataModule(DetectionDataModule):
     """Cityscapes boxes (8 thing classes) + masks (19 train ids) for ``MultiTaskTask``.
 
     Args:
         root: folder holding ``leftImg8bit`` and ``gtFine``.
         train_split, val_split: ``train`` (2,975 images) and ``val`` (500; also ``test``).
         image_size: square model input size.
-        augmentation: ``"ssd"``, ``"flip"`` or ``"none"`` (see ``ssd_train_transforms``).
-        zoom_out_ratio: largest zoom-out canvas ratio of ``"ssd"``.
-        mean, std, predict_dir, batch_size, ...: see ``COCODataModule``.
+        zoom_out_ratio: largest zoom-out canvas ratio of the ``"ssd"`` augmentation.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
+        **kwargs: ``augmentation``, ``mean``, ``std``, ``predict_dir`` of
+            ``DetectionDataModule``.
 
     Exposes ``num_classes`` (8), ``category_ids`` (1..8), ``class_names``,
     ``num_seg_classes`` (19), ``seg_class_names``, ``palette`` and ``ground_truth(stage)``
@@ -235,46 +233,27 @@ class CityscapesJointDataModule(BaseDataModule):
         train_split: str = "train",
         val_split: str = "val",
         image_size: int = 512,
-        augmentation: Augmentation = "ssd",
         zoom_out_ratio: float = 2.0,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16, num_workers=4),
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
+            image_size=image_size, zoom_out_ratio=zoom_out_ratio, loader=loader, **kwargs
         )
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {image_size}")
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
-        self.image_size = image_size
-        self.augmentation = augmentation
-        self.zoom_out_ratio = zoom_out_ratio
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.predict_dir = predict_dir
-        self._datasets: dict[str, CityscapesJointDataset] = {}
         self._ground_truth: dict[str, dict[str, Any]] = {}
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._datasets["train"] = CityscapesJointDataset(
-                cityscapes_triplets(self.root, self.train_split),
-                ssd_train_transforms(
-                    self.image_size, self.mean, self.std, self.augmentation, self.zoom_out_ratio
-                ),
+                cityscapes_triplets(self.root, self.train_split), self.train_transform()
             )
         for name in ("validate", "test"):
             if stage == name or (stage == "fit" and name == "validate"):
                 self._datasets[name] = CityscapesJointDataset(
                     cityscapes_triplets(self.root, self.val_split),
-                    ssd_eval_transforms(self.image_size, self.mean, self.std),
+                    self.eval_transform(),
                     eval_masks=True,
                 )
 
@@ -319,21 +298,3 @@ class CityscapesJointDataModule(BaseDataModule):
                 "categories": categories,
             }
         return self._ground_truth[self.val_split]
-
-    def train_dataloader(self):
-        return self._loader(self._datasets["train"], train=True, collate_fn=collate_detection)
-
-    def val_dataloader(self):
-        return self._loader(self._datasets["validate"], train=False, collate_fn=collate_detection)
-
-    def test_dataloader(self):
-        return self._loader(self._datasets["test"], train=False, collate_fn=collate_detection)
-
-    def predict_dataloader(self):
-        if self.predict_dir is None:
-            raise ValueError("set data.predict_dir (a folder of images) to run predict")
-        transform = A.Compose(
-            [A.Resize(self.image_size, self.image_size), normalize(self.mean, self.std)]
-        )
-        dataset = PredictImageDataset(self.predict_dir, transform)
-        return self._loader(dataset, train=False, collate_fn=collate_predict)

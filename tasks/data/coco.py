@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -20,22 +20,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.data.base import BaseDataModule
 from tasks.data.coco_schema import validate_coco
+from tasks.data.detection import DetectionDataModule, Target
 from tasks.data.io import BadSampleError, read_image_reduced, scale_boxes
-from tasks.data.predict import PredictImageDataset, collate_predict
-from tasks.data.ssd_transforms import (
-    Augmentation,
-    decode_min_side,
-    ssd_eval_transforms,
-    ssd_train_transforms,
-)
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD, normalize
+from tasks.data.ssd_transforms import Augmentation, decode_min_side
 from tasks.data.validate import AnnotationError, no_gc
 
 log = logging.getLogger(__name__)
-
-Target = dict[str, Tensor]
 
 
 class COCOAnnotations:
@@ -181,12 +172,17 @@ class COCODetectionDataset(Dataset):
         return chw.float(), target
 
 
-def collate_detection(samples: list[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
-    """Stack images ``[B, 3, H, W]``; keep the targets (varying box counts) as a list."""
-    return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
+def check_split_patterns(annotation_pattern: str, image_dir_pattern: str) -> None:
+    """Raise a ``ValueError`` naming the pattern that lacks ``{split}``."""
+    for name, pattern in (
+        ("annotation_pattern", annotation_pattern),
+        ("image_dir_pattern", image_dir_pattern),
+    ):
+        if "{split}" not in pattern:
+            raise ValueError(f"{name} must contain '{{split}}', got {pattern!r}")
 
 
-class COCODataModule(BaseDataModule):
+class COCODataModule(DetectionDataModule):
     """COCO-layout detection data for SSDLite.
 
     Args:
@@ -197,23 +193,16 @@ class COCODataModule(BaseDataModule):
         annotation_pattern: annotation file of a split, relative to ``root``;
             ``{split}`` is replaced by the split name.
         image_dir_pattern: image folder of a split, relative to ``root``.
-        image_size: square model input size (320).
-        augmentation: ``"ssd"`` (photometric, zoom-out, min-IoU crop, flip), ``"flip"``
-            or ``"none"``.
-        zoom_out_ratio: largest zoom-out canvas ratio of the ``"ssd"`` augmentation (4).
         train_include_empty: also train on images without objects (evaluation always
             keeps them).
-        mean, std: normalization (default maps pixels to [-1, 1]).
-        predict_dir: folder of images for ``predict`` (searched recursively), the same
-            option name as the segmentation and classification data modules.
-        batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
-            on_bad_sample: see
-            ``BaseDataModule``.
         allow_outside_root: accept image ``file_name`` values that are absolute or leave
             the image folder through ``..`` (refused by default).
         reduced_decoding: decode large JPEGs at 1/2, 1/4 or 1/8 size where the
             augmentation loses nothing by it (``ssd_transforms.decode_min_side``; boxes are
             scaled exactly); ``False`` decodes every image in full.
+        **kwargs: ``image_size``, ``augmentation``, ``zoom_out_ratio``, ``mean``, ``std``,
+            ``predict_dir``, ``loader`` of ``DetectionDataModule``, whose defaults are
+            SSDLite's for COCO (320, ``"ssd"``, zoom-out up to 4).
 
     Exposed to the task (duck-typed, no import): ``num_classes``, ``category_ids``,
     ``class_names`` and ``ground_truth(stage)`` (the cleaned COCO dict of the split that
@@ -228,47 +217,21 @@ class COCODataModule(BaseDataModule):
         test_split: str | None = None,
         annotation_pattern: str = "annotations/instances_{split}.json",
         image_dir_pattern: str = "{split}",
-        image_size: int = 320,
-        augmentation: Augmentation = "ssd",
-        zoom_out_ratio: float = 4.0,
         train_include_empty: bool = False,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
         allow_outside_root: bool = False,
         reduced_decoding: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
-        )
-        for name, pattern in (
-            ("annotation_pattern", annotation_pattern),
-            ("image_dir_pattern", image_dir_pattern),
-        ):
-            if "{split}" not in pattern:
-                raise ValueError(f"{name} must contain '{{split}}', got {pattern!r}")
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        super().__init__(**kwargs)
+        check_split_patterns(annotation_pattern, image_dir_pattern)
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
         self.test_split = test_split or val_split
         self.annotation_pattern, self.image_dir_pattern = annotation_pattern, image_dir_pattern
-        self.image_size = image_size
-        self.augmentation = augmentation
-        self.zoom_out_ratio = zoom_out_ratio
         self.train_include_empty = train_include_empty
-        self.mean, self.std = tuple(mean), tuple(std)
         self.allow_outside_root = allow_outside_root
-        self.predict_dir = predict_dir
         self.reduced_decoding = reduced_decoding
         self._annotations: dict[str, COCOAnnotations] = {}
-        self._datasets: dict[str, COCODetectionDataset] = {}
 
     #: check the ``segmentation`` fields at setup (the data modules that draw masks)
     masks: bool = False
@@ -305,9 +268,7 @@ class COCODataModule(BaseDataModule):
             self._datasets["train"] = COCODetectionDataset(
                 self.image_dir(self.train_split),
                 self._annotations[self.train_split],
-                ssd_train_transforms(
-                    self.image_size, self.mean, self.std, self.augmentation, self.zoom_out_ratio
-                ),
+                self.train_transform(),
                 include_empty=self.train_include_empty,
                 min_side=self._min_side(self.augmentation),
             )
@@ -317,7 +278,7 @@ class COCODataModule(BaseDataModule):
                 self._datasets[name] = COCODetectionDataset(
                     self.image_dir(split),
                     self._annotations[split],
-                    ssd_eval_transforms(self.image_size, self.mean, self.std),
+                    self.eval_transform(),
                     include_empty=True,
                     min_side=self._min_side(None),
                 )
@@ -348,22 +309,3 @@ class COCODataModule(BaseDataModule):
     def ground_truth(self, stage: str) -> dict[str, Any]:
         """The cleaned COCO dict that ``stage`` (``"validate"`` or ``"test"``) is scored on."""
         return self._load(self._split_of(stage)).ground_truth
-
-    # -- loaders ---------------------------------------------------------------------------
-    def train_dataloader(self):
-        return self._loader(self._datasets["train"], train=True, collate_fn=collate_detection)
-
-    def val_dataloader(self):
-        return self._loader(self._datasets["validate"], train=False, collate_fn=collate_detection)
-
-    def test_dataloader(self):
-        return self._loader(self._datasets["test"], train=False, collate_fn=collate_detection)
-
-    def predict_dataloader(self):
-        if self.predict_dir is None:
-            raise ValueError("set data.predict_dir (a folder of images) to run predict")
-        transform = A.Compose(
-            [A.Resize(self.image_size, self.image_size), normalize(self.mean, self.std)]
-        )
-        dataset = PredictImageDataset(self.predict_dir, transform)
-        return self._loader(dataset, train=False, collate_fn=collate_predict)

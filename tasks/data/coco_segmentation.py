@@ -14,16 +14,16 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import albumentations as A
 import numpy as np
 
-from tasks.data.coco import COCOAnnotations
+from tasks.data.base import LoaderOptions
+from tasks.data.coco import COCOAnnotations, check_split_patterns
 from tasks.data.coco_joint import semantic_mask
 from tasks.data.io import BadSampleError, read_image
-from tasks.data.seg_transforms import SegmentationDataModule, SegmentationDataset
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
+from tasks.data.segmentation import SegmentationDataModule, SegmentationDataset
 
 
 class COCOSegmentationDataset(SegmentationDataset):
@@ -83,9 +83,9 @@ class COCOSegmentationDataModule(SegmentationDataModule):
         train_split, val_split: split names (``train``, ``val``).
         annotation_pattern, image_dir_pattern: see ``COCODataModule``.
         allow_outside_root: see ``COCODataModule``.
-        crop_size, min_scale, max_scale, flip, mean, std, predict_dir, batch_size,
-            num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample:
-            see ``SegmentationDataModule``.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
+        **kwargs: ``crop_size``, ``min_scale``, ``max_scale``, ``flip``, ``mean``, ``std``,
+            ``predict_dir`` of ``SegmentationDataModule``.
 
     ``class_names`` is ``background`` followed by the category names (label order).
     """
@@ -98,31 +98,11 @@ class COCOSegmentationDataModule(SegmentationDataModule):
         annotation_pattern: str = "annotations/instances_{split}.json",
         image_dir_pattern: str = "{split}",
         allow_outside_root: bool = False,
-        crop_size: int | tuple[int, int] = 513,
-        min_scale: float = 0.5,
-        max_scale: float = 2.0,
-        flip: bool = True,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16, num_workers=4),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            crop_size, min_scale, max_scale, flip, mean, std, predict_dir,
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
-            on_bad_sample,
-        )  # fmt: skip
-        for name, pattern in (
-            ("annotation_pattern", annotation_pattern),
-            ("image_dir_pattern", image_dir_pattern),
-        ):
-            if "{split}" not in pattern:
-                raise ValueError(f"{name} must contain '{{split}}', got {pattern!r}")
+        super().__init__(loader=loader, **kwargs)
+        check_split_patterns(annotation_pattern, image_dir_pattern)
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
         self.annotation_pattern, self.image_dir_pattern = annotation_pattern, image_dir_pattern

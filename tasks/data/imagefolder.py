@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tasks.data.base import BaseDataModule
+from tasks.data.base import BaseDataModule, LoaderOptions
 from tasks.data.io import read_image
 from tasks.data.predict import IMAGE_EXTENSIONS, PredictImageDataset, collate_predict
 from tasks.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw_tensor
@@ -145,7 +144,7 @@ class ImageFolderDataModule(BaseDataModule):
         train_split: sub-folder of the training images.
         val_split: sub-folder of the validation images (also used by ``test``).
         predict_dir: folder of images for ``predict`` (any layout; evaluation transform).
-        **loader: see ``BaseDataModule``.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
     """
 
     def __init__(
@@ -159,16 +158,9 @@ class ImageFolderDataModule(BaseDataModule):
         train_split: str = "train",
         val_split: str = "val",
         predict_dir: str | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(),
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size, on_bad_sample
-        )
+        super().__init__(loader)
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.resize_size = resize_size

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from tasks.data.seg_transforms import SegmentationDataModule
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
+from tasks.data.base import LoaderOptions
+from tasks.data.segmentation import SegmentationDataModule
 from tasks.data.validate import AnnotationError
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,10 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         sbd_dir: folder of the trainaug masks (default ``VOC2012/SegmentationClassAug``).
         sbd_list: optional list file (ids, or ``image mask`` paths per line) restricting the
             SBD images; default: every PNG in ``sbd_dir``.
-        crop_size, min_scale, max_scale, flip, mean, std, predict_dir, batch_size, ...: see
-            ``SegmentationDataModule``. DeepLab: crop 513, scale 0.5 to 2.0, batch 16.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
+        **kwargs: ``crop_size``, ``min_scale``, ``max_scale``, ``flip``, ``mean``, ``std``,
+            ``predict_dir`` of ``SegmentationDataModule``, whose defaults are DeepLab's
+            for VOC (crop 513, scale 0.5 to 2.0).
     """
 
     class_names = VOC_CLASSES
@@ -116,25 +118,10 @@ class VOCSegmentationDataModule(SegmentationDataModule):
         sbd: bool = False,
         sbd_dir: str | None = None,
         sbd_list: str | None = None,
-        crop_size: int | tuple[int, int] = 513,
-        min_scale: float = 0.5,
-        max_scale: float = 2.0,
-        flip: bool = True,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16, num_workers=4),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            crop_size, min_scale, max_scale, flip, mean, std, predict_dir,
-            batch_size, num_workers, pin_memory, persistent_workers, eval_batch_size,
-            on_bad_sample,
-        )  # fmt: skip
+        super().__init__(loader=loader, **kwargs)
         self.root = Path(root).expanduser()
         self.train_split, self.val_split = train_split, val_split
         self.sbd, self.sbd_dir, self.sbd_list = sbd, sbd_dir, sbd_list

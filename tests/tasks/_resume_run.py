@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from tasks import ClassificationTask, ImageFolderDataModule, ModelCheckpoint, WarmupCosineLR
+from tasks.data.base import LoaderOptions
 
 
 class KillAt(Callback):
@@ -49,7 +50,9 @@ def main() -> None:
         optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
         lr_scheduler=lambda opt: WarmupCosineLR(opt, warmup_steps=2),
     )  # fmt: skip
-    data = ImageFolderDataModule(a.data, image_size=32, resize_size=36, batch_size=2, num_workers=1)
+    data = ImageFolderDataModule(
+        a.data, image_size=32, resize_size=36, loader=LoaderOptions(batch_size=2, num_workers=1)
+    )
     trainer = Trainer(
         max_epochs=2, deterministic=True, logger=False, callbacks=callbacks,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

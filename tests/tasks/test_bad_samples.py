@@ -9,6 +9,7 @@ from lightning.pytorch import Trainer
 
 from tasks import ClassificationTask, ImageFolderDataModule
 from tasks.cli import main as cli_main
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.classification import make_classification_demo
 from tasks.data.io import BadSampleError, read_image
 from tests.tasks.test_io import png_header_only
@@ -25,8 +26,9 @@ def data_with_bad_files(tmp_path: Path) -> Path:
 
 
 def _loader_batches(root: Path, policy: str, workers: int) -> tuple[int, int]:
-    dm = ImageFolderDataModule(str(root), image_size=32, resize_size=36, batch_size=4,
-                               num_workers=workers, on_bad_sample=policy)  # fmt: skip
+    dm = ImageFolderDataModule(str(root), image_size=32, resize_size=36,
+                               loader=LoaderOptions(batch_size=4, num_workers=workers,
+                                                    on_bad_sample=policy))  # fmt: skip
     dm.setup("fit")
     images = sum(batch[0].shape[0] for batch in dm.train_dataloader())
     return images, dm.skipped_samples
@@ -55,7 +57,7 @@ def test_decompression_bomb_is_skipped_like_other_bad_files(data_with_bad_files:
 
 def test_skipped_samples_are_logged_in_training(data_with_bad_files: Path) -> None:
     dm = ImageFolderDataModule(str(data_with_bad_files), image_size=32, resize_size=36,
-                               batch_size=4, on_bad_sample="skip")  # fmt: skip
+                               loader=LoaderOptions(batch_size=4, on_bad_sample="skip"))  # fmt: skip
     trainer = Trainer(
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
@@ -65,7 +67,7 @@ def test_skipped_samples_are_logged_in_training(data_with_bad_files: Path) -> No
 
 def test_bad_policy_value_is_rejected(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        cli_main(["fit", "-c", str(CONFIG), "--data.init_args.on_bad_sample=ignore"])
+        cli_main(["fit", "-c", str(CONFIG), "--data.init_args.loader.on_bad_sample=ignore"])
     assert "on_bad_sample" in capsys.readouterr().err
 
 
@@ -88,7 +90,7 @@ def test_cli_names_a_bad_file_in_one_line(tmp_path: Path, capsys, workers: int) 
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["predict", "-c", str(CONFIG), f"--trainer.default_root_dir={tmp_path / 'run'}",
                   f"--data.init_args.predict_dir={folder}",
-                  f"--data.init_args.num_workers={workers}",
+                  f"--data.init_args.loader.num_workers={workers}",
                   "--trainer.enable_progress_bar=false"])  # fmt: skip
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -191,7 +191,7 @@ def test_sigterm_on_the_main_job_saves_the_step_and_exits_143(tmp_path: Path) ->
         "--trainer.enable_progress_bar=false", f"--data.init_args.root={tmp_path / 'demo'}",
         "--data.init_args.num_train=16", "--data.init_args.num_val=2",
         "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
-        "--model.init_args.image_size=64", "--data.init_args.batch_size=2",
+        "--model.init_args.image_size=64", "--data.init_args.loader.batch_size=2",
         "--trainer.callbacks+=tests.tasks.test_checkpointing.KillAt",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.data.base import LoaderOptions
 from tasks.data.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_LABELS,
@@ -37,7 +38,7 @@ def test_label_table_matches_cityscapes_scripts() -> None:
 
 def test_reads_label_ids_as_train_ids(tmp_path: Path) -> None:
     write_cityscapes(tmp_path, {"train": 3, "val": 2})
-    dm = CityscapesDataModule(str(tmp_path), crop_size=(32, 48), batch_size=2, num_workers=0)
+    dm = CityscapesDataModule(str(tmp_path), crop_size=(32, 48), loader=LoaderOptions(batch_size=2))
     dm.setup("fit")
     assert dm.num_classes == 19 and len(dm.train_set) == 3 and len(dm.val_set) == 2
     image_path, mask_path = dm.val_set.samples[0]

@@ -12,6 +12,7 @@ from PIL import Image
 
 from tasks import ClassificationTask, DemoClassificationDataModule, ImageFolderDataModule
 from tasks.cli import main as cli_main
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.classification import make_classification_demo
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -33,7 +34,9 @@ def _write_folder(
 
 def test_imagefolder_shapes_and_labels(tmp_path: Path) -> None:
     _write_folder(tmp_path)
-    dm = ImageFolderDataModule(str(tmp_path), image_size=32, resize_size=36, batch_size=4)
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=32, resize_size=36, loader=LoaderOptions(batch_size=4)
+    )
     dm.setup("fit")
     assert dm.num_classes == 2 and dm.val_set.classes == ["cat", "dog"]
     images, labels = next(iter(dm.val_dataloader()))
@@ -92,7 +95,9 @@ def test_task_step_and_checkpoint_hparams(tmp_path: Path) -> None:
 def test_num_classes_must_match_data(tmp_path: Path) -> None:
     _write_folder(tmp_path)
     trainer = Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False)
-    dm = ImageFolderDataModule(str(tmp_path), image_size=32, resize_size=36, batch_size=2)
+    dm = ImageFolderDataModule(
+        str(tmp_path), image_size=32, resize_size=36, loader=LoaderOptions(batch_size=2)
+    )
     with pytest.raises(ValueError, match="model.num_classes=5 but the data has 2 classes"):
         trainer.fit(ClassificationTask(num_classes=5, width_mult=0.35), dm)
 
@@ -105,8 +110,8 @@ def test_config_runs_through_the_cli(config: str, tmp_path: Path) -> None:
     args = ["fit", "-c", str(CONFIGS / config), "--trainer.fast_dev_run=2",
             "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.num_nodes=1",
             "--trainer.strategy=auto", "--trainer.sync_batchnorm=false",
-            f"--trainer.default_root_dir={tmp_path}", "--data.init_args.batch_size=2",
-            "--data.init_args.num_workers=0"]  # fmt: skip
+            f"--trainer.default_root_dir={tmp_path}", "--data.init_args.loader.batch_size=2",
+            "--data.init_args.loader.num_workers=0"]  # fmt: skip
     if "imagenet" in config:
         make_classification_demo(tmp_path / "imagenet", 3, 2, 2, 40, seed=0)
         args += [f"--data.init_args.root={tmp_path / 'imagenet'}", "--model.init_args.num_classes=3",

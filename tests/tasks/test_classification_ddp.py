@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from tasks import ClassificationTask, ImageFolderDataModule
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.classification import make_classification_demo
 
 
@@ -32,7 +33,10 @@ def test_two_process_validation_equals_one_process(tmp_path: Path) -> None:
     with torch.no_grad():  # a head that separates the classes a little, so top-1 is not flat
         task.model.head.classifier[1].weight.normal_(0, 1.0)
     data = ImageFolderDataModule(
-        str(tmp_path / "data"), image_size=32, resize_size=36, batch_size=2
+        str(tmp_path / "data"),
+        image_size=32,
+        resize_size=36,
+        loader=LoaderOptions(batch_size=2),
     )
     one = _validate(task, data, devices=1)
     two = _validate(task, data, devices=2)

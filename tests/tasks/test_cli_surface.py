@@ -76,7 +76,7 @@ def test_evaluation_folders_sit_in_the_checkpoint_run(tmp_path) -> None:
 def test_validate_and_predict_write_next_to_the_checkpoint(tmp_path, recwarn) -> None:
     common = ["-c", DEMO, f"--trainer.default_root_dir={tmp_path / 'run'}",
               f"--data.init_args.root={tmp_path / 'demo'}", "--data.init_args.train_per_class=2",
-              "--data.init_args.val_per_class=1", "--data.init_args.batch_size=4",
+              "--data.init_args.val_per_class=1", "--data.init_args.loader.batch_size=4",
               "--model.init_args.width_mult=0.35", "--trainer.enable_progress_bar=false"]  # fmt: skip
     cli_main(["fit", *common, "--trainer.max_epochs=1"])
     logs = tmp_path / "run" / "lightning_logs"

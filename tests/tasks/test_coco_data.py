@@ -12,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.data.coco import COCOAnnotations, COCODataModule, COCODetectionDataset, collate_detection
+from tasks.data.base import LoaderOptions
+from tasks.data.coco import COCOAnnotations, COCODataModule, COCODetectionDataset
 from tasks.data.demo.detection import make_detection_demo
+from tasks.data.detection import collate_detection
 from tasks.data.io import BadSampleError
 from tasks.data.ssd_transforms import (
     RandomIoUCrop,
@@ -51,7 +53,8 @@ def _edit(path, fn):
 
 def test_label_map_and_targets(tmp_path):
     root = write_coco(tmp_path)
-    dm = COCODataModule(str(root), image_size=96, augmentation="none", batch_size=2)
+    dm = COCODataModule(str(root), image_size=96, augmentation="none",
+                        loader=LoaderOptions(batch_size=2))  # fmt: skip
     dm.setup("fit")
     assert dm.num_classes == 3 and dm.category_ids == [5, 9, 11]
     assert dm.class_names == ["circle", "square", "triangle"]

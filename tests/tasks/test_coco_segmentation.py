@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tasks.cli import main as cli_main
+from tasks.data.base import LoaderOptions
 from tasks.data.coco_segmentation import COCOSegmentationDataModule
 
 CONFIG = Path(__file__).parents[2] / "configs" / "segmentation_finetune_deeplabv3_mobilenetv2.yaml"
@@ -44,7 +45,8 @@ def write_polygon_coco(root: Path, num_images: int = 3, size: tuple[int, int] = 
 
 def test_polygons_become_the_semantic_mask(tmp_path: Path) -> None:
     root = write_polygon_coco(tmp_path / "set")
-    dm = COCOSegmentationDataModule(str(root), crop_size=48, batch_size=2, num_workers=0)
+    dm = COCOSegmentationDataModule(str(root), crop_size=48,
+                                    loader=LoaderOptions(batch_size=2))  # fmt: skip
     assert dm.class_names == ("background", "balloon") and dm.num_classes == 2
     dm.setup("fit")
     item = dm.val_set[0]  # evaluation: full image at its size on disk
@@ -66,7 +68,7 @@ def test_real_balloon_masks_cover_their_polygons() -> None:
     ann = REAL / "balloon" / "annotations" / "instances_val.json"
     if not ann.is_file():
         pytest.skip(f"real photo set not found: {ann} (see ../shared/real-data/README.md)")
-    dm = COCOSegmentationDataModule(str(REAL / "balloon"), num_workers=0)
+    dm = COCOSegmentationDataModule(str(REAL / "balloon"), loader=LoaderOptions(batch_size=16))
     dm.setup("validate")
     data = json.loads(ann.read_text())
     first = min(im["id"] for im in data["images"])
@@ -87,8 +89,8 @@ def test_finetune_config_runs_through_the_cli(tmp_path: Path) -> None:
             "--model.init_args.weights=null",  # offline: the test downloads nothing
             "--model.init_args.width_mult=0.35",
             "--data.init_args.crop_size=64",
-            "--data.init_args.batch_size=2",
-            "--data.init_args.num_workers=0",
+            "--data.init_args.loader.batch_size=2",
+            "--data.init_args.loader.num_workers=0",
             "--trainer.accelerator=cpu",
             "--trainer.fast_dev_run=1",
             "--trainer.enable_progress_bar=false",

@@ -31,22 +31,22 @@ CASES = {
         "--model.init_args.num_classes=3", "--data.init_args.num_classes=3",
         "--data.init_args.train_per_class=3", "--data.init_args.val_per_class=3",
         "--data.init_args.image_size=32", "--data.init_args.resize_size=36",
-        "--data.init_args.batch_size=2",
+        "--data.init_args.loader.batch_size=2",
     ],
     "detection_demo_ssdlite_mobilenetv2": [
         "--data.init_args.num_train=8", "--data.init_args.num_val=5",
         "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
-        "--model.init_args.image_size=64", "--data.init_args.batch_size=2",
+        "--model.init_args.image_size=64", "--data.init_args.loader.batch_size=2",
     ],
     "segmentation_demo_deeplabv3_mobilenetv2": [
         "--data.init_args.train_images=8", "--data.init_args.val_images=5",
         "--data.init_args.generated_size=64", "--data.init_args.crop_size=64",
-        "--data.init_args.batch_size=2",
+        "--data.init_args.loader.batch_size=2",
     ],
     "multitask_demo_ssdlite_deeplabv3_mobilenetv2": [
         "--data.init_args.num_train=8", "--data.init_args.num_val=5",
         "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
-        "--model.init_args.image_size=64", "--data.init_args.batch_size=2",
+        "--model.init_args.image_size=64", "--data.init_args.loader.batch_size=2",
     ],
 }  # fmt: skip
 #: a hang fails the test after this many seconds instead of blocking the suite

@@ -13,6 +13,7 @@ from lightning.pytorch import Trainer
 
 from tasks import DetectionTask
 from tasks.cli import main as cli_main
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.detection import DemoDetectionDataModule, make_detection_demo
 from tests.tasks.test_coco_data import write_coco
 
@@ -42,7 +43,7 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
         f"--trainer.default_root_dir={out}",
         "--data.init_args.num_train=6",
         "--data.init_args.num_val=3",
-        "--data.init_args.batch_size=2",
+        "--data.init_args.loader.batch_size=2",
         *SMALL_MODEL,
     ]  # fmt: skip
     cli_main(["fit", *common, "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false"])
@@ -85,9 +86,9 @@ def test_coco_config_through_the_cli(tmp_path):
             f"--trainer.default_root_dir={tmp_path / 'run'}",
             "--model.init_args.num_classes=3",
             "--model.init_args.weights_backbone=null",
-            "--data.init_args.batch_size=2",
-            "--data.init_args.num_workers=0",
-            "--data.init_args.pin_memory=false",
+            "--data.init_args.loader.batch_size=2",
+            "--data.init_args.loader.num_workers=0",
+            "--data.init_args.loader.pin_memory=false",
             *SMALL_MODEL,
         ]
     )  # fmt: skip
@@ -105,7 +106,8 @@ def test_checkpoint_keeps_the_category_map(tmp_path):
     root = write_coco(tmp_path / "coco")
     from tasks.data.coco import COCODataModule
 
-    dm = COCODataModule(str(root), image_size=64, batch_size=2, augmentation="none")
+    dm = COCODataModule(str(root), image_size=64, augmentation="none",
+                        loader=LoaderOptions(batch_size=2))  # fmt: skip
     task = DetectionTask(num_classes=3, width_mult=0.35, image_size=64)
     trainer = Trainer(
         accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
@@ -129,7 +131,7 @@ def test_overfits_a_few_images(tmp_path):
     dm = DemoDetectionDataModule(
         root=str(tmp_path / "demo"), num_train=4, num_val=4, generated_size=96, image_size=96,
         max_objects=2, min_object_size=0.3, max_object_size=0.6, empty_fraction=0.0,
-        augmentation="none", batch_size=4, seed=3,
+        augmentation="none", loader=LoaderOptions(batch_size=4), seed=3,
     )  # fmt: skip
     dm.val_split = dm.train_split  # evaluate on the training images
     task = DetectionTask(

@@ -19,6 +19,7 @@ from tasks import (
     DetectionTask,
     SegmentationTask,
 )
+from tasks.data.base import LoaderOptions
 from tasks.figures import EvaluationFigures, image_grid
 from tasks.plots import class_ap, plot_main, plot_run, read_scalars
 
@@ -46,7 +47,7 @@ def _image_tags(run: Path) -> list[str]:
 
 
 def test_detection_validate_writes_examples_ap_bars_and_pr_curves(tmp_path):
-    dm = DemoDetectionDataModule(root=str(tmp_path / "d"), num_train=1, num_val=4, image_size=64, generated_size=64, batch_size=4)  # fmt: skip
+    dm = DemoDetectionDataModule(root=str(tmp_path / "d"), num_train=1, num_val=4, image_size=64, generated_size=64, loader=LoaderOptions(batch_size=4))  # fmt: skip
     run = _validate(DetectionTask(num_classes=3, width_mult=0.35, image_size=64), dm, tmp_path)
     for name in ("plots/val_per_class_ap.png", "plots/val_precision_recall.png", "images/val_examples.png"):  # fmt: skip
         assert (run / name).is_file(), name
@@ -56,7 +57,7 @@ def test_detection_validate_writes_examples_ap_bars_and_pr_curves(tmp_path):
 
 
 def test_segmentation_validate_writes_confusion_matrix_and_iou_bars(tmp_path):
-    dm = DemoSegmentationDataModule(root=str(tmp_path / "s"), train_images=1, val_images=2, generated_size=48, crop_size=48, batch_size=2)  # fmt: skip
+    dm = DemoSegmentationDataModule(root=str(tmp_path / "s"), train_images=1, val_images=2, generated_size=48, crop_size=48, loader=LoaderOptions(batch_size=2))  # fmt: skip
     run = _validate(SegmentationTask(num_classes=4, width_mult=0.35), dm, tmp_path)
     assert (run / "plots" / "val_confusion_matrix.png").is_file()
     assert (run / "plots" / "val_per_class_iou.png").is_file()
@@ -65,7 +66,7 @@ def test_segmentation_validate_writes_confusion_matrix_and_iou_bars(tmp_path):
 
 
 def test_classification_validate_writes_confusion_matrix(tmp_path):
-    dm = DemoClassificationDataModule(root=str(tmp_path / "c"), train_per_class=1, val_per_class=2, image_size=32, resize_size=36, batch_size=8)  # fmt: skip
+    dm = DemoClassificationDataModule(root=str(tmp_path / "c"), train_per_class=1, val_per_class=2, image_size=32, resize_size=36, loader=LoaderOptions(batch_size=8))  # fmt: skip
     task = ClassificationTask(num_classes=4, width_mult=0.35)
     run = _validate(task, dm, tmp_path)
     assert (run / "plots" / "val_confusion_matrix.png").is_file()

@@ -34,8 +34,8 @@ def test_finetune_config_loads_coco_weights_into_a_3_class_detector(
                 f"--data.init_args.root={root}",
                 f"--model.init_args.weights={weights}",
                 "--model.init_args.weights_backbone=null",  # offline; weights has it all
-                "--data.init_args.batch_size=2",
-                "--data.init_args.num_workers=0",
+                "--data.init_args.loader.batch_size=2",
+                "--data.init_args.loader.num_workers=0",
                 "--trainer.accelerator=cpu",
                 "--trainer.fast_dev_run=1",
                 "--trainer.enable_progress_bar=false",

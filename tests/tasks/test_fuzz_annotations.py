@@ -31,6 +31,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from tasks.data.base import LoaderOptions
 from tasks.data.cityscapes import CityscapesDataModule
 from tasks.data.cityscapes_joint import CityscapesJointDataModule
 from tasks.data.coco import COCOAnnotations, COCODetectionDataset
@@ -348,7 +349,7 @@ def test_hostile_voc_trees(voc_template: Path, tmp_path: Path) -> None:
             else:
                 image = rng.choice(sorted((voc / "JPEGImages").glob("*.jpg")))
                 hostile_png(rng, image, (40, 40))
-        dm = VOCSegmentationDataModule(str(root), crop_size=32, batch_size=2, num_workers=0)
+        dm = VOCSegmentationDataModule(str(root), crop_size=32, loader=LoaderOptions(batch_size=2))
         dm.setup("fit")
         bad = _samples([dm.train_set, dm.val_set])
         shutil.rmtree(root)
@@ -396,11 +397,15 @@ def test_hostile_cityscapes_trees(cityscapes_template: Path, tmp_path: Path) -> 
                 if files:
                     hostile_png(rng, rng.choice(files), (48, 24))
         if k % 2:
-            dm: Any = CityscapesDataModule(str(root), crop_size=32, batch_size=2, num_workers=0)
+            dm: Any = CityscapesDataModule(
+                str(root), crop_size=32, loader=LoaderOptions(batch_size=2)
+            )
             dm.setup("fit")
             bad = _samples([dm.train_set, dm.val_set])
         else:
-            dm = CityscapesJointDataModule(str(root), image_size=32, batch_size=2, num_workers=0)
+            dm = CityscapesJointDataModule(
+                str(root), image_size=32, loader=LoaderOptions(batch_size=2)
+            )
             dm.setup("fit")
             dm.ground_truth("validate")
             bad = _samples([dm._datasets["train"], dm._datasets["validate"]])
@@ -429,7 +434,7 @@ def test_cityscapes_joint_checks_its_pngs(
     target = sorted(root.glob(f"gtFine/val/*/*_{kind}.png"))[0]
     array = np.full((24, 48), values, dtype=np.int32)
     Image.fromarray(array).save(target, format="TIFF")  # 32-bit signed, read whatever the name
-    dm = CityscapesJointDataModule(str(root), image_size=32, batch_size=2, num_workers=0)
+    dm = CityscapesJointDataModule(str(root), image_size=32, loader=LoaderOptions(batch_size=2))
     dm.setup("validate")
     with pytest.raises(BadSampleError, match=re.escape(problem)) as info:
         _ = [dm._datasets["validate"][i] for i in range(2)]

@@ -96,7 +96,9 @@ def test_deeply_nested_checkpoint_hparams(tmp_path: Path, capsys, monkeypatch) -
 
 def test_a_class_refusing_its_value_names_section_and_reason(tmp_path: Path, capsys,
                                                             monkeypatch) -> None:  # fmt: skip
-    line = _one_line(capsys, monkeypatch, [*_seg_args(tmp_path), "--data.init_args.batch_size=0"])
+    line = _one_line(
+        capsys, monkeypatch, [*_seg_args(tmp_path), "--data.init_args.loader.batch_size=0"]
+    )
     assert line == (
         "mobilezoo: error: data (tasks.DemoSegmentationDataModule): batch_size must be >= 1, got 0"
     )
@@ -181,7 +183,7 @@ def test_a_data_set_folder_that_is_not_there(tmp_path: Path, capsys, monkeypatch
 def test_export_data_module_refusing_its_value(capsys, monkeypatch) -> None:
     line = _one_line(capsys, monkeypatch, ["export", "ssdlite_mobilenet_v2", "--data",
                                            "tasks.DemoDetectionDataModule",
-                                           "--data.init_args.batch_size", "0"])  # fmt: skip
+                                           "--data.init_args.loader.batch_size", "0"])  # fmt: skip
     assert line == (
         "mobilezoo export: error: data (tasks.DemoDetectionDataModule): batch_size must be "
         ">= 1, got 0"

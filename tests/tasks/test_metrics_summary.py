@@ -10,10 +10,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tasks import ClassificationTask, DemoClassificationDataModule
 from tasks.callbacks import LearningRateLog, MetricsSummary
+from tasks.data.base import LoaderOptions
 
 
 def test_final_table_names_the_checkpoint_epoch_and_one_line_per_validation(tmp_path, caplog):
-    dm = DemoClassificationDataModule(root=str(tmp_path / "c"), train_per_class=2, val_per_class=1, image_size=32, resize_size=36, batch_size=4)  # fmt: skip
+    dm = DemoClassificationDataModule(root=str(tmp_path / "c"), train_per_class=2, val_per_class=1, image_size=32, resize_size=36, loader=LoaderOptions(batch_size=4))  # fmt: skip
     checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"))
     trainer = Trainer(
         accelerator="cpu", max_epochs=3, check_val_every_n_epoch=2, logger=False,

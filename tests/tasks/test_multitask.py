@@ -21,6 +21,7 @@ from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks import MultiTaskTask
 from tasks.cli import main as cli_main
 from tasks.coco_eval import evaluate_coco
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.multitask import DemoMultiTaskDataModule, make_multitask_demo
 from tasks.segmentation_metrics import confusion_matrix, iou_from_confusion
 
@@ -68,7 +69,7 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
         f"--trainer.default_root_dir={out}",
         "--data.init_args.num_train=6",
         "--data.init_args.num_val=3",
-        "--data.init_args.batch_size=2",
+        "--data.init_args.loader.batch_size=2",
         "--model.init_args.width_mult=0.35",
     ]  # fmt: skip
     cli_main(["fit", *common, "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false"])
@@ -98,7 +99,9 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
 def test_both_metrics_equal_the_reference_computations(tmp_path):
     """val/map* are pycocotools' numbers for the detections the model makes, and val/miou
     is read off one confusion matrix over every validation pixel."""
-    dm = _demo(tmp_path, eval_batch_size=2)  # 5 images: batches of 2, 2, 1
+    dm = _demo(
+        tmp_path, loader=LoaderOptions(batch_size=16, eval_batch_size=2)
+    )  # 5 images: batches of 2, 2, 1
     task = MultiTaskTask(**SMALL, score_threshold=0.0)
     trainer = _trainer(tmp_path)
     trainer.validate(task, dm)
@@ -133,7 +136,7 @@ def test_both_metrics_equal_the_reference_computations(tmp_path):
 
 @pytest.mark.parametrize("weighting", ["fixed", "uncertainty"])
 def test_fit_logs_both_losses_and_weights(tmp_path, weighting):
-    dm = _demo(tmp_path, batch_size=3)
+    dm = _demo(tmp_path, loader=LoaderOptions(batch_size=3))
     task = MultiTaskTask(**SMALL, loss_weighting=weighting, det_weight=1.0, seg_weight=2.0)
     before = task.log_vars.detach().clone()
     trainer = _trainer(tmp_path, limit_val_batches=1)
@@ -216,7 +219,7 @@ def test_bad_input_is_reported(tmp_path):
 def test_both_losses_fall_when_overfitting_a_few_images(tmp_path):
     """Learning signal reaches both heads through the shared backbone."""
     torch.set_num_threads(1)
-    dm = _demo(tmp_path, num_train=8, batch_size=8, augmentation="none")
+    dm = _demo(tmp_path, num_train=8, loader=LoaderOptions(batch_size=8), augmentation="none")
     task = MultiTaskTask(
         **SMALL,
         min_negatives=3,
@@ -243,7 +246,7 @@ def test_both_losses_fall_when_overfitting_a_few_images(tmp_path):
 def test_channels_last_training_is_the_same_function(tmp_path):
     """The opt-in changes only the memory layout: the network sees NHWC images and, in
     float64, computes the same loss and gradients."""
-    dm = _demo(tmp_path, batch_size=2)
+    dm = _demo(tmp_path, loader=LoaderOptions(batch_size=2))
     dm.setup("fit")
     images, targets = next(iter(dm.train_dataloader()))
     targets = [{k: v.double() if v.is_floating_point() else v for k, v in t.items()}

@@ -14,6 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from tasks.cli import main as cli_main
+from tasks.data.base import LoaderOptions
 from tasks.data.cityscapes_joint import (
     CityscapesJointDataModule,
     CityscapesJointDataset,
@@ -62,7 +63,12 @@ def test_semantic_mask_polygon_rle_overlap_and_crowd():
 def test_coco_joint_masks_follow_the_augmentation(tmp_path):
     make_multitask_demo(tmp_path, 6, 8, 3, 64, 3, 0.25, 0.5, seed=3)
     dm = COCOJointDataModule(
-        str(tmp_path), "train", "val", image_size=96, augmentation="ssd", batch_size=4
+        str(tmp_path),
+        "train",
+        "val",
+        image_size=96,
+        augmentation="ssd",
+        loader=LoaderOptions(batch_size=4),
     )
     dm.setup("fit")
     assert (dm.num_seg_classes, dm.seg_class_names[:2]) == (7, ["background", "circle"])
@@ -129,7 +135,7 @@ def test_cityscapes_boxes_from_instance_ids(tmp_path):
 def test_cityscapes_joint_targets_ground_truth_and_void_canvas(tmp_path):
     _write_cityscapes_joint(tmp_path, {"train": 2, "val": 2})
     dm = CityscapesJointDataModule(
-        str(tmp_path), image_size=64, augmentation="none", batch_size=2, num_workers=0
+        str(tmp_path), image_size=64, augmentation="none", loader=LoaderOptions(batch_size=2)
     )
     dm.setup("fit")
     images, targets = next(iter(dm.val_dataloader()))
@@ -171,8 +177,8 @@ def test_cityscapes_and_coco_configs_through_the_cli(tmp_path):
         "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
         "--trainer.sync_batchnorm=false", "--trainer.fast_dev_run=1",
         "--trainer.enable_progress_bar=false", "--model.init_args.weights_backbone=null",
-        "--model.init_args.width_mult=0.35", "--data.init_args.batch_size=2",
-        "--data.init_args.num_workers=0", "--data.init_args.pin_memory=false",
+        "--model.init_args.width_mult=0.35", "--data.init_args.loader.batch_size=2",
+        "--data.init_args.loader.num_workers=0", "--data.init_args.loader.pin_memory=false",
     ]  # fmt: skip
     cli_main(
         [
@@ -199,8 +205,8 @@ def test_bad_training_images_raise_by_name_or_are_skipped_and_counted(tmp_path):
 
     def batches(policy: str) -> tuple[int, int]:
         dm = COCOJointDataModule(
-            str(tmp_path), "train", "val", image_size=64, augmentation="flip", batch_size=4,
-            on_bad_sample=policy,
+            str(tmp_path), "train", "val", image_size=64, augmentation="flip",
+            loader=LoaderOptions(batch_size=4, on_bad_sample=policy),
         )  # fmt: skip
         dm.setup("fit")
         images = sum(b[0].shape[0] for b in dm.train_dataloader())

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from tasks import ModelCheckpoint, MultiTaskTask, WarmupCosineLR
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.multitask import DemoMultiTaskDataModule
 
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}
@@ -24,7 +25,9 @@ def _data(root: Path, **kwargs) -> DemoMultiTaskDataModule:
 @pytest.mark.slow
 def test_validate_ddp_spawn_equals_one_process(tmp_path):
     def run(devices: int) -> dict[str, float]:
-        dm = _data(tmp_path / "demo", batch_size=2, eval_batch_size=2)  # 7 images: uneven
+        dm = _data(
+            tmp_path / "demo", loader=LoaderOptions(batch_size=2, eval_batch_size=2)
+        )  # 7 images: uneven
         torch.manual_seed(0)
         task = MultiTaskTask(**SMALL, score_threshold=0.0, max_detections=300, nms_iou=0.9)
         # Zero box deltas: the detections are anchors with random scores, so the COCO
@@ -67,7 +70,9 @@ def _fit(root: Path, out: Path, resume: str | None = None) -> MultiTaskTask:
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         default_root_dir=out,
     )  # fmt: skip
-    trainer.fit(task, _data(root, batch_size=4, augmentation="ssd"), ckpt_path=resume)
+    trainer.fit(
+        task, _data(root, loader=LoaderOptions(batch_size=4), augmentation="ssd"), ckpt_path=resume
+    )
     return task
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tasks import COCODataModule, DetectionTask
+from tasks.data.base import LoaderOptions
 from tests.tasks.tf_files import QUANT_CLASSIFIER, need
 
 RACCOON = Path(__file__).resolve().parents[2].parent / "shared" / "real-data" / "raccoon"
@@ -52,8 +53,8 @@ def test_short_finetune_on_real_photos_learns(tmp_path: Path) -> None:
         optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=4e-5),
     )  # fmt: skip
     data = COCODataModule(
-        str(RACCOON), "train", "val", image_size=size, augmentation="flip", batch_size=16,
-        eval_batch_size=20, num_workers=0,
+        str(RACCOON), "train", "val", image_size=size, augmentation="flip",
+        loader=LoaderOptions(batch_size=16, eval_batch_size=20),
     )  # fmt: skip
     losses = _Losses()
     trainer = pl.Trainer(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.data.base import LoaderOptions
 from tasks.data.coco import COCODataModule
 from tasks.data.io import read_image, read_image_reduced, scale_boxes
 from tasks.data.ssd_transforms import decode_min_side
@@ -102,7 +103,7 @@ def _coco_folder(root: Path, photos: dict[str, Image.Image]) -> Path:
 def test_data_module_targets_line_up_with_pixels(tmp_path: Path, reduced: bool) -> None:
     root = _coco_folder(tmp_path / "set", {"a.jpg": _photo(), "g.jpg": _photo("L")})
     dm = COCODataModule(str(root), "train", "val", image_size=128, augmentation="none",
-                        batch_size=2, reduced_decoding=reduced)  # fmt: skip
+                        loader=LoaderOptions(batch_size=2), reduced_decoding=reduced)  # fmt: skip
     dm.setup("fit")
     for stage in ("train", "validate"):
         dataset = dm._datasets[stage]

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tasks import ClassificationTask, ImageFolderDataModule
 from tasks.callbacks import FiniteLossCheck
 from tasks.cli import main as cli_main
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.classification import make_classification_demo
 
 CONFIG = Path(__file__).parents[2] / "configs" / "classification_demo_mobilenetv2.yaml"
@@ -55,7 +56,10 @@ def test_nan_loss_stops_with_the_step_and_saves_nothing_corrupt(tmp_path: Path) 
                       callbacks=[FiniteLossCheck(), ckpt])  # fmt: skip
     task = _NaNAfter(num_classes=2, width_mult=0.35)
     data = ImageFolderDataModule(
-        str(tmp_path / "data"), image_size=32, resize_size=36, batch_size=2
+        str(tmp_path / "data"),
+        image_size=32,
+        resize_size=36,
+        loader=LoaderOptions(batch_size=2),
     )
     with pytest.raises(FloatingPointError, match="training loss became nan at global step 2"):
         trainer.fit(task, data)

@@ -25,10 +25,10 @@ CPU_OVERRIDES = [
     "--trainer.enable_progress_bar=false",
     "--model.weights_backbone=null",
     "--model.width_mult=0.35",
-    "--data.num_workers=0",
-    "--data.pin_memory=false",
-    "--data.batch_size=2",
-    "--data.eval_batch_size=2",
+    "--data.loader.num_workers=0",
+    "--data.loader.pin_memory=false",
+    "--data.loader.batch_size=2",
+    "--data.loader.eval_batch_size=2",
 ]
 
 

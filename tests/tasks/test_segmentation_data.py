@@ -10,14 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tasks.data.base import LoaderOptions
 from tasks.data.cityscapes import CITYSCAPES_LABELS
 from tasks.data.demo.segmentation import DemoSegmentationDataModule, make_segmentation_demo
-from tasks.data.seg_transforms import (
-    SegmentationDataset,
-    collate_segmentation,
-    segmentation_transforms,
-    voc_palette,
-)
+from tasks.data.seg_transforms import segmentation_transforms, voc_palette
+from tasks.data.segmentation import SegmentationDataset, collate_segmentation
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 
 
@@ -190,7 +187,11 @@ def test_demo_set_is_voc_layout_and_deterministic(tmp_path: Path) -> None:
 
 def test_demo_module_reads_generated_set() -> None:
     dm = DemoSegmentationDataModule(
-        train_images=4, val_images=3, generated_size=48, crop_size=32, batch_size=2
+        train_images=4,
+        val_images=3,
+        generated_size=48,
+        crop_size=32,
+        loader=LoaderOptions(batch_size=2),
     )
     dm.prepare_data()
     dm.setup("fit")

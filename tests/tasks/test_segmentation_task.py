@@ -11,8 +11,9 @@ from lightning.pytorch import Callback, Trainer
 from PIL import Image
 from torch import Tensor
 
+from tasks.data.base import LoaderOptions
 from tasks.data.demo.segmentation import make_segmentation_demo
-from tasks.data.seg_transforms import collate_segmentation
+from tasks.data.segmentation import collate_segmentation
 from tasks.data.voc import VOCSegmentationDataModule
 from tasks.prediction_writers import SegmentationPredictionWriter
 from tasks.segmentation import SegmentationTask
@@ -84,8 +85,8 @@ def test_padded_batch_is_evaluated_per_image_unpadded() -> None:
 
 
 def _voc_module(root: Path, **kwargs) -> VOCSegmentationDataModule:
-    kwargs.setdefault("eval_batch_size", 2)
-    return VOCSegmentationDataModule(str(root), crop_size=32, batch_size=2, num_workers=0, **kwargs)
+    kwargs.setdefault("loader", LoaderOptions(batch_size=2, eval_batch_size=2))
+    return VOCSegmentationDataModule(str(root), crop_size=32, **kwargs)
 
 
 def test_validate_counts_every_full_image_once_with_multiscale_flip(tmp_path: Path) -> None:
@@ -178,7 +179,12 @@ def test_ddp_two_processes_equal_one_process(tmp_path: Path) -> None:
 def test_overfits_a_few_demo_images(tmp_path: Path) -> None:
     make_segmentation_demo(tmp_path, num_classes=3, train_images=2, val_images=1, size=64, seed=0)
     dm = VOCSegmentationDataModule(
-        str(tmp_path), crop_size=64, min_scale=1.0, max_scale=1.0, flip=False, batch_size=2
+        str(tmp_path),
+        crop_size=64,
+        min_scale=1.0,
+        max_scale=1.0,
+        flip=False,
+        loader=LoaderOptions(batch_size=2, num_workers=4),
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tasks.data.base import LoaderOptions
 from tasks.data.voc import VOC_CLASSES, VOCSegmentationDataModule, read_id_list
 from tests.tasks.test_segmentation_data import write_voc
 
@@ -17,7 +18,7 @@ SPLITS = {"train": ["2007_000001", "2007_000002"], "val": ["2007_000003", "2008_
 
 def test_reads_palette_pngs_as_class_indices(tmp_path: Path) -> None:
     voc = write_voc(tmp_path, SPLITS)
-    dm = VOCSegmentationDataModule(str(tmp_path), crop_size=32, batch_size=2, num_workers=0)
+    dm = VOCSegmentationDataModule(str(tmp_path), crop_size=32, loader=LoaderOptions(batch_size=2))
     dm.setup("fit")
     assert dm.num_classes == 21 and dm.class_names == VOC_CLASSES
     assert [p[0].stem for p in dm.val_set.samples] == SPLITS["val"]

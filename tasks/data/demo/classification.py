@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from tasks.data.cache import generate_once, resolve_root, spec_hash
+from tasks.data.base import LoaderOptions
+from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.shapes import SHAPES, draw_shape, random_color, soften, textured_background
 from tasks.data.imagefolder import ImageFolderDataModule
 from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
@@ -30,7 +30,7 @@ def make_classification_demo(
                 soften(image, rng).save(folder / f"{i:04d}.jpg", quality=90)
 
 
-class DemoClassificationDataModule(ImageFolderDataModule):
+class DemoClassificationDataModule(GeneratedDemo, ImageFolderDataModule):
     """The shapes demo set, generated on first use (deterministic in ``seed``).
 
     Args:
@@ -40,8 +40,11 @@ class DemoClassificationDataModule(ImageFolderDataModule):
         val_per_class: validation images per class.
         generated_size: side of the generated images in pixels.
         seed: random seed of the generator.
-        image_size, resize_size, min_scale, batch_size, ...: see ``ImageFolderDataModule``.
+        image_size, resize_size, min_scale, mean, std, predict_dir, loader: see
+            ``ImageFolderDataModule``.
     """
+
+    make = staticmethod(make_classification_demo)
 
     def __init__(
         self,
@@ -57,12 +60,7 @@ class DemoClassificationDataModule(ImageFolderDataModule):
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
         predict_dir: str | None = None,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(),
     ) -> None:
         if not 2 <= num_classes <= len(SHAPES):
             raise ValueError(f"num_classes must be in 2..{len(SHAPES)}, got {num_classes}")
@@ -74,26 +72,7 @@ class DemoClassificationDataModule(ImageFolderDataModule):
             "size": generated_size,
             "seed": seed,
         }
-        root_path = resolve_root(root, f"demo_classification_{spec_hash(spec)}")
         super().__init__(
-            str(root_path), image_size, resize_size, min_scale, mean, std,
-            predict_dir=predict_dir, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            persistent_workers=persistent_workers, eval_batch_size=eval_batch_size,
-            on_bad_sample=on_bad_sample,
+            self.demo_root(root, spec), image_size, resize_size, min_scale, mean, std,
+            predict_dir=predict_dir, loader=loader,
         )  # fmt: skip
-        self.spec = spec
-
-    def prepare_data(self) -> None:
-        s = self.spec
-        generate_once(
-            self.root,
-            s,
-            lambda tmp: make_classification_demo(
-                tmp,
-                s["num_classes"],
-                s["train_per_class"],
-                s["val_per_class"],
-                s["size"],
-                s["seed"],
-            ),
-        )

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from tasks.data.cache import generate_once, resolve_root, spec_hash
+from tasks.data.base import LoaderOptions
 from tasks.data.coco import COCOAnnotations, COCODataModule
+from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.shapes import (
     SHAPES,
-    check_scene_args,
     draw_shape,
     random_color,
+    scene_spec,
     soften,
     textured_background,
 )
@@ -99,7 +100,7 @@ def make_detection_demo(
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
 
 
-class DemoDetectionDataModule(COCODataModule):
+class DemoDetectionDataModule(GeneratedDemo, COCODataModule):
     """The shapes detection demo, generated on first use (deterministic in ``seed``).
 
     Args:
@@ -111,12 +112,15 @@ class DemoDetectionDataModule(COCODataModule):
         min_object_size, max_object_size: object side as a fraction of the image side.
         empty_fraction: share of images without any object.
         seed: random seed of the generator.
-        image_size, augmentation, ...: see ``COCODataModule``. The defaults are the demo
+        image_size, augmentation, zoom_out_ratio, train_include_empty, mean, std,
+            predict_dir, loader: see ``COCODataModule``. The defaults are the demo
             of ``configs/detection_demo_ssdlite_mobilenetv2.yaml``: 3,000 training images of
             128x128 (about 25 MB, generated once), flips only, because
             the set is large and varied enough that heavier augmentation only slows a short
             CPU schedule down.
     """
+
+    make = staticmethod(make_detection_demo)
 
     def __init__(
         self,
@@ -137,57 +141,18 @@ class DemoDetectionDataModule(COCODataModule):
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
         predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
-        check_scene_args(
-            num_classes, num_train, num_val, max_objects, min_object_size, max_object_size
-        )
-        self.spec = {
-            "kind": "detection",
-            "num_classes": num_classes,
-            "num_train": num_train,
-            "num_val": num_val,
-            "size": generated_size,
-            "max_objects": max_objects,
-            "min_object_size": min_object_size,
-            "max_object_size": max_object_size,
-            "empty_fraction": empty_fraction,
-            "seed": seed,
-        }
-        root_path = resolve_root(root, f"demo_detection_{spec_hash(self.spec)}")
+        spec = scene_spec(
+            "detection", num_classes, num_train, num_val, generated_size, max_objects,
+            min_object_size, max_object_size, seed, empty_fraction=empty_fraction,
+        )  # fmt: skip
         super().__init__(
-            str(root_path), "train", "val", None,
+            self.demo_root(root, spec), "train", "val", None,
             image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,
             train_include_empty=train_include_empty, mean=mean, std=std,
-            predict_dir=predict_dir, batch_size=batch_size, num_workers=num_workers,
-            pin_memory=pin_memory, persistent_workers=persistent_workers,
-            eval_batch_size=eval_batch_size,
-            on_bad_sample=on_bad_sample,
+            predict_dir=predict_dir, loader=loader,
         )  # fmt: skip
-
-    def prepare_data(self) -> None:
-        s = self.spec
-        generate_once(
-            self.root,
-            s,
-            lambda tmp: make_detection_demo(
-                tmp,
-                s["num_classes"],
-                s["num_train"],
-                s["num_val"],
-                s["size"],
-                s["max_objects"],
-                s["min_object_size"],
-                s["max_object_size"],
-                s["empty_fraction"],
-                s["seed"],
-            ),
-        )
 
     def _load(self, split: str) -> COCOAnnotations:
         # ``num_classes`` may be read before prepare_data (e.g. by the task's set-up check).

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from tasks.data.cache import generate_once, resolve_root, spec_hash
+from tasks.data.base import LoaderOptions
 from tasks.data.coco import COCOAnnotations
 from tasks.data.coco_joint import COCOJointDataModule
 from tasks.data.demo.detection import _box_iou
+from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.segmentation import class_color
 from tasks.data.demo.shapes import (
     SHAPES,
-    check_scene_args,
     draw_shape,
+    scene_spec,
     shape_polygon,
     soften,
     textured_background,
@@ -111,7 +112,7 @@ def make_multitask_demo(
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
 
 
-class DemoMultiTaskDataModule(COCOJointDataModule):
+class DemoMultiTaskDataModule(GeneratedDemo, COCOJointDataModule):
     """The shapes demo with boxes and masks, generated on first use (deterministic in
     ``seed``).
 
@@ -124,9 +125,12 @@ class DemoMultiTaskDataModule(COCOJointDataModule):
         max_objects: most objects in one image.
         min_object_size, max_object_size: object side as a fraction of the image side.
         seed: random seed of the generator.
-        image_size, augmentation, ...: see ``COCODataModule``. The defaults are the demo of
+        image_size, augmentation, zoom_out_ratio, mean, std, predict_dir, loader: see
+            ``COCODataModule``. The defaults are the demo of
             ``configs/multitask_demo_ssdlite_deeplabv3_mobilenetv2.yaml``.
     """
+
+    make = staticmethod(make_multitask_demo)
 
     def __init__(
         self,
@@ -145,54 +149,17 @@ class DemoMultiTaskDataModule(COCOJointDataModule):
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
         predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
-        check_scene_args(
-            num_classes, num_train, num_val, max_objects, min_object_size, max_object_size
-        )
-        self.spec = {
-            "kind": "multitask",
-            "num_classes": num_classes,
-            "num_train": num_train,
-            "num_val": num_val,
-            "size": generated_size,
-            "max_objects": max_objects,
-            "min_object_size": min_object_size,
-            "max_object_size": max_object_size,
-            "seed": seed,
-        }
-        root_path = resolve_root(root, f"demo_multitask_{spec_hash(self.spec)}")
-        super().__init__(
-            str(root_path), "train", "val", None,
-            image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,
-            train_include_empty=True, mean=mean, std=std, predict_dir=predict_dir,
-            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            persistent_workers=persistent_workers, eval_batch_size=eval_batch_size,
-            on_bad_sample=on_bad_sample,
+        spec = scene_spec(
+            "multitask", num_classes, num_train, num_val, generated_size, max_objects,
+            min_object_size, max_object_size, seed,
         )  # fmt: skip
-
-    def prepare_data(self) -> None:
-        s = self.spec
-        generate_once(
-            self.root,
-            s,
-            lambda tmp: make_multitask_demo(
-                tmp,
-                s["num_classes"],
-                s["num_train"],
-                s["num_val"],
-                s["size"],
-                s["max_objects"],
-                s["min_object_size"],
-                s["max_object_size"],
-                s["seed"],
-            ),
-        )
+        super().__init__(
+            self.demo_root(root, spec), "train", "val", None,
+            image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,
+            train_include_empty=True, mean=mean, std=std, predict_dir=predict_dir, loader=loader,
+        )  # fmt: skip
 
     def _load(self, split: str) -> COCOAnnotations:
         # ``num_classes`` may be read before prepare_data (e.g. by the task's set-up check).

@@ -10,15 +10,15 @@ every object outline, like VOC's) under ``VOCdevkit/VOC2012``, with ``train.txt`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from tasks.data.cache import generate_once, resolve_root, spec_hash
+from tasks.data.base import LoaderOptions
+from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.shapes import draw_shape, soften, textured_background
 from tasks.data.seg_transforms import IGNORE_INDEX, voc_palette
-from tasks.data.transforms import SYMMETRIC_MEAN, SYMMETRIC_STD
 from tasks.data.voc import VOCSegmentationDataModule
 
 #: the shape of each foreground class (class 0 is the background)
@@ -87,7 +87,7 @@ def make_segmentation_demo(
         (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
 
-class DemoSegmentationDataModule(VOCSegmentationDataModule):
+class DemoSegmentationDataModule(GeneratedDemo, VOCSegmentationDataModule):
     """The generated shapes set in VOC layout, created on first use (deterministic in
     ``seed``).
 
@@ -98,8 +98,14 @@ class DemoSegmentationDataModule(VOCSegmentationDataModule):
         val_images: number of validation images.
         generated_size: side of the generated images in pixels.
         seed: random seed of the generator.
-        crop_size, min_scale, max_scale, ...: see ``VOCSegmentationDataModule``.
+        crop_size, min_scale, max_scale: DeepLab's augmentation, see
+            ``SegmentationDataModule``.
+        loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
+        **kwargs: ``flip``, ``mean``, ``std``, ``predict_dir`` of
+            ``SegmentationDataModule``.
     """
+
+    make = staticmethod(make_segmentation_demo)
 
     def __init__(
         self,
@@ -112,16 +118,8 @@ class DemoSegmentationDataModule(VOCSegmentationDataModule):
         crop_size: int | tuple[int, int] = 96,
         min_scale: float = 0.75,
         max_scale: float = 1.5,
-        flip: bool = True,
-        mean: tuple[float, float, float] = SYMMETRIC_MEAN,
-        std: tuple[float, float, float] = SYMMETRIC_STD,
-        predict_dir: str | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        eval_batch_size: int | None = None,
-        on_bad_sample: Literal["raise", "skip"] = "raise",
+        loader: LoaderOptions = LoaderOptions(batch_size=16),
+        **kwargs: Any,
     ) -> None:
         if not 2 <= num_classes <= len(DEMO_SHAPES) + 1:
             raise ValueError(f"num_classes must be in 2..{len(DEMO_SHAPES) + 1}, got {num_classes}")
@@ -134,21 +132,8 @@ class DemoSegmentationDataModule(VOCSegmentationDataModule):
             "size": generated_size,
             "seed": seed,
         }
-        root_path = resolve_root(root, f"demo_segmentation_{spec_hash(spec)}")
         super().__init__(
-            str(root_path), "train", "val", False, None, None, crop_size, min_scale,
-            max_scale, flip, mean, std, predict_dir, batch_size, num_workers, pin_memory,
-            persistent_workers, eval_batch_size, on_bad_sample,
+            self.demo_root(root, spec), "train", "val", False, None, None, loader=loader,
+            crop_size=crop_size, min_scale=min_scale, max_scale=max_scale, **kwargs,
         )  # fmt: skip
-        self.spec = spec
         self.class_names = ("background", *DEMO_SHAPES[: num_classes - 1])
-
-    def prepare_data(self) -> None:
-        s = self.spec
-        generate_once(
-            self.root,
-            s,
-            lambda tmp: make_segmentation_demo(
-                tmp, s["num_classes"], s["train_images"], s["val_images"], s["size"], s["seed"]
-            ),
-        )

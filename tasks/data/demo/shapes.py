@@ -6,6 +6,8 @@ seed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -89,16 +91,21 @@ def soften(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.0, 0.8))))
 
 
-def check_scene_args(
+def scene_spec(
+    kind: str,
     num_classes: int,
     num_train: int,
     num_val: int,
+    size: int,
     max_objects: int,
     min_object_size: float,
     max_object_size: float,
-) -> None:
-    """The arguments of the generated object scenes (detection and joint demos): raise a
-    ``ValueError`` naming the first one out of range."""
+    seed: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The spec of a generated object scene set (detection and joint demos): ``kind``, the
+    generator's arguments and ``extra`` ones, after a ``ValueError`` naming the first
+    argument out of range."""
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
     if not 0 < min_object_size <= max_object_size < 1:
@@ -111,3 +118,8 @@ def check_scene_args(
             f"num_train, num_val and max_objects must be >= 1, got {num_train}, {num_val}, "
             f"{max_objects}"
         )
+    return {
+        "kind": kind, "num_classes": num_classes, "num_train": num_train, "num_val": num_val,
+        "size": size, "max_objects": max_objects, "min_object_size": min_object_size,
+        "max_object_size": max_object_size, **extra, "seed": seed,
+    }  # fmt: skip
