@@ -37,12 +37,7 @@ from torch import Tensor
 
 from backbones.mobilenetv2 import infer_width
 from backbones.weights import WeightsError, WeightsNotFoundError
-from heads.pretrained import (
-    META_KEY,
-    WeightsEntry,
-    entry_state_dict,
-    list_weights,
-)
+from heads.pretrained import META_KEY, WeightsEntry, fetch_source, list_weights
 
 CLASSIFIER = "mobilenet_v2_classifier"
 #: the builder a converted backbone-only file names (torchvision's ``features.*`` keys)
@@ -148,6 +143,31 @@ class Weights:
             "torchvision": "torchvision state dict",
         }[self.kind]
         return f"{self.source} (a {what} of {self.builder})"
+
+
+def entry_state_dict(entry: WeightsEntry, progress: bool = True) -> dict[str, Tensor]:
+    """Converted state dict of a TF entry: from the cache, or downloaded and converted once.
+
+    Raises:
+        RuntimeError: no network, a checksum mismatch (``fetch_source``), or the TF readers
+            cannot be imported (the ``tf`` extra is missing).
+    """
+    from backbones.weights import load_state_dict_file
+
+    if entry.file_format == "torchvision":
+        raise ValueError(f"{entry.name!r} is torchvision's file; load it with the classifier")
+    if not entry.cache_path.is_file():
+        source = fetch_source(entry, progress)
+        try:
+            from heads.tf_import.convert import convert_entry
+        except ImportError as err:
+            raise RuntimeError(
+                f"converting {source} needs the TF readers: pip install 'mobilezoo[tf]' "
+                f"({err}); or convert elsewhere with `mobilezoo convert` and put the result "
+                f"at {entry.cache_path}"
+            ) from err
+        convert_entry(entry, source, entry.cache_path, builders=builder_function)
+    return load_state_dict_file(entry.cache_path)
 
 
 # -- recognizing ----------------------------------------------------------------------------
@@ -359,11 +379,15 @@ def class_predictors(builder: str) -> tuple[str, ...]:
     return tuple(importlib.import_module(BUILDER_MODULES[builder]).CLASS_PREDICTORS)
 
 
+def builder_function(builder: str) -> Callable[..., Any]:
+    """The builder function called ``builder`` (a key of ``BUILDER_MODULES``), looked up by
+    name: the builders' modules import this one."""
+    return getattr(importlib.import_module(BUILDER_MODULES[builder]), builder)
+
+
 def builder_defaults(builder: str | Callable[..., Any]) -> dict[str, Any]:
     """Default values of a builder's arguments (by builder name or function)."""
-    fn = builder
-    if isinstance(builder, str):
-        fn = getattr(importlib.import_module(BUILDER_MODULES[builder]), builder)
+    fn = builder_function(builder) if isinstance(builder, str) else builder
     return {
         k: p.default
         for k, p in inspect.signature(fn).parameters.items()

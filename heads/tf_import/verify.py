@@ -1,6 +1,6 @@
 """Compare converted TF Lite models with the TF Lite runtime on photos and print a table.
 
-    python -m tasks.tf_import.verify ../shared/tf-weights
+    python -m heads.tf_import.verify ../shared/tf-weights
 
 Needs ``ai-edge-litert`` (dev extra) and Pillow. For every ``.tflite`` file of the folder
 that converts, and every photo in ``photos/``: the largest logit difference (float files),
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.tf_import.convert import convert_file
+from heads.registry import get_model_builder
+from heads.tf_import.convert import convert_file
 
 
 def _photo(path: Path, size: int) -> np.ndarray:
@@ -107,7 +108,7 @@ def compare_with_runtime(
     (``emulate.int8_activations``), and the float model's top-1 is reported beside. Needs
     ``ai-edge-litert``.
     """
-    from tasks.tf_import.emulate import int8_activations
+    from heads.tf_import.emulate import int8_activations
 
     interpreter = _runtime(model_path)
     detail = interpreter.get_input_details()[0]
@@ -141,7 +142,7 @@ def compare_with_runtime(
         ref = ref.reshape(-1).astype(np.float32)
         if ref.size == out.shape[1] + 1:  # the file's background class, dropped by us
             ref = ref[1:]
-        from tasks.tf_import.tflite import TFLiteFile
+        from heads.tf_import.tflite import TFLiteFile
 
         softmax = TFLiteFile(model_path).op_names()[-1] == "SOFTMAX"
         ours = (out[0].softmax(0) if softmax else out[0]).numpy()
@@ -182,7 +183,7 @@ def verify(folder: Path) -> list[str]:
     rows = ["| file | photo | check | value |", "| --- | --- | --- | --- |"]
     photos = sorted(p for p in (folder / "photos").iterdir() if "mask" not in p.name)
     for model_path in sorted(folder.glob("*.tflite")):
-        model, meta = convert_file(model_path)
+        model, meta = convert_file(model_path, builders=get_model_builder)
         interpreter = _runtime(model_path)
         detail = interpreter.get_input_details()[0]
         size = int(detail["shape"][1])
@@ -203,7 +204,9 @@ def verify(folder: Path) -> list[str]:
             if meta["builder"] == "mobilenet_v2_classifier":
                 # runtime: uint8 softmax over 1001 classes (scale 1/256); ours: 1000 logits
                 probs = ref.astype(np.float64) / 256.0
-                torch_model = convert_file(model_path, padding="torch")[0]
+                torch_model, _ = convert_file(
+                    model_path, builders=get_model_builder, padding="torch"
+                )
                 with torch.no_grad():
                     out_torch = torch_model(tensor)[0]
                 cells = []
@@ -240,7 +243,7 @@ def verify_files(folder: Path, photos: Path) -> list[str]:
         if path.suffix not in (".tflite", ".h5", ".keras"):
             continue
         try:
-            model, meta = convert_file(path)
+            model, meta = convert_file(path, builders=get_model_builder)
         except ValueError as err:
             rows.append(f"| {path.name} | refused: {str(err)[:60]}... | | | |")
             continue
@@ -271,7 +274,7 @@ PHOTO_ORDER = ("grace_hopper.bmp", "cat.bmp", "parrot.jpg", "bird_segmentation.b
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tasks.tf_import.verify [FOLDER]``: the real TF files' table (default
+    """``python -m heads.tf_import.verify [FOLDER]``: the real TF files' table (default
     ``../shared/tf-weights``), or, for a folder with ``keras_outputs.npz`` (the generated
     files of every family), ``verify_files`` on the shared photos."""
     args = sys.argv[1:] if argv is None else argv
