@@ -22,17 +22,12 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+import tasks
 from backbones.weights import WeightsError
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
 from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
-from tasks.checkpoint_hparams import (
-    check_hparams,
-    merge_hparams,
-    registered_tasks,
-    saved_hparams,
-    task_hparams,
-)
+from tasks.checkpoint_hparams import check_hparams, merge_hparams, saved_hparams, task_hparams
 from tasks.checkpoint_io import (
     CheckpointError,
     check_lightning_version,
@@ -59,8 +54,14 @@ from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
 from tasks.figures import EvaluationFigures
 from tasks.peer_failure import peer_failure, stop_children
+from tasks.task_classes import registered_tasks
 
 log = logging.getLogger("mobilezoo")
+
+#: every class ``tasks`` exposes, imported (the package loads them on first use):
+#: jsonargparse resolves a short class name (``--data DemoClassificationDataModule``) and
+#: lists the choices in ``--help`` among the subclasses already imported
+_EXPOSED = [getattr(tasks, name) for name in tasks.__all__]
 
 #: the zoo's tasks by every class path a checkpoint may name them with
 _TASKS = registered_tasks()

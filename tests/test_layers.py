@@ -101,6 +101,13 @@ def test_model_side_modules_load_nothing_of_the_lightning_layer() -> None:
     assert not {k: v for k, v in bad.items() if v}, bad
 
 
+@pytest.mark.slow
+def test_load_exported_loads_nothing_of_the_lightning_layer() -> None:
+    loaded = _load_each(["tasks.export", *RUNTIME])
+    bad = {name: _forbidden(new, RUNTIME_MAY_LOAD) for name, new in loaded.items()}
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
 def _named_imports(path: Path) -> list[tuple[int, str]]:
     """``(line, module)`` of every import in a file: statements, and string arguments of
     ``importlib.import_module`` / ``import_module`` / ``__import__`` calls."""

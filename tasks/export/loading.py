@@ -11,8 +11,9 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
 from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
-from tasks.checkpoint_hparams import check_hparams, registered_tasks, saved_hparams, task_hparams
+from tasks.checkpoint_hparams import check_hparams, saved_hparams, task_hparams
 from tasks.checkpoint_io import CheckpointError, is_url, quote, read_checkpoint
+from tasks.task_classes import registered_tasks
 
 ModelKind = Literal["classifier", "detector", "segmenter", "joint"]
 
