@@ -1,4 +1,9 @@
-"""Task heads and the pure-torch models built from backbone + head."""
+"""Task heads and the models built from backbone + head.
+
+The model side: ``import heads`` needs torch and torchvision (its ops: NMS, box IoU), never
+Lightning or anything of ``tasks``. ``heads.tf_import`` (TF weight import, numpy and the
+``tf`` extra) is imported only when a TF file is converted.
+"""
 
 from heads.classifier import ClassificationHead, MobileNetV2Classifier, mobilenet_v2_classifier
 from heads.deeplabv3 import (
