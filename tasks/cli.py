@@ -1,6 +1,6 @@
 """The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
 ``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``), ``mobilezoo weights``
-and ``mobilezoo convert`` (named weights, TF import; see ``heads.tf_import.cli``) and
+and ``mobilezoo convert`` (named weights, TF import; see ``tasks.weights_cli``) and
 ``mobilezoo plot`` (the curves of a finished run; see ``tasks.plots``) and ``mobilezoo
 configs`` (the shipped recipes, which ``-c <name>`` also finds; see ``tasks.configs``)."""
 
@@ -325,9 +325,9 @@ def _run(args: list[str] | None) -> None:
         export_main(argv[1:])
         return
     if argv[:1] in (["weights"], ["convert"]):  # named weights and TF import
-        from heads.tf_import import cli as tf_cli
+        from tasks.weights_cli import convert_main, weights_main
 
-        (tf_cli.weights_main if argv[0] == "weights" else tf_cli.convert_main)(argv[1:])
+        (weights_main if argv[0] == "weights" else convert_main)(argv[1:])
         return
     if argv[:1] == ["plot"]:
         from tasks.plots import plot_main

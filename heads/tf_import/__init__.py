@@ -7,8 +7,10 @@ in ``tensorboard``), ``checkpoint`` (TF V2 checkpoints, decoded directly) and ``
 family (TF2 Model Garden, Keras, their TF Lite exports) by the order of its layers;
 ``names`` maps TF-slim names to our modules; ``convert`` assembles state dicts and whole
 models (given the builders by name: ``convert_file(path, builders=heads.get_model_builder)``);
-``cli`` holds ``mobilezoo weights`` / ``convert``; ``verify`` compares with the TF Lite
-runtime (``emulate``: with an 8-bit file's activation rounding).
+``verify`` compares a conversion with the TF Lite runtime (``emulate``: with an 8-bit
+file's activation rounding). The ``mobilezoo weights`` / ``convert`` commands are
+``tasks.weights_cli``; ``python -m benchmarks.tf_runtime`` prints the runtime comparison of
+every shared file.
 
 Part of the model side: torch and numpy, no Lightning. The readers need the ``tf`` extra;
 ``import backbones`` and ``import heads`` never import this package (``heads.weights_loader``

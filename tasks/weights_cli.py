@@ -1,5 +1,8 @@
 """``mobilezoo weights`` (the table of named weights) and ``mobilezoo convert`` (a local TF
-file into a weights file for the builders and the tasks' ``weights`` option)."""
+file into a weights file for the builders and the tasks' ``weights`` option).
+
+Plain argparse over the model side (``heads.pretrained``, ``heads.tf_import``): no
+Lightning; ``tasks.cli`` hands these two commands over before LightningCLI starts."""
 
 from __future__ import annotations
 
