@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from benchmarks import latency, throughput
-from benchmarks.timing import SETTLE_S, fmt, interleaved_medians, markdown_table
+from benchmarks.timing import SETTLE_S, fmt, markdown_table, met
+from benchmarks.training import training_table
 
 OUT_DIR = Path(__file__).parent
 
@@ -198,11 +199,6 @@ def _latency_section(pairs: list[latency.Pair], lat: dict) -> str:
     return "## CPU latency (ms)\n\n" + markdown_table(header, rows) + "\n\n" + note
 
 
-def _met(value: float, target: float, at_most: bool = True) -> str:
-    ok = value <= target if at_most else value >= target
-    return "met" if ok else "missed"
-
-
 def _parity_section(opts: Options) -> str:
     from benchmarks.export_parity import HEADER, parity_rows, sources
 
@@ -234,7 +230,7 @@ def _end2end_section(pairs: list[latency.Pair], lat: dict) -> str:
             if e2e not in r or raw not in r:
                 continue
             ratio = r[e2e] / r[raw]
-            target = _met(ratio, 1.15) if batch == 1 and "int8" not in runtime else ""
+            target = met(ratio, 1.15) if batch == 1 and "int8" not in runtime else ""
             rows.append([runtime, batch, fmt(r[raw]), fmt(r[e2e]), f"{ratio:.2f}x", target])
     header = ["runtime", "batch", "raw ms", "end-to-end ms", "end-to-end / raw",
               "target <= 1.15x (batch 1, fp32)"]  # fmt: skip
@@ -250,7 +246,7 @@ def _pytorch_vs_ort_section(pairs: list[latency.Pair], lat: dict) -> str:
             ratio = r["fast"] / r[ort_key]
             eager_ratio = r["fast_eager"] / r[ort_key]
             rows.append([pair.name, batch, fmt(r["fast"]), fmt(r[ort_key]),
-                         f"{ratio:.2f}x", f"{eager_ratio:.2f}x", _met(ratio, 1.25)])  # fmt: skip
+                         f"{ratio:.2f}x", f"{eager_ratio:.2f}x", met(ratio, 1.25)])  # fmt: skip
     header = ["model", "batch", "PyTorch fast, compiled ms", "onnxruntime fp32 ms",
               "compiled / onnxruntime", "eager fast / onnxruntime", "target <= 1.25x"]  # fmt: skip
     note = "Detector: both end-to-end (network, decoding, pruning, NMS)."
@@ -286,12 +282,12 @@ def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
         if e2e in det1:
             ratio = det1[e2e] / det1[raw]
             rows.append([f"detector end-to-end <= 1.15x raw in {runtime}, batch 1",
-                         f"{ratio:.2f}x ({_met(ratio, 1.15)})"])  # fmt: skip
+                         f"{ratio:.2f}x ({met(ratio, 1.15)})"])  # fmt: skip
     for i, pair in enumerate(pairs[:3]):
         ort_key = "ort_end2end" if pair.kind == "detector" else "ort"
         worst = max(lat[(i, b)]["fast"] / lat[(i, b)][ort_key] for b in (1, 8))
         rows.append([f"{pair.name}: PyTorch fast path <= 1.25x onnxruntime, batch 1 and 8",
-                     f"worst {worst:.2f}x ({_met(worst, 1.25)})"])  # fmt: skip
+                     f"worst {worst:.2f}x ({met(worst, 1.25)})"])  # fmt: skip
     if "ov" in cls1:
         best = min(("ort", "ov"), key=lambda k: cls1[k])
         rows.append(["fastest fp32 runtime for the classifier, batch 1",
@@ -301,47 +297,8 @@ def _targets_section(pairs: list[latency.Pair], lat: dict) -> str:
 
 
 def _training_section(pairs: list[latency.Pair], opts: Options) -> str:
-    return trainingmarkdown_table(pairs, opts) + "\n\n" + _loader_section(pairs, opts)
-
-
-def trainingmarkdown_table(pairs: list[latency.Pair], opts: Options) -> str:
-    """The training-throughput table of the first three pairs (and a channels-last row
-    for the segmenter), as Markdown with its note. ``pair.complexity`` must be set."""
-    rows = []
-    batch = 2 if opts.quick else 4
-    jobs = [(pair, False) for pair in pairs[:3]]
-    jobs += [(p, True) for p in pairs[:3] if p.kind != "classifier"]  # the opt-in layout
-    for pair, channels_last in jobs:
-        layout = ", channels-last" if channels_last else ""
-        print(f"training steps{layout}: {pair.name} and {pair.peer_name}", flush=True)
-        steps = {
-            name: throughput.train_step(pair.kind, model, is_peer, pair.size, batch, channels_last)
-            for name, model, is_peer in (("ours", pair.model, False), ("peer", pair.peer, True))
-        }
-        ms = interleaved_medians(steps, warmup=1, repeats=opts.train_steps)
-        pair.model.eval()
-        pair.peer.eval()
-        ours, peer = (1000 * batch / ms[name] for name in ("ours", "peer"))
-        c = pair.complexity
-        per_madd = ours * c["madds"] / (peer * c["peer_madds"])
-        target = _met(per_madd, 1.0, at_most=False) if pair.kind != "classifier" else ""
-        rows.append([pair.name + layout, pair.size, batch, fmt(ours, 2), pair.peer_name + layout,
-                     fmt(peer, 2), fmt(ours / peer, 2), f"{per_madd:.2f}x", target])  # fmt: skip
-    text = "## Training throughput (one SGD step: forward, loss, backward, update)\n\n"
-    text += markdown_table(["model", "input", "batch", "ours img/s", "peer", "peer img/s",
-                    "ours / peer", "per MAdd (ours MAdd/s / peer MAdd/s)",
-                    "target >= 1.0x"], rows)  # fmt: skip
-    note = (
-        f"Median of {opts.train_steps} steps after a warm-up one, ours and the peer's in turn. "
-        "Same batch, same threads, random data; detectors include anchor matching, hard "
-        "negative mining and the loss (torchvision's SSD: its transform, matching and loss). "
-        "Channels-last rows feed NHWC images to both models (weights stay NCHW), as "
-        "`DetectionTask(channels_last=True)` and `SegmentationTask(channels_last=True)` do "
-        "(torchvision's SSD re-batches its images in NCHW inside its transform, so its "
-        "channels-last row runs as its default one); `python -m benchmarks.train_profile` "
-        "splits a step into forward, loss, backward and optimizer and lists the top operators."
-    )
-    return text + "\n\n" + note
+    table = training_table(pairs, opts.quick, opts.train_steps)
+    return table + "\n\n" + _loader_section(pairs, opts)
 
 
 def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:

@@ -1,12 +1,9 @@
-"""Training-step and data-loading throughput, COCO evaluation time, matmul peak.
-
-``python -m benchmarks.throughput`` prints the suite's training-throughput table alone (our
-detector and segmenter against torchvision's, same batch and threads, in one run).
-"""
+"""Training-step and data-loading throughput, COCO evaluation time, matmul peak: the
+measurements that ``benchmarks.suite``, ``benchmarks.training`` and ``benchmarks.gpu`` put in
+their tables."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -179,44 +176,3 @@ def coco_eval_seconds(num_images: int, backend: str, per_image: int = 100) -> fl
     start = time.perf_counter()
     evaluate_coco(gt, results, backend=backend)  # type: ignore[arg-type]
     return time.perf_counter() - start
-
-
-def _use_torch_relu6(model: nn.Module) -> None:
-    """Swap every ``InPlaceReLU6`` for torch's ``nn.ReLU6(inplace=True)`` (the network as
-    it was before ``InPlaceReLU6``; same numbers), for before/after timings."""
-    from backbones.layers import InPlaceReLU6
-
-    for module in model.modules():
-        for name, child in module.named_children():
-            if isinstance(child, InPlaceReLU6):
-                setattr(module, name, nn.ReLU6(inplace=True))
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from benchmarks import latency, suite
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per model (median)")
-    parser.add_argument("--quick", action="store_true", help="tiny inputs, a smoke run")
-    parser.add_argument("--torch_relu6", action="store_true",
-                        help="time ours with torch's nn.ReLU6 (before InPlaceReLU6)")  # fmt: skip
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-    pairs = latency.build_pairs(args.quick)
-    for pair in pairs[:3]:
-        pair.complexity = latency.complexity(pair)
-        if args.torch_relu6:
-            _use_torch_relu6(pair.model)
-    opts = suite.Options(quick=args.quick, threads=args.threads)
-    opts.train_steps = args.steps
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{args.threads} threads, load average {load:.1f} at start")
-    print(suite.training_table(pairs, opts))
-
-
-if __name__ == "__main__":
-    main()

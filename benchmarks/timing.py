@@ -66,3 +66,10 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def met(value: float, target: float, at_most: bool = True) -> str:
+    """``"met"`` when ``value`` is at most (``at_most``) or at least ``target``, else
+    ``"missed"``: the verdict column of the tables."""
+    ok = value <= target if at_most else value >= target
+    return "met" if ok else "missed"

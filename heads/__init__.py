@@ -1,4 +1,8 @@
-"""Task heads and the pure-torch models built from backbone + head.
+"""Task heads and the models built from backbone + head.
+
+The model side: ``import heads`` needs torch and torchvision (its ops: NMS, box IoU), never
+Lightning or anything of ``tasks``. ``heads.tf_import`` (TF weight import, numpy and the
+``tf`` extra) is imported only when a TF file is converted.
 
 Importing ``heads`` imports every builder, each of which registers itself
 (``backbones.registry``): ``list_models()`` then names them all.

@@ -7,8 +7,9 @@ this project checked the import. The entries are registered with their builder
 them from the registry. A builder given ``weights="<name>"`` takes its architecture options
 (``width_mult``, ``divisible_by``, ``padding``, ...) from the entry, then loads a converted
 state dict cached under ``$TORCH_HOME/hub/checkpoints/mobilezoo``. The first use downloads
-the source file (progress bar, sha256 checked) and converts it with the TF readers, which
-are imported only then (building a model never needs them).
+the source file (``fetch_source``: progress bar, sha256 checked) and ``heads.weights_loader``
+converts it with ``heads.tf_import``, imported only then: the TF readers need the ``tf``
+extra, ``import heads`` does not.
 
 A converted file (``mobilezoo convert``) is ``{"state_dict": ..., "mobilezoo": {...}}``;
 its ``"mobilezoo"`` part records the builder and architecture it was converted for, so
@@ -20,7 +21,6 @@ builders, the tasks and export.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -230,26 +230,6 @@ def fetch_source(entry: WeightsEntry, progress: bool = True) -> Path:
                 "delete it to download again"
             )
     return path
-
-
-def entry_state_dict(entry: WeightsEntry, progress: bool = True) -> dict[str, Tensor]:
-    """Converted state dict of an entry: from the cache, or downloaded and converted once."""
-    from backbones.weights import load_state_dict_file
-
-    if entry.file_format == "torchvision":
-        raise ValueError(f"{entry.name!r} is torchvision's file; load it with the classifier")
-    if not entry.cache_path.is_file():
-        source = fetch_source(entry, progress)
-        try:
-            tf_import = importlib.import_module("tasks.tf_import")
-        except ImportError as err:
-            raise RuntimeError(
-                f"converting {source} needs the TF readers: pip install 'mobilezoo[tf]' "
-                f"({err}); or convert elsewhere with `mobilezoo convert` and put the result "
-                f"at {entry.cache_path}"
-            ) from err
-        tf_import.convert_entry(entry, source, entry.cache_path)
-    return load_state_dict_file(entry.cache_path)
 
 
 def load_for_finetuning(

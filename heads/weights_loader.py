@@ -37,12 +37,7 @@ from torch import Tensor
 from backbones.mobilenetv2 import infer_width
 from backbones.registry import get_model_builder, get_model_spec
 from backbones.weights import WeightsError, WeightsNotFoundError
-from heads.pretrained import (
-    META_KEY,
-    WeightsEntry,
-    entry_state_dict,
-    list_weights,
-)
+from heads.pretrained import META_KEY, WeightsEntry, fetch_source, list_weights
 
 CLASSIFIER = "mobilenet_v2_classifier"
 #: the builder a converted backbone-only file names (torchvision's ``features.*`` keys)
@@ -133,6 +128,31 @@ class Weights:
             "torchvision": "torchvision state dict",
         }[self.kind]
         return f"{self.source} (a {what} of {self.builder})"
+
+
+def entry_state_dict(entry: WeightsEntry, progress: bool = True) -> dict[str, Tensor]:
+    """Converted state dict of a TF entry: from the cache, or downloaded and converted once.
+
+    Raises:
+        RuntimeError: no network, a checksum mismatch (``fetch_source``), or the TF readers
+            cannot be imported (the ``tf`` extra is missing).
+    """
+    from backbones.weights import load_state_dict_file
+
+    if entry.file_format == "torchvision":
+        raise ValueError(f"{entry.name!r} is torchvision's file; load it with the classifier")
+    if not entry.cache_path.is_file():
+        source = fetch_source(entry, progress)
+        try:
+            from heads.tf_import.convert import convert_entry
+        except ImportError as err:
+            raise RuntimeError(
+                f"converting {source} needs the TF readers: pip install 'mobilezoo[tf]' "
+                f"({err}); or convert elsewhere with `mobilezoo convert` and put the result "
+                f"at {entry.cache_path}"
+            ) from err
+        convert_entry(entry, source, entry.cache_path, builders=get_model_builder)
+    return load_state_dict_file(entry.cache_path)
 
 
 # -- recognizing ----------------------------------------------------------------------------

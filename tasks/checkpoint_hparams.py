@@ -78,21 +78,6 @@ def check_hparams(hparams: dict[str, Any], source: str) -> None:
         )
 
 
-def registered_tasks() -> dict[str, type]:
-    """The zoo's tasks by every class path a checkpoint may name them with
-    (``tasks.DetectionTask`` and ``tasks.detection.DetectionTask``): the only classes a
-    checkpoint may name without the user's config naming them too."""
-    import tasks
-    from tasks.base import BaseTask
-
-    registry: dict[str, type] = {}
-    for name in tasks.__all__:
-        obj = getattr(tasks, name)
-        if isinstance(obj, type) and issubclass(obj, BaseTask) and obj is not BaseTask:
-            registry[f"tasks.{name}"] = registry[f"{obj.__module__}.{obj.__qualname__}"] = obj
-    return registry
-
-
 def saved_hparams(ckpt: dict[str, Any], source: str) -> tuple[str | None, dict[str, Any]]:
     """The task class path and hyper-parameters of a checkpoint from ``read_checkpoint``.
 

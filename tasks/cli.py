@@ -1,6 +1,6 @@
 """The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
 ``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``), ``mobilezoo weights``
-and ``mobilezoo convert`` (named weights, TF import; see ``tasks.tf_import.cli``) and
+and ``mobilezoo convert`` (named weights, TF import; see ``tasks.weights_cli``) and
 ``mobilezoo plot`` (the curves of a finished run; see ``tasks.plots``) and ``mobilezoo
 configs`` (the shipped recipes, which ``-c <name>`` also finds; see ``tasks.configs``)."""
 
@@ -23,17 +23,12 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+import tasks
 from backbones.weights import WeightsError
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
 from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
-from tasks.checkpoint_hparams import (
-    check_hparams,
-    merge_hparams,
-    registered_tasks,
-    saved_hparams,
-    task_hparams,
-)
+from tasks.checkpoint_hparams import check_hparams, merge_hparams, saved_hparams, task_hparams
 from tasks.checkpoint_io import (
     CheckpointError,
     check_lightning_version,
@@ -60,8 +55,14 @@ from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
 from tasks.figures import EvaluationFigures
 from tasks.peer_failure import peer_failure, stop_children
+from tasks.task_classes import registered_tasks
 
 log = logging.getLogger("mobilezoo")
+
+#: every class ``tasks`` exposes, imported (the package loads them on first use):
+#: jsonargparse resolves a short class name (``--data DemoClassificationDataModule``) and
+#: lists the choices in ``--help`` among the subclasses already imported
+_EXPOSED = [getattr(tasks, name) for name in tasks.__all__]
 
 #: the zoo's tasks by every class path a checkpoint may name them with
 _TASKS = registered_tasks()
@@ -380,9 +381,9 @@ def _run(args: list[str] | None) -> None:
         export_main(argv[1:])
         return
     if argv[:1] in (["weights"], ["convert"]):  # named weights and TF import
-        from tasks.tf_import import cli as tf_cli
+        from tasks.weights_cli import convert_main, weights_main
 
-        (tf_cli.weights_main if argv[0] == "weights" else tf_cli.convert_main)(argv[1:])
+        (weights_main if argv[0] == "weights" else convert_main)(argv[1:])
         return
     if argv[:1] == ["plot"]:
         from tasks.plots import plot_main

@@ -6,39 +6,50 @@ One module per step: ``loading`` (builder names, checkpoints, test images), ``on
 ``parity`` (runtime against PyTorch), ``quantization`` (onnxruntime int8), ``runtime``
 (an exported file called like the PyTorch model) and ``command`` (``export``, the
 ``mobilezoo export`` command).
+
+Running an exported file is the model side: ``runtime``, ``metadata``, ``onnx``,
+``openvino``, ``parity`` and ``quantization`` import neither Lightning nor a data
+module. ``loading`` and ``command`` read task checkpoints and data modules (the Lightning
+side). The names below load on first use (PEP 562), so ``from tasks.export import
+load_exported`` imports the runtime alone.
 """
 
-from tasks.export.command import DetectorForm, ExportFormat, ExportResult, export
-from tasks.export.loading import (
-    ModelKind,
-    exportable_models,
-    images_from_data,
-    load_checkpoint,
-    load_model,
-    model_kind,
-)
-from tasks.export.onnx import OUTPUTS, export_onnx, ort_session
-from tasks.export.parity import ParityReport, check_parity
-from tasks.export.quantization import quantize_int8
-from tasks.export.runtime import ExportedModel, load_exported
+from __future__ import annotations
 
-__all__ = [
-    "OUTPUTS",
-    "DetectorForm",
-    "ExportFormat",
-    "ExportResult",
-    "ExportedModel",
-    "ModelKind",
-    "ParityReport",
-    "check_parity",
-    "export",
-    "export_onnx",
-    "exportable_models",
-    "images_from_data",
-    "load_checkpoint",
-    "load_exported",
-    "load_model",
-    "model_kind",
-    "ort_session",
-    "quantize_int8",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_MODULES = {
+    "OUTPUTS": "tasks.export.onnx",
+    "DetectorForm": "tasks.export.command",
+    "ExportFormat": "tasks.export.command",
+    "ExportResult": "tasks.export.command",
+    "ExportedModel": "tasks.export.runtime",
+    "ModelKind": "tasks.export.loading",
+    "ParityReport": "tasks.export.parity",
+    "check_parity": "tasks.export.parity",
+    "export": "tasks.export.command",
+    "export_onnx": "tasks.export.onnx",
+    "exportable_models": "tasks.export.loading",
+    "images_from_data": "tasks.export.loading",
+    "load_checkpoint": "tasks.export.loading",
+    "load_exported": "tasks.export.runtime",
+    "load_model": "tasks.export.loading",
+    "model_kind": "tasks.export.loading",
+    "ort_session": "tasks.export.onnx",
+    "quantize_int8": "tasks.export.quantization",
+}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module 'tasks.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULES[name]), name)
+    globals()[name] = value  # once loaded, a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

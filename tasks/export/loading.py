@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 import heads
 from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
-from tasks.checkpoint_hparams import check_hparams, registered_tasks, saved_hparams, task_hparams
+from tasks.checkpoint_hparams import check_hparams, saved_hparams, task_hparams
 from tasks.checkpoint_io import CheckpointError, is_url, quote, read_checkpoint
+from tasks.task_classes import registered_tasks
 
 #: the kind of an exportable model (a bare backbone is not one)
 ModelKind = Literal["classifier", "detector", "segmenter", "joint"]

@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor
 
-from tasks.export.loading import ModelKind
+if TYPE_CHECKING:  # loading is the Lightning side; running a file does not need it
+    from tasks.export.loading import ModelKind
 
 
 def _ov() -> Any:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
 
-from tasks.export.loading import ModelKind
+if TYPE_CHECKING:  # loading is the Lightning side; running a file does not need it
+    from tasks.export.loading import ModelKind
 
 log = logging.getLogger(__name__)
 

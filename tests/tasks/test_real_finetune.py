@@ -31,9 +31,10 @@ def _imagenet_backbone(tmp_path: Path) -> Path:
     """The coral 8-bit ImageNet classifier converted, its ``features`` saved as a
     torchvision-style backbone state dict (what ``weights_backbone`` takes as a file)."""
     pytest.importorskip("tflite", reason="the tf extra (tflite) is not installed")
-    from tasks.tf_import import convert_file
+    from heads import get_model_builder
+    from heads.tf_import import convert_file
 
-    classifier, _ = convert_file(need(QUANT_CLASSIFIER))
+    classifier, _ = convert_file(need(QUANT_CLASSIFIER), builders=get_model_builder)
     state = {k[len("backbone.") :]: v for k, v in classifier.state_dict().items()}
     path = tmp_path / "imagenet_tf_8bit_backbone.pt"
     torch.save({k: v for k, v in state.items() if k.startswith("features.")}, path)

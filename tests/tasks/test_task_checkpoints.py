@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch import Trainer
 
 from tasks import DetectionTask
-from tasks.checkpoint_hparams import registered_tasks
 from tasks.checkpoint_io import CheckpointError
 from tasks.cli import main as cli_main
 from tasks.data.demo.shapes import SHAPES
+from tasks.task_classes import registered_tasks
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

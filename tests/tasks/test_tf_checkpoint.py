@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.tf_import.checkpoint import _snappy_decompress, read_checkpoint, read_table
+from heads.tf_import.checkpoint import _snappy_decompress, read_checkpoint, read_table
 
 DATA = Path(__file__).parent / "data"
 SMALL = DATA / "tf_small"
@@ -58,7 +58,7 @@ def test_snappy_literal_and_overlapping_copy() -> None:
 
 def test_frozen_graph_written_by_tensorflow() -> None:
     pytest.importorskip("tensorboard", reason="tensorboard (TF's protobuf definitions) missing")
-    from tasks.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
+    from heads.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
 
     expected = fixture_variables()
     read = read_frozen_graph_variables(SMALL / "frozen.pb")
@@ -76,7 +76,7 @@ def test_converted_ssdlite_reproduces_tensorflow_ops() -> None:
 
     from heads import ssdlite_mobilenet_v2
     from heads.categories import coco_category_ids
-    from tasks.tf_import import convert_variables, ssdlite_mappings
+    from heads.tf_import import convert_variables, ssdlite_mappings
 
     spec = importlib.util.spec_from_file_location("make_tf_fixtures", DATA / "make_tf_fixtures.py")
     assert spec is not None and spec.loader is not None

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from backbones import mobilenet_v2
-from heads import mobilenet_v2_classifier
+from heads import get_model_builder, mobilenet_v2_classifier
 from tasks.cli import main
 from tests.tasks.tf_files import FLOAT_DEEPLAB, PHOTOS, QUANT_CLASSIFIER, TF_WEIGHTS, need, photo
 
 pytest.importorskip("tflite", reason="the tf extra (tflite) is not installed")
-from tasks.tf_import.convert import _tflite_variables, convert_file, save_converted
-from tasks.tf_import.families import Layer, canonical_variables
-from tasks.tf_import.tflite import TFLiteConv, TFLiteFile
+from heads.tf_import.convert import _tflite_variables, convert_file, save_converted
+from heads.tf_import.families import Layer, canonical_variables
+from heads.tf_import.tflite import TFLiteConv, TFLiteFile
 
 DATA = Path(__file__).parent / "data" / "keras_small"
 SIZE = 96
@@ -54,10 +54,10 @@ def _inputs() -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(TFLITE))
 def test_tflite_of_every_family_matches_the_runtime(name: str) -> None:
     pytest.importorskip("ai_edge_litert", reason="the TF Lite runtime is not installed")
-    from tasks.tf_import.verify import compare_with_runtime
+    from heads.tf_import.verify import compare_with_runtime
 
     builder, classes, quantized = TFLITE[name]
-    model, meta = convert_file(DATA / name)
+    model, meta = convert_file(DATA / name, builders=get_model_builder)
     assert meta["builder"] == builder and meta["num_classes"] == classes
     assert meta["architecture"]["width_mult"] == 0.35
     for p in PHOTOS:
@@ -73,7 +73,7 @@ def test_tflite_of_every_family_matches_the_runtime(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(KERAS))
 def test_keras_files_match_keras(name: str) -> None:
     pytest.importorskip("h5py", reason="reading Keras files needs h5py (tf extra)")
-    model, meta = convert_file(DATA / name)
+    model, meta = convert_file(DATA / name, builders=get_model_builder)
     assert meta["builder"] == KERAS[name]
     expected = np.load(DATA / "keras_outputs.npz")[name]
     with torch.no_grad():
@@ -88,7 +88,7 @@ def test_keras_files_match_keras(name: str) -> None:
 
 
 def test_converted_classifier_builds_through_the_builder(tmp_path: Path) -> None:
-    reference, meta = convert_file(DATA / "keras_int8_channel.tflite")
+    reference, meta = convert_file(DATA / "keras_int8_channel.tflite", builders=get_model_builder)
     path = save_converted(reference, meta, tmp_path / "classifier.pt")
     model = mobilenet_v2_classifier(num_classes=meta["num_classes"], weights=path).eval()
     assert model.backbone.padding == "tf" and model.backbone.width_mult == 0.35
@@ -98,7 +98,7 @@ def test_converted_classifier_builds_through_the_builder(tmp_path: Path) -> None
 
 def test_converted_backbone_builds_through_the_builder(tmp_path: Path) -> None:
     pytest.importorskip("h5py", reason="reading Keras files needs h5py (tf extra)")
-    reference, meta = convert_file(DATA / "keras3_backbone.keras")
+    reference, meta = convert_file(DATA / "keras3_backbone.keras", builders=get_model_builder)
     assert meta["builder"] == "mobilenet_v2" and meta["num_classes"] is None
     path = save_converted(reference, meta, tmp_path / "backbone.pt")
     model = mobilenet_v2(weights=path, **meta["architecture"]).eval()
@@ -189,7 +189,7 @@ def test_unknown_keras_file_gets_the_same_one_line(tmp_path: Path) -> None:
             group.attrs["weight_names"] = [f"{name}/kernel:0".encode()]
             group[f"{name}/kernel:0"] = np.zeros(shape, np.float32)
     with pytest.raises(ValueError, match=r"other\.h5: not a model this converter knows") as info:
-        convert_file(path)
+        convert_file(path, builders=get_model_builder)
     message = str(info.value)
     assert "'dense_in'" in message and "Keras applications" in message and "\n" not in message
 

@@ -17,10 +17,10 @@ pytest.importorskip("tensorboard", reason="tensorboard (TF's protobuf definition
 from tensorboard.compat.proto import graph_pb2
 from tensorboard.util import tensor_util
 
-from heads import ssdlite_mobilenet_v2
+from heads import get_model_builder, ssdlite_mobilenet_v2
 from heads.pretrained import get_weights
-from tasks.tf_import import convert_file, convert_variables, ssdlite_mappings
-from tasks.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
+from heads.tf_import import convert_file, convert_variables, ssdlite_mappings
+from heads.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
 from tests.tasks.test_tf_names import tf_ssdlite_variables
 
 
@@ -54,7 +54,7 @@ def test_frozen_graph_variables_round_trip(tmp_path: Path) -> None:
 def test_frozen_ssdlite_graph_converts_to_our_detector(tmp_path: Path) -> None:
     variables = tf_ssdlite_variables()
     path = write_frozen_graph(tmp_path / "frozen_inference_graph.pb", variables)
-    model, meta = convert_file(path)
+    model, meta = convert_file(path, builders=get_model_builder)
     assert meta["builder"] == "ssdlite_mobilenet_v2" and meta["num_classes"] == 80
     assert model.backbone.padding == "tf"
     expected = ssdlite_mobilenet_v2(num_classes=80, padding="tf")

@@ -25,7 +25,8 @@ litert = pytest.importorskip(
     "ai_edge_litert.interpreter", reason="ai-edge-litert (TF Lite runtime) is not installed"
 )
 
-from tasks.tf_import import convert_file  # noqa: E402
+from heads import get_model_builder  # noqa: E402
+from heads.tf_import import convert_file  # noqa: E402
 
 
 def run_tflite(path, image: np.ndarray) -> np.ndarray:
@@ -43,7 +44,7 @@ def to_tensor(image: np.ndarray, mean: float, std: float) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def float_deeplab():
-    model, meta = convert_file(need(FLOAT_DEEPLAB))
+    model, meta = convert_file(need(FLOAT_DEEPLAB), builders=get_model_builder)
     return model, meta
 
 
@@ -88,12 +89,12 @@ def test_float_deeplab_needs_align_corners(float_deeplab) -> None:
 
 def test_channel_rounding_makes_the_float_deeplab_unloadable() -> None:
     with pytest.raises(ValueError, match="shape"):
-        convert_file(need(FLOAT_DEEPLAB), divisible_by=8)
+        convert_file(need(FLOAT_DEEPLAB), divisible_by=8, builders=get_model_builder)
 
 
 @pytest.fixture(scope="module")
 def quant_deeplab():
-    return convert_file(need(QUANT_DEEPLAB))[0]
+    return convert_file(need(QUANT_DEEPLAB), builders=get_model_builder)[0]
 
 
 @pytest.mark.parametrize("name", PHOTOS)
@@ -129,7 +130,7 @@ def test_8bit_deeplab_bird_iou(quant_deeplab) -> None:
 
 
 def test_8bit_classifier_same_top1_on_every_photo() -> None:
-    model, meta = convert_file(need(QUANT_CLASSIFIER))
+    model, meta = convert_file(need(QUANT_CLASSIFIER), builders=get_model_builder)
     assert meta["num_classes"] == 1000  # TF's background class 0 dropped
     for name in PHOTOS:
         image = photo(name, 224)
@@ -141,8 +142,8 @@ def test_8bit_classifier_same_top1_on_every_photo() -> None:
 
 def test_8bit_classifier_probabilities_need_tf_padding() -> None:
     """At 224 (even) only TF's "SAME" padding reproduces the runtime's probabilities."""
-    tf_model, _ = convert_file(need(QUANT_CLASSIFIER))
-    torch_model, _ = convert_file(QUANT_CLASSIFIER, padding="torch")
+    tf_model, _ = convert_file(need(QUANT_CLASSIFIER), builders=get_model_builder)
+    torch_model, _ = convert_file(QUANT_CLASSIFIER, padding="torch", builders=get_model_builder)
     worst = {"tf": 0.0, "torch": 0.0}
     for name in PHOTOS:
         image = photo(name, 224)

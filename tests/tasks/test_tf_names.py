@@ -15,7 +15,7 @@ from torch import nn
 from heads import deeplabv3_mobilenet_v2, mobilenet_v2_classifier, ssdlite_mobilenet_v2
 from heads.box_coder import BoxCoder
 from heads.categories import coco_category_ids
-from tasks.tf_import import (
+from heads.tf_import import (
     classifier_mappings,
     convert_variables,
     deeplab_mappings,
@@ -23,7 +23,7 @@ from tasks.tf_import import (
     ssdlite_mappings,
     to_torch_layout,
 )
-from tasks.tf_import.names import tf_block_scope
+from heads.tf_import.names import tf_block_scope
 
 SSD_VARIABLES = Path(__file__).parent / "data" / "ssdlite_mobilenet_v2_coco_variables.txt"
 
@@ -152,7 +152,7 @@ def test_layouts_give_the_same_convolution(layout: str) -> None:
 
 
 def _one_conv_model(eps: float) -> tuple[nn.Module, list]:
-    from tasks.tf_import.names import ConvMapping
+    from heads.tf_import.names import ConvMapping
 
     model = nn.Sequential(nn.Conv2d(2, 3, 1, bias=False), nn.BatchNorm2d(3, eps=eps)).eval()
     return model, [ConvMapping("MobilenetV2/Conv", "0", "1")]

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("tflite", reason="the tf extra (tflite) is not installed")
 
-from tasks.tf_import.tflite import (
+from heads.tf_import.tflite import (
     TFLiteFile,
     dequantize,
     read_tflite_variables,

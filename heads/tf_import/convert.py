@@ -26,12 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from heads.pretrained import META_KEY, WeightsEntry
-from tasks.tf_import.families import (
+from heads.tf_import.families import (
     canonical_variables,
     is_mobilenet_v2,
     unknown_file_message,
 )
-from tasks.tf_import.names import (
+from heads.tf_import.names import (
     ConvMapping,
     backbone_mappings,
     classifier_mappings,
@@ -41,6 +41,10 @@ from tasks.tf_import.names import (
 )
 
 Layout = Literal["tflite", "tf"]
+#: the builder function of a name (``heads.get_model_builder``). Given by the caller: the
+#: builders load named weights through ``heads.weights_loader``, which converts with this
+#: module, so this module does not import them.
+Builders = Callable[[str], Callable[..., nn.Module]]
 BUILDERS = (
     "mobilenet_v2_classifier",
     "deeplabv3_mobilenet_v2",
@@ -197,7 +201,7 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
     """
     path = Path(path)
     if path.suffix == ".tflite":
-        from tasks.tf_import.tflite import TFLiteFile
+        from heads.tf_import.tflite import TFLiteFile
 
         tfl = TFLiteFile(path)
         hints: dict[str, Any] = {}
@@ -211,15 +215,15 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
             hints["align_corners"] = resizes[-1]
         return _tflite_variables(convs, path, tfl.op_names()), "tflite", hints
     if path.suffix in (".h5", ".keras"):
-        from tasks.tf_import.keras import read_keras_variables
+        from heads.tf_import.keras import read_keras_variables
 
         return read_keras_variables(path), "tf", {}
     if path.suffix == ".pb":
-        from tasks.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
+        from heads.tf_import.graphdef import frozen_graph_hints, read_frozen_graph_variables
 
         return read_frozen_graph_variables(path), "tf", frozen_graph_hints(path)
     if path.suffix == ".index" or path.with_name(path.name + ".index").is_file():
-        from tasks.tf_import.checkpoint import read_checkpoint
+        from heads.tf_import.checkpoint import read_checkpoint
 
         return read_checkpoint(path), "tf", {}
     raise ValueError(
@@ -235,7 +239,7 @@ def _tflite_variables(
     are TF-slim's and hold a head we know, else by position (``families``: any exporter of
     a MobileNetV2 classifier or backbone; ``ops``: the file's operators, checked for
     BatchNorm left unfolded)."""
-    from tasks.tf_import.tflite import conv_layers, slim_variables
+    from heads.tf_import.tflite import conv_layers, slim_variables
 
     named = slim_variables(convs)
     if named is not None and any(head in named for head in _HEAD_VARIABLES):
@@ -311,17 +315,11 @@ def _infer_width(variables: dict[str, np.ndarray], layout: Layout, prefix: str) 
     raise ValueError(f"no width multiplier gives TF's channels {tf_channels}")
 
 
-def build_model(builder: str, **kwargs: Any) -> nn.Module:
+def build_model(builders: Builders, builder: str, **kwargs: Any) -> nn.Module:
     """Build ``builder`` (a name from ``BUILDERS``) without weights."""
-    import backbones
-    import heads
-
     if builder not in BUILDERS:
         raise ValueError(f"builder must be one of {BUILDERS}, got {builder!r}")
-    fn: Callable[..., nn.Module] = getattr(
-        backbones if builder == "mobilenet_v2" else heads, builder
-    )
-    return fn(**kwargs)
+    return builders(builder)(**kwargs)
 
 
 def mappings_for(
@@ -353,6 +351,8 @@ def convert_file(
     path: str | Path,
     builder: str | None = None,
     strict: bool = True,
+    *,
+    builders: Builders,
     **overrides: Any,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Convert a TF file into our model.
@@ -361,6 +361,7 @@ def convert_file(
         path: a ``.tflite`` file (float or 8-bit: dequantized).
         builder: expected builder; by default read from the variable names.
         strict: raise when TF weight variables are left unused.
+        builders: the builder function of a name (``heads.get_model_builder``).
         **overrides: builder options that win over what is read from the file (e.g.
             ``output_stride``).
 
@@ -380,7 +381,7 @@ def convert_file(
         # the Object Detection API's SSDLite: TF's anchors, sigmoid class scores
         kwargs.update(anchor_layout="tf", score_activation="sigmoid")
     kwargs.update(overrides)
-    model = build_model(found, **kwargs)
+    model = build_model(builders, found, **kwargs)
     logits = variables.get("MobilenetV2/Logits/Conv2d_1c_1x1/weights")
     tf_classes = None if logits is None else _out_channels(logits, layout)
     mappings = mappings_for(found, model, tf_classes)
@@ -412,7 +413,7 @@ def save_converted(model: nn.Module, meta: dict[str, Any], output: str | Path) -
 
 
 def _convert_tar_member(
-    entry: WeightsEntry, source: Path, overrides: dict[str, Any]
+    entry: WeightsEntry, source: Path, overrides: dict[str, Any], builders: Builders
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Convert ``entry.member`` (a .tflite or frozen .pb) found inside the tarball."""
     with tarfile.open(source) as tar, tempfile.TemporaryDirectory() as tmp:
@@ -423,19 +424,20 @@ def _convert_tar_member(
         assert extracted is not None
         target = Path(tmp) / Path(member.name).name
         target.write_bytes(extracted.read())
-        return convert_file(target, entry.builder, **overrides)
+        return convert_file(target, entry.builder, builders=builders, **overrides)
 
 
-def convert_entry(entry: WeightsEntry, source: Path, output: Path) -> Path:
-    """Convert the downloaded source file of a weights entry into ``output``."""
+def convert_entry(entry: WeightsEntry, source: Path, output: Path, builders: Builders) -> Path:
+    """Convert the downloaded source file of a weights entry into ``output`` (``builders``:
+    see ``convert_file``)."""
     overrides = {
         k: v for k, v in entry.architecture.items() if k in architecture_keys(entry.builder)
     }
     overrides.update(entry.extra)
     if entry.file_format == "tflite":
-        model, meta = convert_file(source, entry.builder, **overrides)
+        model, meta = convert_file(source, entry.builder, builders=builders, **overrides)
     elif entry.file_format in ("tflite_in_tar", "tf_tar"):
-        model, meta = _convert_tar_member(entry, source, overrides)
+        model, meta = _convert_tar_member(entry, source, overrides, builders)
     else:
         raise ValueError(f"cannot convert {entry.file_format!r} files")
     meta["entry"] = entry.name

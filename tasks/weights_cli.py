@@ -1,5 +1,8 @@
 """``mobilezoo weights`` (the table of named weights) and ``mobilezoo convert`` (a local TF
-file into a weights file for the builders and the tasks' ``weights`` option)."""
+file into a weights file for the builders and the tasks' ``weights`` option).
+
+Plain argparse over the model side (``heads.pretrained``, ``heads.tf_import``): no
+Lightning; ``tasks.cli`` hands these two commands over before LightningCLI starts."""
 
 from __future__ import annotations
 
@@ -101,13 +104,16 @@ def convert_main(args: Sequence[str]) -> None:
         "(repeatable; needs ai-edge-litert)",
     )
     options = parser.parse_args(list(args))
-    from tasks.tf_import.convert import convert_file, save_converted
+    from heads.registry import get_model_builder
+    from heads.tf_import.convert import convert_file, save_converted
 
     overrides = {}
     if options.output_stride is not None:
         overrides["output_stride"] = options.output_stride
     try:
-        model, meta = convert_file(options.file, options.builder, **overrides)
+        model, meta = convert_file(
+            options.file, options.builder, builders=get_model_builder, **overrides
+        )
     except (ValueError, KeyError, FileNotFoundError, NotImplementedError, ImportError) as err:
         parser.exit(2, f"mobilezoo convert: error: {err}\n")
     checks = _check_lines(options.file, model, meta["builder"], options.check)
@@ -131,7 +137,7 @@ def _check_lines(file: str, model: Any, builder: str, photos: Sequence[str]) -> 
     if Path(file).suffix != ".tflite":
         return f"--check compares with the TF Lite runtime: {file} is not a .tflite file"
     try:
-        from tasks.tf_import.verify import check_photo
+        from heads.tf_import.verify import check_photo
 
         return [
             check_photo(Path(file), model, builder, Path(p)).line(Path(file), Path(p))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.tf_import.graphdef import VARIABLE_NAME
+from heads.tf_import.graphdef import VARIABLE_NAME
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from tasks.tf_import.names import Kind, tf_block_scope
+from heads.tf_import.names import Kind, tf_block_scope
 
 Layout = Literal["tflite", "tf"]
 #: what a user is told the converter knows (the one-line error of an unknown file)

@@ -6,12 +6,18 @@ in ``tensorboard``), ``checkpoint`` (TF V2 checkpoints, decoded directly) and ``
 (``.h5`` / ``.keras``, via ``h5py``). ``families`` gives TF-slim names to a MobileNetV2 of any
 family (TF2 Model Garden, Keras, their TF Lite exports) by the order of its layers;
 ``names`` maps TF-slim names to our modules; ``convert`` assembles state dicts and whole
-models; ``cli`` holds ``mobilezoo weights`` / ``convert``; ``verify`` compares with the TF
-Lite runtime (``emulate``: with an 8-bit file's activation rounding). Needs the ``tf``
-extra; never imported by ``import backbones`` or ``import heads``.
+models (given the builders by name: ``convert_file(path, builders=heads.get_model_builder)``);
+``verify`` compares a conversion with the TF Lite runtime (``emulate``: with an 8-bit
+file's activation rounding). The ``mobilezoo weights`` / ``convert`` commands are
+``tasks.weights_cli``; ``python -m benchmarks.tf_runtime`` prints the runtime comparison of
+every shared file.
+
+Part of the model side: torch and numpy, no Lightning. The readers need the ``tf`` extra;
+``import backbones`` and ``import heads`` never import this package (``heads.weights_loader``
+does, when a named TF entry is first converted).
 """
 
-from tasks.tf_import.convert import (
+from heads.tf_import.convert import (
     convert_entry,
     convert_file,
     convert_variables,
@@ -20,7 +26,7 @@ from tasks.tf_import.convert import (
     save_converted,
     to_torch_layout,
 )
-from tasks.tf_import.names import (
+from heads.tf_import.names import (
     ConvMapping,
     backbone_mappings,
     classifier_mappings,

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.tf_import.families import (
+from heads.tf_import.families import (
     Layer,
     backbone_scopes,
     canonical_variables,

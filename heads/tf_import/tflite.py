@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.tf_import.families import Layer
+from heads.tf_import.families import Layer
 
 try:
     import tflite

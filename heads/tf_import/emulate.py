@@ -70,7 +70,7 @@ def int8_activations(model: nn.Module, builder: str, tflite_path: Path) -> Itera
     (MobileNetV2 classifiers and backbones of every family), ``False`` (nothing changed)
     otherwise, e.g. for a float file.
     """
-    from tasks.tf_import.tflite import TFLiteFile
+    from heads.tf_import.tflite import TFLiteFile
 
     first, outputs = TFLiteFile(tflite_path).activation_quantization(ROUNDED_OPS)
     points = rounding_points(model, builder) if builder.startswith("mobilenet_v2") else []
