@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.checkpoint_hparams import init_parameters, registered_tasks, task_hparams
+from tasks.checkpoint_hparams import init_parameters, task_hparams
 from tasks.cli import main as cli_main
+from tasks.task_classes import registered_tasks
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 #: the optimizer arguments every task takes from BaseTask, with their defaults
