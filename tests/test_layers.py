@@ -26,7 +26,6 @@ RUNTIME = (
     "tasks.export.onnx",
     "tasks.export.openvino",
     "tasks.export.parity",
-    "tasks.export.joint",
     "tasks.export.quantization",
 )
 #: the only modules of ``tasks`` the runtime may load: the package faces and itself

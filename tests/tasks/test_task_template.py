@@ -81,7 +81,7 @@ def test_the_model_takes_the_data_s_class_count(tmp_path: Path, capsys, monkeypa
     config = CONFIGS / "segmentation_demo_deeplabv3_mobilenetv2.yaml"
     cli_main(["fit", "-c", str(config), f"--data.init_args.root={tmp_path / 'demo'}",
               "--data.init_args.num_classes=2", "--data.init_args.train_images=2",
-              "--data.init_args.val_images=2", "--data.init_args.batch_size=2",
+              "--data.init_args.val_images=2", "--data.init_args.loader.batch_size=2",
               "--model.init_args.width_mult=0.35", "--trainer.logger=false",
               "--trainer.enable_progress_bar=false",
               f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.max_steps=1",
