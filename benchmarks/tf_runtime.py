@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heads.registry import get_model_builder
+from heads import get_model_builder
 from heads.tf_import.convert import convert_file
 from heads.tf_import.verify import check_photo, photo_array, runtime
 

@@ -104,7 +104,7 @@ def convert_main(args: Sequence[str]) -> None:
         "(repeatable; needs ai-edge-litert)",
     )
     options = parser.parse_args(list(args))
-    from heads.registry import get_model_builder
+    from heads import get_model_builder
     from heads.tf_import.convert import convert_file, save_converted
 
     overrides = {}
