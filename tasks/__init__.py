@@ -7,10 +7,8 @@ Its names load on first use (PEP 562): ``tasks.DetectionTask`` and a config's
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import tasks.quiet  # noqa: F401  (first: filters foreign warnings before they are raised)
+from tasks.lazy_names import lazy_names
 
 #: public name -> the module that defines it
 _MODULES = {
@@ -41,14 +39,4 @@ _MODULES = {
 }
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module 'tasks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULES[name]), name)
-    globals()[name] = value  # once loaded, a plain module attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names("tasks", _MODULES)

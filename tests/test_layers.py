@@ -29,7 +29,7 @@ RUNTIME = (
     "tasks.export.quantization",
 )
 #: the only modules of ``tasks`` the runtime may load: the package faces and itself
-RUNTIME_MAY_LOAD = ("tasks", "tasks.quiet", "tasks.export", *RUNTIME)
+RUNTIME_MAY_LOAD = ("tasks", "tasks.quiet", "tasks.lazy_names", "tasks.export", *RUNTIME)
 #: third-party packages of the Lightning layer
 FORBIDDEN_PACKAGES = (
     "lightning",

@@ -16,8 +16,7 @@ load_exported`` imports the runtime alone.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tasks.lazy_names import lazy_names
 
 #: public name -> the module that defines it
 _MODULES = {
@@ -42,14 +41,4 @@ _MODULES = {
 }
 __all__ = sorted(_MODULES)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module 'tasks.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULES[name]), name)
-    globals()[name] = value  # once loaded, a plain module attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names("tasks.export", _MODULES)
