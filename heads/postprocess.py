@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms
 
 from heads.box_coder import BoxCoder
 
@@ -59,6 +59,10 @@ class SSDPostprocessor:
         score_activation: ``"softmax"`` over background + classes (how this zoo trains), or
             ``"sigmoid"`` per class (how TF's SSD models were trained: their released
             weights give TF's scores only with it).
+        class_agnostic: TF Lite's fast NMS (``TFLite_Detection_PostProcess`` with
+            ``use_regular_nms=false``, what TF's detection exports run): each anchor keeps
+            only its best class, and one NMS runs over all classes together
+            (``topk_per_class`` then does not apply).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class SSDPostprocessor:
         max_detections: int = 100,
         topk_candidates: int | None = 1000,
         score_activation: ScoreActivation = "softmax",
+        class_agnostic: bool = False,
     ) -> None:
         if score_activation not in ("softmax", "sigmoid"):
             raise ValueError(
@@ -90,6 +95,7 @@ class SSDPostprocessor:
                 f"got {topk_candidates}"
             )
         self.score_activation = score_activation
+        self.class_agnostic = class_agnostic
         self.box_coder = box_coder or BoxCoder()
         self.topk_candidates = topk_candidates
         self.score_threshold = score_threshold
@@ -133,6 +139,8 @@ class SSDPostprocessor:
     def _single(
         self, probs: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int]
     ) -> dict[str, Tensor]:
+        if self.class_agnostic:
+            return self._single_agnostic(probs, deltas, anchors, image_size)
         num_classes = probs.shape[1]
         flat = probs.flatten()  # [A * C], anchor-major
         above = flat > self.score_threshold
@@ -157,3 +165,17 @@ class SSDPostprocessor:
         )
         keep = batched_nms(cand, scores, labels, self.nms_iou)[: self.max_detections]
         return {"boxes": cand[keep], "scores": scores[keep], "labels": labels[keep]}
+
+    def _single_agnostic(
+        self, probs: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int]
+    ) -> dict[str, Tensor]:
+        """Fast NMS: the best class of each anchor, one suppression across classes."""
+        scores, labels = probs.max(dim=1)
+        idx = torch.nonzero(scores > self.score_threshold).squeeze(1)
+        scores, order = scores[idx].sort(descending=True)
+        if self.topk_candidates is not None:
+            scores, order = scores[: self.topk_candidates], order[: self.topk_candidates]
+        idx = idx[order]
+        cand = clip_boxes_to_image(self.box_coder.decode(deltas[idx], anchors[idx]), image_size)
+        keep = nms(cand, scores, self.nms_iou)[: self.max_detections]
+        return {"boxes": cand[keep], "scores": scores[keep], "labels": labels[idx][keep]}

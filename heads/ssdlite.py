@@ -23,7 +23,7 @@ from heads.detection_loss import MultiBoxLoss
 from heads.outputs import DetectorOutputs
 from heads.postprocess import ScoreActivation, SSDPostprocessor
 from heads.pretrained import TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
-from heads.weights_loader import BACKBONE_ARCHITECTURE, architecture_of
+from heads.weights_loader import BACKBONE_ARCHITECTURE, POSTPROCESS_OPTIONS, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
 
 SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
@@ -290,6 +290,8 @@ WEIGHTS = (
         "anchor_layout",
         "score_activation",
         "image_size",
+        "box_scales",
+        *POSTPROCESS_OPTIONS,
     ),
 )
 def ssdlite_mobilenet_v2(
@@ -307,6 +309,8 @@ def ssdlite_mobilenet_v2(
     divisible_by: int = 8,
     padding: Padding = "torch",
     score_activation: ScoreActivation = "softmax",
+    box_scales: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+    class_agnostic_nms: bool = False,
     weights: str | Path | None = None,
 ) -> SSDLite:
     """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
@@ -331,6 +335,12 @@ def ssdlite_mobilenet_v2(
             ``SSDPostprocessor``); TF's ``coco_tf`` weights set ``"sigmoid"`` while their class
             predictors are used as they are, and fine-tuning them (another ``num_classes``:
             fresh predictors, trained with the softmax loss) goes back to ``"softmax"``.
+        box_scales: the box coder's ``(x, y, w, h)`` scales (see ``BoxCoder``); TF's SSD
+            models use the default (10, 10, 5, 5), a converted file sets its own.
+        class_agnostic_nms: TF Lite's fast NMS (one class per box, one suppression over all
+            classes; see ``SSDPostprocessor``), what TF's detection exports run. Files
+            converted from one set it, and their ``score_threshold``, ``nms_iou`` and
+            ``max_detections``, wherever the caller leaves the default.
         weights: trained weights of the whole detector: a name from
             ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` (``"coco_tf"``) or a
             file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())`` or a
@@ -356,6 +366,11 @@ def ssdlite_mobilenet_v2(
         padding=padding,
         anchor_layout=anchor_layout,
         score_activation=score_activation,
+        box_scales=tuple(box_scales),
+        score_threshold=score_threshold,
+        nms_iou=nms_iou,
+        max_detections=max_detections,
+        class_agnostic_nms=class_agnostic_nms,
     )
     width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
     anchor_layout = arch["anchor_layout"]
@@ -370,7 +385,7 @@ def ssdlite_mobilenet_v2(
     )
     if weights_backbone is not None:
         load_backbone_weights(backbone, weights_backbone, "ssdlite_mobilenet_v2")
-    box_coder = BoxCoder()
+    box_coder = BoxCoder(arch["box_scales"])
     model = SSDLite(
         backbone,
         num_classes,
@@ -378,10 +393,11 @@ def ssdlite_mobilenet_v2(
         loss=MultiBoxLoss(box_coder, neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives),
         postprocessor=SSDPostprocessor(
             box_coder,
-            score_threshold=score_threshold,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
+            score_threshold=arch["score_threshold"],
+            nms_iou=arch["nms_iou"],
+            max_detections=arch["max_detections"],
             score_activation=arch["score_activation"],
+            class_agnostic=arch["class_agnostic_nms"],
         ),
         image_size=image_size,
         padding=padding,

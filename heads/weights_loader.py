@@ -57,11 +57,19 @@ BACKBONE_ARCHITECTURE = ("width_mult", "divisible_by", "padding")
 #: options the weights only suggest: used when the caller leaves them ``None``, else the
 #: caller's value wins (another class count fine-tunes; any output stride runs the weights)
 SUGGESTED = ("num_classes", "num_det_classes", "num_seg_classes", "output_stride", "image_size")
+#: a detector's post-processing as its weights' source ran it (a converted TF Lite
+#: detection export): used where the caller leaves the builder's default, else the
+#: caller's value wins
+POSTPROCESS_OPTIONS = ("score_threshold", "nms_iou", "max_detections", "class_agnostic_nms")
 _MAX_META_CHARS = 64_000
 
 
 def _is_int(v: Any, low: int, high: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 #: valid values of every architecture key a file may carry
@@ -80,6 +88,12 @@ _VALID: dict[str, Callable[[Any], bool]] = {
     "score_activation": lambda v: v in ("softmax", "sigmoid"),
     "seg_skip": lambda v: v is None or v in ("layer_4", "layer_7", "layer_14"),
     "image_size": lambda v: _is_int(v, 16, 4096),
+    "box_scales": lambda v: isinstance(v, (tuple, list)) and len(v) == 4
+    and all(_is_number(x) and 0 < x <= 1e4 for x in v),
+    "score_threshold": lambda v: _is_number(v) and 0 <= v < 1,
+    "nms_iou": lambda v: _is_number(v) and 0 < v <= 1,
+    "max_detections": lambda v: _is_int(v, 1, 100_000),
+    "class_agnostic_nms": lambda v: isinstance(v, bool),
 }  # fmt: skip
 
 
@@ -411,6 +425,11 @@ def architecture_of(
             if key in SUGGESTED:
                 out[key] = value if out[key] is None else out[key]
                 continue
+            if key in POSTPROCESS_OPTIONS:
+                out[key] = value if out[key] == defaults.get(key) else out[key]
+                continue
+            if isinstance(value, list):
+                value = tuple(value)  # a sequence option (box_scales) as the builder types it
             mine = out[key]
             if mine is not None and mine != value and mine != defaults.get(key, value):
                 option = "weights_backbone" if part == "backbone" else "weights"

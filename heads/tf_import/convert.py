@@ -39,6 +39,7 @@ from heads.tf_import.names import (
     out_index_array,
     ssdlite_mappings,
 )
+from heads.weights_loader import POSTPROCESS_OPTIONS
 
 Layout = Literal["tflite", "tf"]
 #: the builder function of a name (``heads.get_model_builder``). Given by the caller: the
@@ -205,6 +206,12 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
 
         tfl = TFLiteFile(path)
         hints: dict[str, Any] = {}
+        from heads.tf_import.detection import postprocess_op, read_detection_export
+
+        op = postprocess_op(tfl)
+        if op is not None:  # an SSD detection export: its graph places the layers
+            hints["detection"] = read_detection_export(tfl, op)
+            return hints["detection"].variables, "tflite", hints
         convs = tfl.convs()
         if not convs:
             raise ValueError(unknown_file_message(str(path), []))
@@ -213,7 +220,7 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
         resizes = tfl.resize_align_corners()
         if resizes:
             hints["align_corners"] = resizes[-1]
-        return _tflite_variables(convs, path, tfl.op_names()), "tflite", hints
+        return _tflite_variables(convs, path, tfl.op_names(), tfl), "tflite", hints
     if path.suffix in (".h5", ".keras"):
         from heads.tf_import.keras import read_keras_variables
 
@@ -233,12 +240,12 @@ def read_variables(path: str | Path) -> tuple[dict[str, np.ndarray], Layout, dic
 
 
 def _tflite_variables(
-    convs: list[Any], path: Path, ops: list[str] | None = None
+    convs: list[Any], path: Path, ops: list[str] | None = None, tfl: Any = None
 ) -> dict[str, np.ndarray]:
     """TF-slim-named variables of a TF Lite file's convolutions: by their names when they
     are TF-slim's and hold a head we know, else by position (``families``: any exporter of
-    a MobileNetV2 classifier or backbone; ``ops``: the file's operators, checked for
-    BatchNorm left unfolded)."""
+    a MobileNetV2 classifier or backbone; ``segmentation``: a DeepLab, given the parsed
+    file ``tfl``; ``ops``: the file's operators, checked for BatchNorm left unfolded)."""
     from heads.tf_import.tflite import conv_layers, slim_variables
 
     named = slim_variables(convs)
@@ -256,6 +263,10 @@ def _tflite_variables(
                 "into the convolutions; re-export it with the TF Lite converter's defaults"
             )
         return canonical_variables(layers, "tflite", str(path))
+    from heads.tf_import.segmentation import deeplab_variables, is_deeplab
+
+    if named is None and tfl is not None and is_deeplab(convs):
+        return deeplab_variables(tfl, convs)  # op names (TF2's converter): by the graph
     if named is not None:
         return named  # TF-slim names: infer_builder says what is missing
     raise ValueError(unknown_file_message(str(path), [c.name for c in convs]))
@@ -315,6 +326,18 @@ def _infer_width(variables: dict[str, np.ndarray], layout: Layout, prefix: str) 
     raise ValueError(f"no width multiplier gives TF's channels {tf_channels}")
 
 
+def _tf_classes(variables: dict[str, np.ndarray], layout: Layout) -> int | None:
+    """Class outputs (with background) of the file's classifier or detector head."""
+    logits = variables.get("MobilenetV2/Logits/Conv2d_1c_1x1/weights")
+    if logits is not None:
+        return _out_channels(logits, layout)
+    boxes = variables.get("BoxPredictor_0/BoxEncodingPredictor/weights")
+    if boxes is None:
+        return None
+    anchors = _out_channels(boxes, layout) // 4
+    return _out_channels(variables["BoxPredictor_0/ClassPredictor/weights"], layout) // anchors
+
+
 def build_model(builders: Builders, builder: str, **kwargs: Any) -> nn.Module:
     """Build ``builder`` (a name from ``BUILDERS``) without weights."""
     if builder not in BUILDERS:
@@ -325,8 +348,10 @@ def build_model(builders: Builders, builder: str, **kwargs: Any) -> nn.Module:
 def mappings_for(
     builder: str, model: nn.Module, tf_classes: int | None = None
 ) -> list[ConvMapping]:
-    """Mappings of ``builder``'s model (``tf_classes``: the file's classifier outputs,
-    TF-slim's 1001 by default)."""
+    """Mappings of ``builder``'s model (``tf_classes``: the file's class outputs with
+    background, TF-slim's 1001 / the Object Detection API's COCO 91 by default)."""
+    if builder == "ssdlite_mobilenet_v2":
+        return ssdlite_mappings(model, tf_classes=tf_classes or 91)
     if builder == "mobilenet_v2_classifier":
         return classifier_mappings(model, tf_classes or 1001)
     if builder == "deeplabv3_mobilenet_v2":
@@ -343,7 +368,8 @@ def architecture_keys(builder: str) -> tuple[str, ...]:
     if builder == "deeplabv3_mobilenet_v2":
         return (*common, "output_stride", "align_corners", "aspp")
     if builder == "ssdlite_mobilenet_v2":
-        return (*common, "anchor_layout", "score_activation")
+        detector = ("anchor_layout", "score_activation", "image_size", "box_scales")
+        return (*common, *detector, *POSTPROCESS_OPTIONS)
     return common
 
 
@@ -377,13 +403,22 @@ def convert_file(
     if found == "deeplabv3_mobilenet_v2":
         kwargs["output_stride"] = hints.get("output_stride", 16)
         kwargs["align_corners"] = hints.get("align_corners", True)
+    detection = hints.get("detection")
     if found == "ssdlite_mobilenet_v2":
         # the Object Detection API's SSDLite: TF's anchors, sigmoid class scores
         kwargs.update(anchor_layout="tf", score_activation="sigmoid")
+        if detection is not None:  # a TF Lite export: its decoding and NMS as well
+            from heads.tf_import.detection import postprocess_options
+
+            kwargs.update(postprocess_options(detection, str(path)))
+            kwargs["image_size"] = detection.input_size[0]
     kwargs.update(overrides)
     model = build_model(builders, found, **kwargs)
-    logits = variables.get("MobilenetV2/Logits/Conv2d_1c_1x1/weights")
-    tf_classes = None if logits is None else _out_channels(logits, layout)
+    if detection is not None:
+        from heads.tf_import.detection import check_anchors
+
+        check_anchors(model, detection, str(path))
+    tf_classes = _tf_classes(variables, layout)
     mappings = mappings_for(found, model, tf_classes)
     state, unused = convert_variables(model, variables, mappings, layout)
     if unused and strict:

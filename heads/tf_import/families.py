@@ -100,7 +100,8 @@ def canonical_variables(layers: list[Layer], layout: Layout, source: str) -> dic
     """TF-slim-named variables of a MobileNetV2 given as its layers in execution order.
 
     Args:
-        layers: 52 backbone layers, optionally followed by one classifier layer.
+        layers: 52 backbone layers, optionally followed by one classifier layer, or the
+            51 up to ``layer_18`` (DeepLab's backbone).
         layout: the layout of the weights (kept: ``convert`` transposes).
         source: the file, for messages.
 
@@ -108,10 +109,14 @@ def canonical_variables(layers: list[Layer], layout: Layout, source: str) -> dic
         ValueError: the layers are not a MobileNetV2 (kinds, count or channels), with the
             file and the first layer that does not fit named.
     """
-    if not is_mobilenet_v2(layers):
+    scopes = [s for s, _ in backbone_scopes()]
+    # DeepLab's backbone: the 51 layers up to layer_18, without the last 1x1 conv
+    to_layer_18 = [la.kind for la in layers] == [k for _, k in backbone_scopes()][:-1]
+    if to_layer_18:
+        scopes = scopes[:-1]
+    elif not is_mobilenet_v2(layers):
         raise ValueError(unknown_file_message(source, [la.name for la in layers]))
     out: dict[str, np.ndarray] = {}
-    scopes = [s for s, _ in backbone_scopes()]
     if len(layers) > BACKBONE_LAYERS:
         scopes.append(LOGITS_SCOPE)
     previous = 3

@@ -83,6 +83,9 @@ class TFLiteConv:
         weights: float weights in TF Lite layout (``OHWI``; depthwise ``1HWC``; FC ``OI``).
         bias: float bias (BatchNorm folded into it where the model had one), or ``None``.
         stride, dilation: ``(h, w)``.
+        name: the weight tensor's name in the file.
+        index: the operator's index in the graph; ``source`` / ``output``: its input and
+            output tensors (what ``detection`` follows to place a detector's layers).
     """
 
     scope: str | None
@@ -92,6 +95,9 @@ class TFLiteConv:
     stride: tuple[int, int]
     dilation: tuple[int, int]
     name: str = ""
+    index: int = -1
+    source: int = -1
+    output: int = -1
 
 
 def dequantize(raw: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
@@ -155,7 +161,7 @@ class TFLiteFile:
             values = raw.astype(np.float32) if raw.dtype.kind == "f" else raw
         return TFLiteTensor(t.Name().decode(), shape, values, raw, scale, zero_point, axis)
 
-    def _dequantized(self) -> dict[int, int]:
+    def dequantized(self) -> dict[int, int]:
         """``{output tensor: constant input tensor}`` of every ``DEQUANTIZE`` operator
         whose input is a constant (float16 weights, stored as half and widened by the
         graph)."""
@@ -193,7 +199,7 @@ class TFLiteFile:
     def convs(self) -> list[TFLiteConv]:
         """Every convolution / fully connected operator, in graph order."""
         out = []
-        dequantized = self._dequantized()
+        dequantized = self.dequantized()
         for i in range(self._graph.OperatorsLength()):
             name = self.op_name(i)
             if name not in _CONV_OPS:
@@ -227,9 +233,48 @@ class TFLiteFile:
                     stride,
                     dilation,
                     weights.name,
+                    i,
+                    int(inputs[0]),
+                    int(op.Outputs(0)),
                 )
             )
         return out
+
+    def custom_code(self, index: int) -> str | None:
+        """The custom code of operator ``index`` (``TFLite_Detection_PostProcess``), or
+        ``None`` for a builtin operator."""
+        code = self._model.OperatorCodes(self._graph.Operators(index).OpcodeIndex())
+        custom = code.CustomCode()
+        return None if self.op_name(index) != "CUSTOM" or custom is None else custom.decode()
+
+    def op_tensors(self, index: int) -> tuple[list[int], list[int]]:
+        """``(inputs, outputs)`` tensor indices of operator ``index`` (-1: no input)."""
+        op = self._graph.Operators(index)
+        inputs = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
+        outputs = [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        return inputs, outputs
+
+    def custom_options(self, index: int) -> dict:  # type: ignore[type-arg]
+        """The flexbuffer map a custom operator keeps its options in (``{}`` if none)."""
+        op = self._graph.Operators(index)
+        if not op.CustomOptionsLength():
+            return {}
+        from flatbuffers import flexbuffers
+
+        options = flexbuffers.Loads(op.CustomOptionsAsNumpy().tobytes())
+        if not isinstance(options, dict):
+            raise ValueError(f"{self.path}: operator {index} has custom options {options!r}")
+        return options
+
+    def tensor_shape(self, index: int) -> tuple[int, ...]:
+        """Shape of tensor ``index`` (activations included)."""
+        t = self._graph.Tensors(index)
+        return tuple(int(s) for s in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of the graph's first input, e.g. ``(1, 300, 300, 3)``."""
+        t = self._graph.Tensors(self._graph.Inputs(0))
+        return tuple(int(s) for s in t.ShapeAsNumpy())
 
     def tensor_quantization(self, index: int) -> tuple[float, int, int, int] | None:
         """``(scale, zero_point, qmin, qmax)`` of an 8-bit tensor with one scale, else
