@@ -28,6 +28,19 @@ def test_nms_is_class_wise_and_labels_are_zero_based():
     torch.testing.assert_close(out["boxes"], ANCHORS[[0, 1, 2]])
 
 
+def test_class_agnostic_nms_keeps_one_class_per_box_and_suppresses_across_classes():
+    """TF Lite's fast NMS: anchor 1's class 2 box is suppressed by anchor 0's class 1 box
+    (the class-wise rule keeps both), and anchor 2 gives its best class only."""
+    logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.0001, 0.8], [0.05, 0.4, 0.55]])
+    post = SSDPostprocessor(score_threshold=0.35, class_agnostic=True)
+    out = post(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))[0]
+    assert out["labels"].tolist() == [0, 1]
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.55], abs=1e-4)
+    torch.testing.assert_close(out["boxes"], ANCHORS[[0, 2]])
+    wise = SSDPostprocessor(score_threshold=0.35)(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))
+    assert wise[0]["labels"].tolist() == [0, 1, 1, 0]
+
+
 def test_nms_removes_same_class_overlap_and_threshold_drops():
     logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.8, 0.0001], [0.7, 0.3, 0.0001]])
     out = SSDPostprocessor(score_threshold=0.35)(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))[
