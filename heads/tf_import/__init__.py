@@ -5,10 +5,13 @@ and 8-bit, via the ``tflite`` schema package), ``graphdef`` (frozen graphs, via 
 in ``tensorboard``), ``checkpoint`` (TF V2 checkpoints, decoded directly) and ``keras``
 (``.h5`` / ``.keras``, via ``h5py``). ``families`` gives TF-slim names to a MobileNetV2 of any
 family (TF2 Model Garden, Keras, their TF Lite exports) by the order of its layers;
+``detection`` / ``segmentation`` place the layers of SSD(Lite) TF Lite detection exports
+(``TFLite_Detection_PostProcess``: anchors checked, NMS options read) and of DeepLab files
+named after TF ops by following their graphs;
 ``names`` maps TF-slim names to our modules; ``convert`` assembles state dicts and whole
 models (given the builders by name: ``convert_file(path, builders=heads.get_model_builder)``);
 ``verify`` compares a conversion with the TF Lite runtime (``emulate``: with an 8-bit
-file's activation rounding). The ``mobilezoo weights`` / ``convert`` commands are
+file's activation rounding; ``layerwise``: each layer on the runtime's own input). The ``mobilezoo weights`` / ``convert`` commands are
 ``tasks.weights_cli``; ``python -m benchmarks.tf_runtime`` prints the runtime comparison of
 every shared file.
 

@@ -326,7 +326,7 @@ def _infer_width(variables: dict[str, np.ndarray], layout: Layout, prefix: str) 
     raise ValueError(f"no width multiplier gives TF's channels {tf_channels}")
 
 
-def _tf_classes(variables: dict[str, np.ndarray], layout: Layout) -> int | None:
+def file_classes(variables: dict[str, np.ndarray], layout: Layout) -> int | None:
     """Class outputs (with background) of the file's classifier or detector head."""
     logits = variables.get("MobilenetV2/Logits/Conv2d_1c_1x1/weights")
     if logits is not None:
@@ -418,7 +418,7 @@ def convert_file(
         from heads.tf_import.detection import check_anchors
 
         check_anchors(model, detection, str(path))
-    tf_classes = _tf_classes(variables, layout)
+    tf_classes = file_classes(variables, layout)
     mappings = mappings_for(found, model, tf_classes)
     state, unused = convert_variables(model, variables, mappings, layout)
     if unused and strict:

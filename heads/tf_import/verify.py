@@ -8,6 +8,7 @@ output difference, pixel agreement); ``mobilezoo convert --check`` prints its ``
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,9 @@ class Comparison:
         float_top1_same: 8-bit classifiers: the converted float model's own top-1 against
             the runtime's (``None`` otherwise).
         agreement: segmentation: the fraction of pixels of the same class.
+        layer_steps, worst_layer: 8-bit detectors and segmenters: the largest difference
+            of any of our layers from the runtime's, fed the runtime's own input to it, in
+            steps of its 8-bit grid (``layerwise``), and the layer.
     """
 
     output: str
@@ -51,6 +55,8 @@ class Comparison:
     emulated: bool = False
     float_top1_same: bool | None = None
     agreement: float | None = None
+    layer_steps: float | None = None
+    worst_layer: str = ""
 
     def line(self, model_path: Path, photo: Path) -> str:
         """One line for ``mobilezoo convert --check``."""
@@ -58,6 +64,8 @@ class Comparison:
         same = "" if self.top1_same is None else f"same top-1: {self.top1_same}, "
         if self.agreement is not None:
             same = f"pixels of the same class: {self.agreement:.2%}, "
+        if self.output == "box codes and scores":
+            same = f"same detections: {self.top1_same}, "
         how = ", our activations rounded to its 8-bit grid" if self.emulated else ""
         plain = (
             ""
@@ -69,7 +77,16 @@ class Comparison:
             if np.isnan(self.max_difference)
             else f"max {self.output} difference {self.max_difference:.2e}"
         )
-        return f"{model_path.name} ({bits}) vs TF Lite runtime on {photo.name}: {same}{diff}{how}{plain}"
+        layers = (
+            ""
+            if self.layer_steps is None
+            else f"; layer by layer on the runtime's own inputs: within {self.layer_steps:.2f} "
+            f"of its 8-bit step (worst: {self.worst_layer})"
+        )
+        return (
+            f"{model_path.name} ({bits}) vs TF Lite runtime on {photo.name}: "
+            f"{same}{diff}{how}{plain}{layers}"
+        )
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:  # type: ignore[type-arg]
@@ -98,6 +115,10 @@ def compare_with_runtime(
     """
     from heads.tf_import.emulate import int8_activations
 
+    if builder == "ssdlite_mobilenet_v2":
+        return _with_layers(
+            compare_detections(model_path, model, image), model_path, model, builder, image
+        )
     interpreter = runtime(model_path)
     detail = interpreter.get_input_details()[0]
     x = image.astype(np.float32) / 127.5 - 1.0
@@ -147,8 +168,85 @@ def compare_with_runtime(
         else:
             diff = float("nan")
         agreement = float((ours.argmax(-1) == ref).mean())
-        return Comparison("logits", agreement == 1.0, diff, quantized, agreement=agreement)
+        result = Comparison("logits", agreement == 1.0, diff, quantized, agreement=agreement)
+        return _with_layers(result, model_path, model, builder, image)
     raise ValueError(f"comparing {builder} with the TF Lite runtime is not supported")
+
+
+def _inputs(image: np.ndarray, detail: dict) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    """``(fed to the runtime, fed to us)``: ``x / 127.5 - 1``, quantized for an 8-bit input."""
+    x = image.astype(np.float32) / 127.5 - 1.0
+    if detail["dtype"] == np.float32:
+        return x, x
+    fed = _quantize(x, detail)
+    scale, zero_point = detail["quantization"]
+    return fed, ((fed.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def compare_detections(model_path: Path, model: nn.Module, image: np.ndarray) -> Comparison:
+    """An SSD detection export (``TFLite_Detection_PostProcess``) against its runtime:
+    the network's box codes and class scores against the tensors the runtime feeds the
+    post-processing op, and the detections (the same labels in the same order, boxes
+    within 1e-3 of the input size). ``image``: uint8 ``[H, W, 3]`` at the input size."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from heads.tf_import.convert import read_variables
+
+    tensors = read_variables(model_path)[2]["detection"].tensors
+    with warnings.catch_warnings():  # "for debugging": reading the op's inputs is the point
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = Interpreter(
+            model_path=str(model_path),
+            num_threads=1,
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    fed, x = _inputs(image, detail)
+    interpreter.set_tensor(detail["index"], fed[None])
+    interpreter.invoke()
+    ref = {k: interpreter.get_tensor(i)[0] for k, i in tensors.items()}
+    quantized = any(t["dtype"] in (np.int8, np.uint8) for t in interpreter.get_tensor_details())
+    tensor = torch.from_numpy(x).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        raw = model.forward_raw(tensor)
+        detections = model.postprocess_raw(raw, tensor.shape[-2:])[0]
+    codes = raw.box_deltas[0].numpy()[:, [1, 0, 3, 2]]  # TF's (ty, tx, th, tw)
+    logits = raw.cls_logits[0]
+    sigmoid = model.postprocessor.score_activation == "sigmoid"
+    scores = (logits.sigmoid() if sigmoid else logits.softmax(-1)).numpy()
+    diff = max(
+        float(np.abs(codes - ref["box_encodings"]).max()),
+        float(np.abs(scores - ref["class_predictions"]).max()),
+    )
+    count = int(ref["num_detections"])
+    height, width = image.shape[:2]
+    theirs = np.clip(ref["boxes"][:count][:, [1, 0, 3, 2]], 0.0, 1.0) * np.array(
+        [width, height] * 2
+    )
+    same = len(detections["scores"]) == count and (
+        detections["labels"].tolist() == ref["classes"][:count].astype(int).tolist()
+        and bool(np.all(np.abs(detections["boxes"].numpy() - theirs) <= 1e-3 * max(height, width)))
+    )
+    return Comparison("box codes and scores", same, diff, quantized)
+
+
+def _with_layers(
+    result: Comparison, model_path: Path, model: nn.Module, builder: str, image: np.ndarray
+) -> Comparison:
+    """``result`` with the layer-by-layer comparison added, for an 8-bit file."""
+    if not result.quantized:
+        return result
+    from heads.tf_import.convert import file_classes, mappings_for, read_variables
+    from heads.tf_import.layerwise import compare_layers
+
+    variables, layout, _ = read_variables(model_path)
+    mappings = mappings_for(builder, model, file_classes(variables, layout))
+    x = image.astype(np.float32) / 127.5 - 1.0
+    worst = max(compare_layers(model_path, model, mappings, x), key=lambda e: e.steps)
+    result.layer_steps, result.worst_layer = worst.steps, worst.scope
+    return result
 
 
 def check_photo(model_path: Path, model: nn.Module, builder: str, photo: Path) -> Comparison:

@@ -209,13 +209,13 @@ def test_8bit_files_every_layer_within_one_step_of_the_runtime(name: str) -> Non
     output's 8-bit step (0.5: the runtime's rounding, plus its fixed-point rescaling) on
     two photos; a wrong weight, channel order, padding or dilation is many steps off."""
     pytest.importorskip("ai_edge_litert", reason="the TF Lite runtime is not installed")
-    from heads.tf_import.convert import _tf_classes, mappings_for
+    from heads.tf_import.convert import file_classes, mappings_for
     from heads.tf_import.layerwise import compare_layers
 
     path, size = DATA / name, EIGHT_BIT[name]
     model, meta = convert_file(path, builders=get_model_builder)
     variables, layout, _ = read_variables(path)
-    mappings = mappings_for(meta["builder"], model, _tf_classes(variables, layout))
+    mappings = mappings_for(meta["builder"], model, file_classes(variables, layout))
     for photo_name in PHOTOS[:2]:
         image = photo(photo_name, size).astype(np.float32) / 127.5 - 1.0
         errors = compare_layers(path, model, mappings, image)
@@ -227,7 +227,7 @@ def test_8bit_files_every_layer_within_one_step_of_the_runtime(name: str) -> Non
 def test_layerwise_check_finds_a_wrong_layer() -> None:
     """The same check on a conversion with one channel order swapped fails it."""
     pytest.importorskip("ai_edge_litert", reason="the TF Lite runtime is not installed")
-    from heads.tf_import.convert import _tf_classes, mappings_for
+    from heads.tf_import.convert import file_classes, mappings_for
     from heads.tf_import.layerwise import compare_layers
 
     path = DATA / "deeplab_cityscapes_w050_os8_int8.tflite"
@@ -236,7 +236,27 @@ def test_layerwise_check_finds_a_wrong_layer() -> None:
     with torch.no_grad():
         conv.weight.copy_(conv.weight[[1, 0, *range(2, conv.out_channels)]])
     variables, layout, _ = read_variables(path)
-    mappings = mappings_for(meta["builder"], model, _tf_classes(variables, layout))
+    mappings = mappings_for(meta["builder"], model, file_classes(variables, layout))
     errors = compare_layers(path, model, mappings, photo("cat.bmp", 97) / 127.5 - 1.0)
     wrong = [e.scope for e in errors if e.steps > 0.6]
     assert wrong == ["MobilenetV2/expanded_conv_4/project"]
+
+
+def test_convert_check_of_detection_exports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mobilezoo convert --check``: the float file's detections are the runtime's; the
+    8-bit file's line adds the layer-by-layer comparison."""
+    pytest.importorskip("ai_edge_litert", reason="the TF Lite runtime is not installed")
+    from tests.tasks.tf_files import TF_WEIGHTS, need
+
+    cat = need(TF_WEIGHTS / "photos" / "cat.bmp")
+    for source in (SSD_FLOAT, SSD_INT8):
+        main(["convert", str(source), "--output", str(tmp_path / "o.pt"), "--check", str(cat)])
+    lines = capsys.readouterr().out.splitlines()
+    float_line = next(line for line in lines if line.startswith("ssdlite_float16.tflite"))
+    assert "(float) vs TF Lite runtime on cat.bmp: same detections: True" in float_line
+    assert float(float_line.split("difference ")[1].split()[0]) < 1e-3
+    int8_line = next(line for line in lines if line.startswith("ssdlite_int8.tflite"))
+    assert "(8-bit)" in int8_line and "layer by layer on the runtime's own inputs" in int8_line
+    assert float(int8_line.split("within ")[1].split()[0]) < 0.6
