@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -81,7 +82,11 @@ def draw_examples(
             if masks is None:
                 out.append(pred)
                 continue
-            truth = overlay_mask(picture, masks[i].clip(0, 255).astype(np.uint8), palette)
+            truth = masks[i].clip(0, 255).astype(np.uint8)
+            if "orig_size" in batch:  # a full-size mask of a photo resized for inference
+                truth = _mask_at_image_size(truth, batch["orig_size"][i], batch["size"][i])
+                truth = _padded_to(truth, picture.shape[:2])
+            truth = overlay_mask(picture, truth, palette)
             gap = np.full((picture.shape[0], 4, 3), 255, np.uint8)
             out.append(np.concatenate([truth, gap, pred], axis=1))  # truth | prediction
         return out
@@ -94,6 +99,19 @@ def draw_examples(
             for p, lb, sc in zip(pictures, labels.tolist(), scores.tolist(), strict=True)
         ]
     return pictures
+
+
+def _mask_at_image_size(mask: np.ndarray, orig_size: Any, size: Any) -> np.ndarray:
+    """The ``orig_size`` region of a padded mask, resized (nearest) to the image's ``size``."""
+    (oh, ow), (h, w) = (int(v) for v in orig_size), (int(v) for v in size)
+    return cv2.resize(mask[:oh, :ow], (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def _padded_to(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``mask`` at the top left of a void (255) canvas of ``shape`` (H, W)."""
+    out = np.full(shape, 255, np.uint8)
+    out[: mask.shape[0], : mask.shape[1]] = mask
+    return out
 
 
 def image_grid(images: list[np.ndarray], columns: int = 4, gap: int = 4) -> np.ndarray:

@@ -225,7 +225,11 @@ class SegmentationTask(SegmentationEvaluation, BaseTask):
 
     def _eval_step(self, batch: dict[str, Any], metrics: SegmentationMetrics) -> None:
         masks = batch["mask"]
+        orig_sizes = batch.get("orig_size")
         for i, (log_probs, rows, cols) in enumerate(self._per_image(batch)):
+            if orig_sizes is not None:  # scored at the photo's own size (``base_size``)
+                log_probs = _resized(log_probs, orig_sizes[i])
+                rows, cols = slice(0, log_probs.shape[-2]), slice(0, log_probs.shape[-1])
             self.update_segmentation(metrics, log_probs, masks[i : i + 1, rows, cols])
 
     def _log_epoch_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
@@ -254,13 +258,16 @@ class SegmentationTask(SegmentationEvaluation, BaseTask):
         out = []
         orig_sizes = batch.get("orig_size")
         for i, (log_probs, _, _) in enumerate(self._per_image(batch)):
-            if orig_sizes is not None and tuple(orig_sizes[i].tolist()) != log_probs.shape[-2:]:
-                log_probs = F.interpolate(
-                    log_probs,
-                    size=tuple(orig_sizes[i].tolist()),
-                    mode="bilinear",
-                    align_corners=False,
-                )
+            if orig_sizes is not None:
+                log_probs = _resized(log_probs, orig_sizes[i])
             label = log_probs.argmax(dim=1)[0].to(torch.uint8).cpu()
             out.append({"mask": label, "path": batch["path"][i]})
         return out
+
+
+def _resized(log_probs: Tensor, size: Tensor) -> Tensor:
+    """``log_probs`` ``[1, C, h, w]`` upsampled (bilinear) to ``size`` = (H, W)."""
+    target = tuple(size.tolist())
+    if target == tuple(log_probs.shape[-2:]):
+        return log_probs
+    return F.interpolate(log_probs, size=target, mode="bilinear", align_corners=False)

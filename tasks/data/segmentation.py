@@ -107,11 +107,16 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        return {
+        sample = {
             "image": to_chw_tensor(np.asarray(image, dtype=np.float32)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
             "path": str(self.samples[index][0]),
         }
+        if sample["image"].shape[-2:] != sample["mask"].shape:
+            # An image-only resize (``base_size`` evaluation): the mask keeps the photo's
+            # size, and predictions are scored there.
+            sample["orig_size"] = torch.tensor(sample["mask"].shape, dtype=torch.int64)
+        return sample
 
 
 def _ranges(values: list[int]) -> str:
@@ -151,12 +156,17 @@ def collate_segmentation(
         "path": [s["path"] for s in samples],
     }
     if "mask" in samples[0]:
+        mask_sizes = [s["mask"].shape[-2:] for s in samples]
+        height = max(height, *(h for h, _ in mask_sizes))
+        width = max(width, *(w for _, w in mask_sizes))
         masks = torch.full((len(samples), height, width), ignore_index, dtype=torch.int64)
         for i, s in enumerate(samples):
             masks[i, : s["mask"].shape[-2], : s["mask"].shape[-1]] = s["mask"]
         batch["mask"] = masks
-    if "orig_size" in samples[0]:
-        batch["orig_size"] = torch.stack([s["orig_size"] for s in samples])
+    if any("orig_size" in s for s in samples):
+        batch["orig_size"] = torch.stack(
+            [s.get("orig_size", sizes[i]) for i, s in enumerate(samples)]
+        )
     return batch
 
 
@@ -175,6 +185,10 @@ class SegmentationDataModule(BaseDataModule):
         min_scale, max_scale: random scale range of training images (DeepLab: 0.5 to 2.0).
         flip: random left-right flip in training.
         mean, std: normalization (default maps to [-1, 1], as DeepLab).
+        base_size: bring every photo to this longer side before the random scale (training)
+            and before inference (evaluation, predict; scored and written at the photo's own
+            size). ``None`` (default) keeps each photo's size, as the VOC and Cityscapes
+            protocols do; set it for photos of mixed or large sizes (a phone's 4,000 px).
         predict_dir: folder of images for ``predict`` (any layout; searched recursively).
         loader: batch sizes, workers, bad-sample policy (``LoaderOptions``).
     """
@@ -194,15 +208,16 @@ class SegmentationDataModule(BaseDataModule):
         flip: bool = True,
         mean: tuple[float, float, float] = SYMMETRIC_MEAN,
         std: tuple[float, float, float] = SYMMETRIC_STD,
+        base_size: int | None = None,
         predict_dir: str | None = None,
         loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
         super().__init__(loader)
         # Built once here so a bad value fails when the config is read, not in training.
         self.train_transform = segmentation_transforms(
-            True, mean, std, crop_size, min_scale, max_scale, flip
+            True, mean, std, crop_size, min_scale, max_scale, flip, base_size=base_size
         )
-        self.eval_transform = segmentation_transforms(False, mean, std)
+        self.eval_transform = segmentation_transforms(False, mean, std, base_size=base_size)
         self.mean, self.std = tuple(mean), tuple(std)  # for drawing validation images
         self.predict_dir = predict_dir
 
