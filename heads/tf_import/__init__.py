@@ -9,7 +9,7 @@ family (TF2 Model Garden, Keras, their TF Lite exports) by the order of its laye
 models (given the builders by name: ``convert_file(path, builders=heads.get_model_builder)``);
 ``verify`` compares a conversion with the TF Lite runtime (``emulate``: with an 8-bit
 file's activation rounding). The ``mobilezoo weights`` / ``convert`` commands are
-``tasks.weights_cli``; ``python -m benchmarks.tf_runtime`` prints the runtime comparison of
+``tasks.cli.weights``; ``python -m benchmarks.tf_runtime`` prints the runtime comparison of
 every shared file.
 
 Part of the model side: torch and numpy, no Lightning. The readers need the ``tf`` extra;

@@ -16,14 +16,14 @@ from torch.utils.data import DataLoader
 from tasks import ClassificationTask, DetectionTask, SegmentationTask
 from tasks.data.predict import PredictImageDataset, collate_predict
 from tasks.data.transforms import normalize
-from tasks.prediction_writers import (
+from tasks.viz.draw import class_colour, draw_detections, text_colour
+from tasks.writers.predictions import (
     ClassificationPredictionWriter,
     DetectionPredictionWriter,
     SegmentationPredictionWriter,
     detection_report,
     output_stems,
 )
-from tasks.visualize import class_colour, draw_detections, text_colour
 
 
 def _folder(root: Path) -> Path:

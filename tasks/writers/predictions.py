@@ -25,7 +25,7 @@ from PIL import Image
 
 from tasks.data.io import read_image
 from tasks.data.seg_transforms import voc_palette
-from tasks.visualize import draw_detections, overlay_mask
+from tasks.viz.draw import draw_detections, overlay_mask
 
 
 def output_stems(paths: Sequence[str | Path], root: str | Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from tasks.data.io import read_image
 from tasks.data.seg_transforms import voc_palette
-from tasks.prediction_writers import DetectionPredictionWriter
+from tasks.writers.predictions import DetectionPredictionWriter
 
 
 class MultiTaskPredictionWriter(DetectionPredictionWriter):
