@@ -271,44 +271,48 @@ def _linked_from_data(config: Namespace, explicit: Namespace) -> dict[str, Any]:
     }
 
 
+#: errors of an input the user gave: untrusted or unusable checkpoints, annotation files and
+#: images, configs that cannot run, a data set folder or file that is not there
+_INPUT_ERRORS = (CheckpointError, AnnotationError, BadSampleError, ConfigError, FileNotFoundError)
+#: the exit code when another process of the run was lost (2: the input was bad)
+_PEER_LOST = 1
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
     try:
         _run(args)
-    except (
-        CheckpointError,
-        AnnotationError,
-        BadSampleError,
-        ConfigError,
-        FileNotFoundError,
-    ) as err:
-        # Untrusted or unusable checkpoints, annotation files and images, configs that
-        # cannot run, a data set folder or file that is not there: one line naming the file
-        # or option and the problem, no traceback.
-        sys.stderr.write(f"mobilezoo: error: {_own_message(err)}\n")
-        raise SystemExit(2) from None
-    except ValueError as err:
-        # Weights that cannot be used reach here wrapped by jsonargparse (the task's
-        # __init__ loads them while the config is instantiated): report the cause, one line.
-        cause = _weights_error(err)
-        if cause is None:
-            raise
-        sys.stderr.write(f"mobilezoo: error: {cause}\n")
-        raise SystemExit(2) from None
     except SIGTERMException:
         # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
         # save first) but exits 0; job schedulers expect 128 + SIGTERM.
         raise SystemExit(143) from None
     except Exception as err:
-        # Another process of a DDP run died or hung (also when a hook that ran on the way
-        # out failed in turn): one line saying so, not gloo's or NCCL's traceback (see
-        # tasks.peer_failure).
-        line = peer_failure(err)
-        if line is None:
+        reported = _error_line(err)
+        if reported is None:
             raise
+        line, code = reported
         sys.stderr.write(f"mobilezoo: error: {line}\n")
-        stop_children()  # a hung rank this process launched would outlive the run
-        raise SystemExit(1) from None
+        if code == _PEER_LOST:
+            stop_children()  # a hung rank this process launched would outlive the run
+        raise SystemExit(code) from None
+
+
+def _error_line(err: Exception) -> tuple[str, int] | None:
+    """The one line (no traceback) and the exit code that report ``err``; ``None`` for an
+    error that keeps its traceback."""
+    if isinstance(err, _INPUT_ERRORS):
+        # one line naming the file or option and the problem
+        return _own_message(err), 2
+    if isinstance(err, ValueError):
+        # Weights that cannot be used reach here wrapped by jsonargparse (the task's
+        # __init__ loads them while the config is instantiated): the cause, one line.
+        cause = _weights_error(err)
+        return (str(cause), 2) if cause is not None else None
+    # Another process of a DDP run died or hung (also when a hook that ran on the way out
+    # failed in turn): one line saying so, not gloo's or NCCL's traceback (see
+    # tasks.peer_failure).
+    line = peer_failure(err)
+    return (line, _PEER_LOST) if line is not None else None
 
 
 def _weights_error(err: BaseException) -> WeightsError | None:

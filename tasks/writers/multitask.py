@@ -7,14 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningModule, Trainer
 from PIL import Image
 from torchvision.io import write_jpeg
 from torchvision.utils import draw_bounding_boxes
 
 from tasks.data.io import read_image
 from tasks.data.seg_transforms import voc_palette
-from tasks.writers.predictions import DetectionPredictionWriter
+from tasks.writers.predictions import DetectionPredictionWriter, checked_fraction
 
 
 class MultiTaskPredictionWriter(DetectionPredictionWriter):
@@ -38,39 +37,27 @@ class MultiTaskPredictionWriter(DetectionPredictionWriter):
         alpha: float = 0.5,
     ) -> None:
         super().__init__(output_dir, draw_threshold, line_width)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.alpha = alpha
+        self.alpha = checked_fraction("alpha", alpha)
         self.palette = voc_palette()
+        self._colours = np.asarray(self.palette, dtype=np.float32).reshape(256, 3)
 
-    def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: list[dict[str, Any]],
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        names = list(getattr(pl_module, "class_names", []))
-        cat_ids = list(getattr(pl_module, "category_ids", []))
-        colours = np.asarray(self.palette, dtype=np.float32).reshape(256, 3)
-        for det in prediction:
-            path = det["path"]
-            boxes, scores, labels, keep = self.add_detections(det, cat_ids)
-            mask = det["mask"].numpy()
-            png = Image.fromarray(mask)
-            png.putpalette(self.palette)
-            png.save(self.target(path, ".png"))
-            image = read_image(path).astype(np.float32)
-            weight = np.where(mask[..., None] > 0, self.alpha, 0.0)
-            blended = (1 - weight) * image + weight * colours[mask]
-            picture = torch.from_numpy(blended.round().clip(0, 255).astype(np.uint8))
-            picture = picture.permute(2, 0, 1).contiguous()
-            if keep:
-                text = [f"{names[labels[i]] if labels[i] < len(names) else labels[i]} "
-                        f"{scores[i]:.2f}" for i in keep]  # fmt: skip
-                kept = torch.tensor([boxes[i] for i in keep], dtype=torch.float32)
-                picture = draw_bounding_boxes(picture, kept, labels=text, width=self.line_width)
-            write_jpeg(picture, str(self.target(path, ".jpg")), quality=90)
+    def write_image(self, det: dict[str, Any], names: list[str], cat_ids: list[int]) -> None:
+        """Add one image's detections to the results and write its mask and its picture
+        (``det`` also holds the ``mask`` ``[H, W]`` of class indices)."""
+        path = det["path"]
+        boxes, scores, labels, keep = self.add_detections(det, cat_ids)
+        mask = det["mask"].numpy()
+        png = Image.fromarray(mask)
+        png.putpalette(self.palette)
+        png.save(self.target(path, ".png"))
+        image = read_image(path).astype(np.float32)
+        weight = np.where(mask[..., None] > 0, self.alpha, 0.0)
+        blended = (1 - weight) * image + weight * self._colours[mask]
+        picture = torch.from_numpy(blended.round().clip(0, 255).astype(np.uint8))
+        picture = picture.permute(2, 0, 1).contiguous()
+        if keep:
+            text = [f"{names[labels[i]] if labels[i] < len(names) else labels[i]} "
+                    f"{scores[i]:.2f}" for i in keep]  # fmt: skip
+            kept = torch.tensor([boxes[i] for i in keep], dtype=torch.float32)
+            picture = draw_bounding_boxes(picture, kept, labels=text, width=self.line_width)
+        write_jpeg(picture, str(self.target(path, ".jpg")), quality=90)
