@@ -1,5 +1,11 @@
 """The Lightning layer: tasks, data modules and the ``mobilezoo`` command.
 
+At the top, the four tasks and what they share (``base``, ``schedulers``, ``callbacks``);
+in sub-packages, one per concern: ``data`` (data modules and transforms), ``checkpoints``
+(reading untrusted checkpoints, writing them safely), ``metrics``, ``viz`` (drawings,
+figures, plots), ``writers`` (``predict`` outputs), ``export`` (ONNX / OpenVINO) and
+``cli`` (the command, on top of everything else).
+
 Its names load on first use (PEP 562): ``tasks.DetectionTask`` and a config's
 ``class_path: tasks.DetectionTask`` import ``tasks.detection`` then, and
 ``from tasks.export import load_exported`` imports no task, data module or Lightning.

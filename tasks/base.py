@@ -22,7 +22,7 @@ from torch import nn
 
 from tasks.checkpoints.io import check_finite
 from tasks.checkpoints.model_checkpoint import checked_callback_state
-from tasks.cli.errors import ConfigError
+from tasks.config_limits import ConfigError
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)

@@ -6,6 +6,6 @@ of evaluations), ``errors`` (one-line messages for parse and instantiation error
 ``configs`` (the shipped recipes by name, ``mobilezoo configs``) and ``weights``
 (``mobilezoo weights`` and ``mobilezoo convert``).
 
-Nothing is imported here: ``tasks.base`` reads ``ConfigError`` from ``errors`` without
-loading the command.
+The command sits on top of the Lightning layer: no module outside this package imports it.
+Nothing is imported here.
 """

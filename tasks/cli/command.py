@@ -40,7 +40,7 @@ from tasks.checkpoints.io import (
 )
 from tasks.checkpoints.names import NAMES, resolve_checkpoint_name
 from tasks.cli.configs import resolve_config_args
-from tasks.cli.errors import ConfigError, instantiation_error
+from tasks.cli.errors import instantiation_error
 from tasks.cli.session import (
     add_session_arguments,
     after_instantiate,
@@ -48,8 +48,8 @@ from tasks.cli.session import (
     parse_or_exit,
     parse_with_short_errors,
 )
+from tasks.config_limits import ConfigError, optimizer_problem
 from tasks.config_limits import install as install_bounded_yaml
-from tasks.config_limits import optimizer_problem
 from tasks.data.io import BadSampleError
 from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
