@@ -32,8 +32,8 @@ from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.transforms import v2
 
 from heads.ssdlite import ssdlite_mobilenet_v2
-from tasks.coco_eval import evaluate_coco
 from tasks.data.coco import COCOAnnotations
+from tasks.metrics.coco import evaluate_coco
 
 REFERENCE_LR, REFERENCE_BATCH = 0.15, 192  # torchvision's ssdlite320 recipe, 8 GPUs x 24
 

@@ -201,10 +201,10 @@ def train_demo(
     steps: int, threads: int, root: str | None, which: tuple[str, ...] = TRAIN_MODELS[:3]
 ) -> list[list[object]]:
     import tasks  # noqa: F401  (albumentations set-up)
-    from tasks.coco_eval import STAT_NAMES, COCOEvaluator, detections_to_coco
     from tasks.data.base import LoaderOptions
     from tasks.data.demo.multitask import DemoMultiTaskDataModule
-    from tasks.segmentation_metrics import SegmentationMetrics
+    from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, detections_to_coco
+    from tasks.metrics.segmentation import SegmentationMetrics
 
     torch.set_num_threads(threads)
     dm = DemoMultiTaskDataModule(root=root, loader=LoaderOptions(batch_size=16))

@@ -118,7 +118,7 @@ def demo(args: argparse.Namespace) -> None:
     from lightning.pytorch import LightningDataModule
 
     from tasks.base import BaseTask
-    from tasks.cli import MobileZooCLI
+    from tasks.cli.command import MobileZooCLI
 
     config = REPO / "configs" / "segmentation_demo_deeplabv3_mobilenetv2.yaml"
     with tempfile.TemporaryDirectory() as tmp:

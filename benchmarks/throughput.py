@@ -151,7 +151,7 @@ def loader_images_per_second(datamodule: Any, batches: int) -> tuple[float, int,
 def coco_eval_seconds(num_images: int, backend: str, per_image: int = 100) -> float:
     """Seconds of a full COCOeval (evaluate, accumulate, summarize) of ``per_image``
     random detections on each of ``num_images`` images with 7 random objects each."""
-    from tasks.coco_eval import evaluate_coco
+    from tasks.metrics.coco import evaluate_coco
 
     rng = np.random.default_rng(0)
     images = [{"id": i, "width": 640, "height": 480} for i in range(1, num_images + 1)]

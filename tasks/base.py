@@ -20,9 +20,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from tasks.checkpoint_io import check_finite
-from tasks.checkpointing import checked_callback_state
-from tasks.cli_errors import ConfigError
+from tasks.checkpoints.io import check_finite
+from tasks.checkpoints.model_checkpoint import checked_callback_state
+from tasks.config_limits import ConfigError
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -248,7 +248,7 @@ class BaseTask(LightningModule):
     def eval_epoch_start(self, prefix: str) -> None:
         """Hook: start an evaluation (logged under ``prefix``, ``"val"`` or ``"test"``) from
         fresh, process-local state. The base resets ``eval_loss[prefix]`` where the task has
-        one (``tasks.metrics.SetMean``); a task with more state resets it too and calls
+        one (``tasks.metrics.logged.SetMean``); a task with more state resets it too and calls
         ``super().eval_epoch_start``."""
         losses = getattr(self, "eval_loss", None)
         if isinstance(losses, nn.ModuleDict) and prefix in losses:

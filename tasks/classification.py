@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from backbones.layers import Padding
 from heads.classifier import mobilenet_v2_classifier
 from tasks.base import BaseTask
-from tasks.metrics import SetMean
+from tasks.metrics.logged import SetMean
 
 
 class ClassificationTask(BaseTask):

@@ -1,5 +1,6 @@
 """Bounds on the shape of untrusted config values: YAML nesting and alias expansion, and
-the nesting of values loaded from elsewhere (a checkpoint's hyper-parameters).
+the nesting of values loaded from elsewhere (a checkpoint's hyper-parameters); and
+``ConfigError``, what a config that cannot run raises.
 
 jsonargparse reads ``-c`` files, ``--config`` files of ``mobilezoo export`` and YAML values
 on the command line with PyYAML. A 1 KB file of nested aliases (a "billion laughs") parses
@@ -21,6 +22,15 @@ from typing import Any
 
 import yaml
 from jsonargparse import get_loader, set_loader
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: an option out of range, a class that refused its arguments,
+    a model that does not fit the data. The CLI prints the message as one line and exits 2.
+
+    Defined here, below the tasks and the CLI, because both raise it (``BaseTask`` when the
+    model does not fit the data)."""
+
 
 #: deepest nesting of lists and mappings (the zoo's configs nest about 6 deep)
 MAX_DEPTH = 100

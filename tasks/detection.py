@@ -15,9 +15,9 @@ from heads.anchors import AnchorLayout
 from heads.postprocess import ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks.base import BaseTask
-from tasks.categories import checked_categories, matched_categories
-from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
-from tasks.metrics import SetMean
+from tasks.checkpoints.categories import checked_categories, matched_categories
+from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
+from tasks.metrics.logged import SetMean
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 
@@ -86,7 +86,7 @@ class COCOEvaluation:
     def _checkpoint_categories(self, checkpoint: dict[str, Any]) -> tuple[list[int], list[str]]:
         """The category ids and names after loading ``checkpoint``: its own without data
         (predict), else the data's if they are the same categories
-        (``tasks.categories.matched_categories``)."""
+        (``tasks.checkpoints.categories.matched_categories``)."""
         saved_ids = checkpoint.get("category_ids", self.category_ids)
         saved_names = checkpoint.get("class_names", self.class_names)
         trainer = getattr(self, "_trainer", None)

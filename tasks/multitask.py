@@ -17,10 +17,10 @@ from backbones.layers import Padding
 from heads.anchors import AnchorLayout
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from tasks.base import BaseTask
-from tasks.coco_eval import EvalBackend
 from tasks.detection import COCOEvaluation, to_original_pixels
+from tasks.metrics.coco import EvalBackend
+from tasks.metrics.segmentation import SegmentationMetrics
 from tasks.segmentation import SegmentationEvaluation
-from tasks.segmentation_metrics import SegmentationMetrics
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 SegSkip = Literal["layer_4", "layer_7", "layer_14"]

@@ -15,8 +15,8 @@ from torch.nn import functional as F
 from backbones.layers import Padding
 from heads.deeplabv3 import deeplabv3_mobilenet_v2, multiscale_flip_predict, predict_padded
 from tasks.base import BaseTask
-from tasks.metrics import metric_names
-from tasks.segmentation_metrics import SegmentationMetrics
+from tasks.metrics.logged import metric_names
+from tasks.metrics.segmentation import SegmentationMetrics
 
 
 class SegmentationEvaluation:

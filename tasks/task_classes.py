@@ -1,6 +1,6 @@
 """The zoo's tasks, by every class path a checkpoint may name them with.
 
-Above the four tasks (it imports them), so that ``tasks.checkpoint_hparams``, which only
+Above the four tasks (it imports them), so that ``tasks.checkpoints.hparams``, which only
 checks hyper-parameters, stays below them.
 """
 

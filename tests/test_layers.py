@@ -136,3 +136,63 @@ def test_no_file_of_the_model_side_imports_tasks() -> None:
         if module == "tasks" or module.startswith("tasks.")
     ]
     assert not up, up
+
+
+def _tasks_imports() -> dict[str, set[str]]:
+    """For every module of ``tasks/``, the modules of ``tasks`` it names in an import (at
+    any depth of the file: a lazy import inside a function is a dependency too), each
+    module and name counted as the sub-package it belongs to (``tasks.checkpoints.io`` ->
+    ``tasks.checkpoints``); a module at the top of ``tasks/`` is its own node."""
+
+    def node(module: str) -> str:
+        parts = module.split(".")
+        if len(parts) > 1 and (ROOT / "tasks" / parts[1]).is_dir():
+            return ".".join(parts[:2])
+        return module
+
+    graph: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "tasks").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        source = node(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+        targets = {
+            node(module)
+            for _, module in _named_imports(path)
+            if module == "tasks" or module.startswith("tasks.")
+        }
+        graph.setdefault(source, set()).update(targets - {source})
+    return graph
+
+
+def _circle(graph: dict[str, set[str]]) -> list[str]:
+    """One circle of ``graph`` (``[a, b, ..., a]``), or ``[]`` when there is none."""
+    done: set[str] = set()
+
+    def walk(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        for target in sorted(graph.get(node, ())):
+            found = walk(target, [*path, node])
+            if found:
+                return found
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        found = walk(start, [])
+        if found:
+            return found
+    return []
+
+
+def test_the_packages_of_the_lightning_layer_import_each_other_without_a_circle() -> None:
+    graph = _tasks_imports()
+    assert {"tasks.cli", "tasks.checkpoints", "tasks.metrics", "tasks.base"} <= set(graph)
+    circle = _circle(graph)
+    assert not circle, " -> ".join(circle)
+
+
+def test_the_command_is_imported_by_no_module_of_the_layer_below_it() -> None:
+    importers = sorted(s for s, t in _tasks_imports().items() if "tasks.cli" in t)
+    assert importers == [], importers

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.configs import config_names, config_path, resolve_config_args
+from tasks.cli.configs import config_names, config_path, resolve_config_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,9 @@ named after TF ops by following their graphs;
 ``names`` maps TF-slim names to our modules; ``convert`` assembles state dicts and whole
 models (given the builders by name: ``convert_file(path, builders=heads.get_model_builder)``);
 ``verify`` compares a conversion with the TF Lite runtime (``emulate``: with an 8-bit
-file's activation rounding; ``layerwise``: each layer on the runtime's own input). The ``mobilezoo weights`` / ``convert`` commands are
-``tasks.weights_cli``; ``python -m benchmarks.tf_runtime`` prints the runtime comparison of
+file's activation rounding; ``layerwise``: each layer on the runtime's own input). The
+``mobilezoo weights`` / ``convert`` commands are ``tasks.cli.weights``;
+``python -m benchmarks.tf_runtime`` prints the runtime comparison of
 every shared file.
 
 Part of the model side: torch and numpy, no Lightning. The readers need the ``tf`` extra;

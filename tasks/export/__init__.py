@@ -4,8 +4,8 @@ run the exported files from Python.
 One module per step: ``loading`` (builder names, checkpoints, test images), ``onnx``
 (tracing any model kind's graph, onnxruntime sessions), ``openvino`` (IR conversion, compilation, NNCF int8),
 ``parity`` (runtime against PyTorch), ``quantization`` (onnxruntime int8), ``runtime``
-(an exported file called like the PyTorch model) and ``command`` (``export``, the
-``mobilezoo export`` command).
+(an exported file called like the PyTorch model), ``names`` (the file names of exports)
+and ``command`` (``export``, the ``mobilezoo export`` command).
 
 Running an exported file is the model side: ``runtime``, ``metadata``, ``onnx``,
 ``openvino``, ``parity`` and ``quantization`` import neither Lightning nor a data

@@ -32,10 +32,10 @@ from heads import builder_of_kind
 from heads.inference import DetectorEnd2End, RawGraph
 from tasks.export.loading import ModelKind, images_from_data, load_model, model_kind
 from tasks.export.metadata import ExportInfo, describe, stamp
+from tasks.export.names import default_stem
 from tasks.export.onnx import export_onnx
 from tasks.export.parity import ParityReport, check_parity
 from tasks.export.quantization import quantize_int8
-from tasks.export_names import default_stem
 
 DetectorForm = Literal["raw", "end2end", "both"]
 ExportFormat = Literal["onnx", "openvino"]
@@ -86,7 +86,7 @@ def export(
         source: a checkpoint (``.ckpt`` written by ``mobilezoo fit``), a weights file, or a
             registered builder name (``heads.list_models()``, bare backbones aside).
         output_dir: folder for the exported files.
-        name: file stem (default: ``tasks.export_names.default_stem``: the builder, the
+        name: file stem (default: ``tasks.export.names.default_stem``: the builder, the
             run and the checkpoint and a hash of its path, e.g.
             ``ssdlite_mobilenet_v2-detection_demo-version_0-last-1f2e3d``; a builder's
             arguments).

@@ -11,9 +11,9 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
 import heads
-from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
-from tasks.checkpoint_hparams import check_hparams, saved_hparams, task_hparams
-from tasks.checkpoint_io import CheckpointError, is_url, quote, read_checkpoint
+from tasks.checkpoints.cost import check_checkpoint_state, check_model_cost
+from tasks.checkpoints.hparams import check_hparams, saved_hparams, task_hparams
+from tasks.checkpoints.io import CheckpointError, is_url, quote, read_checkpoint
 from tasks.task_classes import registered_tasks
 
 #: the kind of an exportable model (a bare backbone is not one)
@@ -63,7 +63,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     """The trained model (``task.model``, eval mode) of a zoo task's Lightning checkpoint.
 
     The file is untrusted, and checked as ``mobilezoo validate`` checks it
-    (``tasks.checkpoint_io``): read with ``weights_only=True`` (no code runs), a URL
+    (``tasks.checkpoints.io``): read with ``weights_only=True`` (no code runs), a URL
     downloaded and verified, non-finite weights refused, the task class one of the zoo's,
     the hyper-parameters type-checked and bounded. The task is rebuilt from them with its
     weight sources (``weights``, ``weights_backbone``, ...) set to ``None``: the checkpoint

@@ -150,7 +150,7 @@ def describe(source: Any, model: Any, kind: str, form: str, size: tuple[int, int
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     ckpt = None
     if isinstance(source, (str, Path)) and Path(str(source)).suffix == ".ckpt":
-        from tasks.checkpoint_io import read_checkpoint
+        from tasks.checkpoints.io import read_checkpoint
 
         ckpt = read_checkpoint(source)
         norm = ckpt.get("normalization")

@@ -466,7 +466,7 @@ def test_imagefolder_symlink_loop_is_read_once(tmp_path: Path, caplog) -> None:
 
 def test_the_cli_reports_a_bad_annotation_file_in_one_line(tmp_path: Path, capsys,
                                                            monkeypatch) -> None:  # fmt: skip
-    from tasks.cli import main as cli_main
+    from tasks.cli.command import main as cli_main
 
     data = coco_dict()
     data["images"][1]["id"] = 1  # two images share an id

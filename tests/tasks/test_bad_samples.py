@@ -8,7 +8,7 @@ import pytest
 from lightning.pytorch import Trainer
 
 from tasks import ClassificationTask, ImageFolderDataModule
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
 from tasks.data.demo.classification import make_classification_demo
 from tasks.data.io import BadSampleError, read_image

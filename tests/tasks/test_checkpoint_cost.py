@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from tasks import DetectionTask, MultiTaskTask
-from tasks.checkpoint_cost import model_cost
-from tasks.cli import main as cli_main
+from tasks.checkpoints.cost import model_cost
+from tasks.cli.command import main as cli_main
 
 ROOT = Path(__file__).parents[2]
 DET = ROOT / "configs" / "detection_demo_ssdlite_mobilenetv2.yaml"
@@ -76,7 +76,7 @@ def test_the_zoo_s_models_are_far_inside_the_bound() -> None:
 
 _LOAD = r"""
 import resource, sys
-from tasks.cli import main
+from tasks.cli.command import main
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     main(["export", sys.argv[1], "--output_dir", sys.argv[2]])

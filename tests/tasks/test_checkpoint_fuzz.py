@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from tasks import ClassificationTask, DetectionTask
-from tasks.checkpoint_io import CheckpointError, check_lightning_version, read_checkpoint
+from tasks.checkpoints.io import CheckpointError, check_lightning_version, read_checkpoint
 from tasks.export.loading import load_checkpoint
 
 EXAMPLES = int(os.environ.get("MOBILEZOO_FUZZ_EXAMPLES", "16"))
@@ -243,4 +243,4 @@ def test_what_fuzzing_found(tmp_path: Path, case: str) -> None:
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=150)  # a hang fails here  # fmt: skip
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("tasks.checkpoint_io.CheckpointError: "), done.stderr[-1500:]
+    assert last.startswith("tasks.checkpoints.io.CheckpointError: "), done.stderr[-1500:]

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tasks import ModelCheckpoint
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck
-from tasks.checkpoint_io import CheckpointError, non_finite_tensors
+from tasks.checkpoints.io import CheckpointError, non_finite_tensors
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 

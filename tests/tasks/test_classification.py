@@ -11,7 +11,7 @@ from lightning.pytorch import Trainer
 from PIL import Image
 
 from tasks import ClassificationTask, DemoClassificationDataModule, ImageFolderDataModule
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
 from tasks.data.demo.classification import make_classification_demo
 

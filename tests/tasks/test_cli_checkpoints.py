@@ -18,8 +18,8 @@ import torch
 from lightning.pytorch import Trainer
 
 from tasks import SegmentationTask
-from tasks.checkpoint_io import CheckpointError, fetch_checkpoint
-from tasks.cli import main as cli_main
+from tasks.checkpoints.io import CheckpointError, fetch_checkpoint
+from tasks.cli.command import main as cli_main
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 SEG = CONFIGS / "segmentation_demo_deeplabv3_mobilenetv2.yaml"

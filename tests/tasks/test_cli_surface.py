@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cli import main as cli_main
-from tasks.cli_errors import closest_key
-from tasks.run_dirs import checkpoint_run_dir, evaluation_dir
+from tasks.checkpoints.run_dirs import checkpoint_run_dir, evaluation_dir
+from tasks.cli.command import main as cli_main
+from tasks.cli.errors import closest_key
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 DEMO = str(CONFIGS / "classification_demo_mobilenetv2.yaml")

@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tasks.coco_eval import COCOEvaluator, evaluate_coco
 from tasks.data.base import LoaderOptions
+from tasks.metrics.coco import COCOEvaluator, evaluate_coco
 from tests.tasks.test_coco_eval import make_ground_truth, make_results
 
 

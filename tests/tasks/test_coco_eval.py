@@ -12,7 +12,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tasks.coco_eval import STAT_NAMES, COCOEvaluator, detections_to_coco, evaluate_coco
+from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, detections_to_coco, evaluate_coco
 
 CATEGORY_IDS = [1, 3, 7]  # non-contiguous, like COCO's
 

@@ -21,7 +21,7 @@ from tests.tasks.tf_files import FLOAT_DEEPLAB, PHOTOS, QUANT_CLASSIFIER, QUANT_
 
 def convert(source: Path, output: Path) -> str:
     """``mobilezoo convert source --output output``; returns what it printed."""
-    from tasks.weights_cli import convert_main
+    from tasks.cli.weights import convert_main
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

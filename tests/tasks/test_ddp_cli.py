@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.cli import main as cli_main
-from tasks.plots import read_scalars
+from tasks.cli.command import main as cli_main
+from tasks.viz.plots import read_scalars
 from tests.tasks._ddp_cli import run_cli
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -78,7 +78,7 @@ def test_two_process_fit_and_validate_through_the_cli(name: str, tmp_path: Path)
     # What rank 0 draws at each validation and at the end of fit, as on one process.
     assert (run / "images" / "val_examples.png").stat().st_size > 0
     fit_plots = sorted(p.name for p in (run / "plots").glob("val_*.png"))
-    if not name.startswith("multitask"):  # tasks.figures draws none for the joint task
+    if not name.startswith("multitask"):  # tasks.viz.figures draws none for the joint task
         assert fit_plots, _files(run)
 
     # validate on 2 processes too for the detector (COCO results gathered from both ranks);

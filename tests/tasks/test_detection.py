@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from tasks import DetectionTask
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
 from tasks.data.demo.detection import DemoDetectionDataModule, make_detection_demo
 from tests.tasks.test_coco_data import write_coco

@@ -247,7 +247,7 @@ def test_predict_uses_the_fast_path() -> None:
 
 
 def test_cli_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks.cli import main
+    from tasks.cli.command import main
 
     args = ["--output_dir", str(tmp_path), "--image_size", "32", "--num_check_images", "2"]
     args += ["--builder_args", "{num_classes: 2, width_mult: 0.35}"]

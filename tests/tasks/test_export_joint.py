@@ -89,7 +89,7 @@ def test_mobilezoo_export_of_a_joint_checkpoint(tmp_path):
 def test_export_refuses_a_checkpoint_naming_a_foreign_class(tmp_path):
     import sys
 
-    from tasks.checkpoint_io import CheckpointError
+    from tasks.checkpoints.io import CheckpointError
     from tasks.export import export
 
     ckpt = tmp_path / "evil.ckpt"

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from tasks.export_names import default_stem
+from tasks.export.names import default_stem
 
 
 def test_checkpoints_of_two_runs_get_two_names(tmp_path: Path) -> None:

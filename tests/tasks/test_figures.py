@@ -20,8 +20,8 @@ from tasks import (
     SegmentationTask,
 )
 from tasks.data.base import LoaderOptions
-from tasks.figures import EvaluationFigures, image_grid
-from tasks.plots import class_ap, plot_main, plot_run, read_scalars
+from tasks.viz.figures import EvaluationFigures, image_grid
+from tasks.viz.plots import class_ap, plot_main, plot_run, read_scalars
 
 
 def _validate(task, datamodule, tmp_path: Path) -> Path:
@@ -71,7 +71,7 @@ def test_classification_validate_writes_confusion_matrix(tmp_path):
     run = _validate(task, dm, tmp_path)
     assert (run / "plots" / "val_confusion_matrix.png").is_file()
     assert int(task.last_confmat["val"].sum()) == 8  # every validation image counted once
-    from tasks.figures import evaluation_figures
+    from tasks.viz.figures import evaluation_figures
 
     fig = evaluation_figures(task, "val", dm)["confusion_matrix"]
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == dm.classes  # names, not 0..3

@@ -11,7 +11,7 @@ import torch
 
 from heads import ssdlite_mobilenet_v2
 from heads.pretrained import META_KEY
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tests.tasks.test_coco_data import write_coco
 
 CONFIG = Path(__file__).parents[2] / "configs" / "detection_finetune_ssdlite_mobilenetv2.yaml"

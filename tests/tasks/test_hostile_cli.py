@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tests.tasks.test_cli_checkpoints import _segmentation_ckpt
 
 CONFIGS = Path(__file__).parents[2] / "configs"

@@ -12,7 +12,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 import tasks
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
 
 CONFIGS = Path(__file__).parents[2] / "configs"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.metrics import metric_names
+from tasks.metrics.logged import metric_names
 from tasks.segmentation import SegmentationTask
 
 

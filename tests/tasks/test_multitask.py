@@ -19,11 +19,11 @@ from torch import Tensor
 from heads.deeplabv3 import deeplabv3_mobilenet_v2
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks import MultiTaskTask
-from tasks.cli import main as cli_main
-from tasks.coco_eval import evaluate_coco
+from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
 from tasks.data.demo.multitask import DemoMultiTaskDataModule, make_multitask_demo
-from tasks.segmentation_metrics import confusion_matrix, iou_from_confusion
+from tasks.metrics.coco import evaluate_coco
+from tasks.metrics.segmentation import confusion_matrix, iou_from_confusion
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}

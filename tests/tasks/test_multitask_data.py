@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
 from tasks.data.cityscapes_joint import (
     CityscapesJointDataModule,

@@ -16,14 +16,15 @@ from torch.utils.data import DataLoader
 from tasks import ClassificationTask, DetectionTask, SegmentationTask
 from tasks.data.predict import PredictImageDataset, collate_predict
 from tasks.data.transforms import normalize
-from tasks.prediction_writers import (
+from tasks.viz.draw import class_colour, draw_detections, text_colour
+from tasks.writers.multitask import MultiTaskPredictionWriter
+from tasks.writers.predictions import (
     ClassificationPredictionWriter,
     DetectionPredictionWriter,
     SegmentationPredictionWriter,
     detection_report,
     output_stems,
 )
-from tasks.visualize import class_colour, draw_detections, text_colour
 
 
 def _folder(root: Path) -> Path:
@@ -89,6 +90,20 @@ def test_writer_refuses_to_write_into_the_predict_folder(tmp_path):
     task = DetectionTask(num_classes=3, width_mult=0.35, image_size=64)
     with pytest.raises(ValueError, match="is the predict folder itself"):
         _predict(task, DetectionPredictionWriter(str(folder)), folder)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: DetectionPredictionWriter(draw_threshold=1.5), "draw_threshold"),
+        (lambda: SegmentationPredictionWriter(alpha=-0.1), "alpha"),
+        (lambda: MultiTaskPredictionWriter(draw_threshold=-1.0), "draw_threshold"),
+        (lambda: MultiTaskPredictionWriter(alpha=2.0), "alpha"),
+    ],
+)
+def test_writers_refuse_a_threshold_or_weight_outside_0_1(make, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be in \[0, 1\], got "):
+        make()
 
 
 def test_report_says_what_was_drawn_and_how_to_see_more():

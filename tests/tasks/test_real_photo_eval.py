@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from heads.pretrained import get_weights
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.io import read_image
 from tests.tasks.tf_files import BIRD_MASK, QUANT_DEEPLAB, TF_WEIGHTS, need
 

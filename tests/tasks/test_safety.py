@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tasks import ClassificationTask, ImageFolderDataModule
 from tasks.callbacks import FiniteLossCheck
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
 from tasks.data.demo.classification import make_classification_demo
 

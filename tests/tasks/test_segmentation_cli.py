@@ -11,7 +11,7 @@ from lightning.pytorch import LightningDataModule
 from PIL import Image
 
 from tasks.base import BaseTask
-from tasks.cli import MobileZooCLI
+from tasks.cli.command import MobileZooCLI
 from tests.tasks.test_segmentation_data import write_cityscapes, write_voc
 
 CONFIGS = Path(__file__).parents[2] / "configs"

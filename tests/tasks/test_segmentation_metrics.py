@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from tasks.segmentation_metrics import SegmentationMetrics, confusion_matrix, iou_from_confusion
+from tasks.metrics.segmentation import SegmentationMetrics, confusion_matrix, iou_from_confusion
 
 PREDS = torch.tensor([[[0, 1, 1], [2, 2, 0]]])
 TARGET = torch.tensor([[[0, 1, 2], [2, 255, 1]]])

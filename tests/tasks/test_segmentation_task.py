@@ -15,8 +15,8 @@ from tasks.data.base import LoaderOptions
 from tasks.data.demo.segmentation import make_segmentation_demo
 from tasks.data.segmentation import collate_segmentation
 from tasks.data.voc import VOCSegmentationDataModule
-from tasks.prediction_writers import SegmentationPredictionWriter
 from tasks.segmentation import SegmentationTask
+from tasks.writers.predictions import SegmentationPredictionWriter
 from tests.tasks.test_segmentation_data import write_voc
 
 SPLITS = {"train": ["a1", "a2", "a3", "a4"], "val": ["b1", "b2", "b3", "b4", "b5"]}

@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch import Trainer
 
 from tasks import DetectionTask
-from tasks.checkpoint_io import CheckpointError
-from tasks.cli import main as cli_main
+from tasks.checkpoints.io import CheckpointError
+from tasks.cli.command import main as cli_main
 from tasks.data.demo.shapes import SHAPES
 from tasks.task_classes import registered_tasks
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.checkpoint_hparams import init_parameters, task_hparams
-from tasks.cli import main as cli_main
+from tasks.checkpoints.hparams import init_parameters, task_hparams
+from tasks.cli.command import main as cli_main
 from tasks.task_classes import registered_tasks
 
 CONFIGS = Path(__file__).parents[2] / "configs"

@@ -17,7 +17,7 @@ import torch
 
 from backbones import mobilenet_v2
 from heads import get_model_builder, mobilenet_v2_classifier
-from tasks.cli import main
+from tasks.cli.command import main
 from tests.tasks.tf_files import FLOAT_DEEPLAB, PHOTOS, QUANT_CLASSIFIER, TF_WEIGHTS, need, photo
 
 pytest.importorskip("tflite", reason="the tf extra (tflite) is not installed")

@@ -11,7 +11,7 @@ import torch
 
 from heads import deeplabv3_mobilenet_v2, get_model_builder
 from heads.pretrained import get_weights, list_weights
-from tasks.cli import main
+from tasks.cli.command import main
 from tests.tasks.tf_files import FLOAT_DEEPLAB, need, photo
 
 ENTRIES = tuple(list_weights())  # registered next to their builders

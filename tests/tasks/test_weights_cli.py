@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tests.tasks.tf_files import FLOAT_DEEPLAB, need
 
 CONFIG = Path(__file__).parents[2] / "configs" / "detection_demo_ssdlite_mobilenetv2.yaml"
@@ -40,7 +40,7 @@ def test_unusable_weights_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_converted_deeplab_starts_a_detection_config(tmp_path: Path) -> None:
     """The width-0.5 TF DeepLab (no channel rounding, TF padding) as the backbone of the
     demo detector (width 0.5): ``divisible_by`` and ``padding`` follow the file."""
-    from tasks.weights_cli import convert_main
+    from tasks.cli.weights import convert_main
 
     converted = tmp_path / "deeplab.pt"
     with contextlib.redirect_stdout(io.StringIO()):

@@ -75,7 +75,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def converted(hub: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The real TF Lite classifier and float DeepLab as ``mobilezoo convert`` writes them."""
-    from tasks.weights_cli import convert_main
+    from tasks.cli.weights import convert_main
 
     out = tmp_path_factory.mktemp("converted")
     convert_main([str(need(FLOAT_DEEPLAB)), "--output", str(out / "deeplab.pt")])

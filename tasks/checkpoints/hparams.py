@@ -26,7 +26,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-from tasks.checkpoint_io import CheckpointError, hyper_parameters, quote, shorten
+from tasks.checkpoints.io import CheckpointError, hyper_parameters, quote, shorten
 
 log = logging.getLogger("mobilezoo")
 
@@ -82,7 +82,7 @@ def saved_hparams(ckpt: dict[str, Any], source: str) -> tuple[str | None, dict[s
     """The task class path and hyper-parameters of a checkpoint from ``read_checkpoint``.
 
     The block's size is checked first; Lightning's own bookkeeping (``_instantiator``) is
-    dropped. The weights are not touched: ``tasks.checkpoint_cost.check_checkpoint_state``
+    dropped. The weights are not touched: ``tasks.checkpoints.cost.check_checkpoint_state``
     compares them with the model these values describe, then checks them for NaN.
     """
     hparams = hyper_parameters(ckpt, source)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from tasks.data.io import read_image
 from tasks.data.seg_transforms import voc_palette
-from tasks.visualize import draw_detections, overlay_mask
+from tasks.viz.draw import draw_detections, overlay_mask
 
 
 def output_stems(paths: Sequence[str | Path], root: str | Path) -> dict[str, str]:
@@ -49,6 +49,14 @@ def output_stems(paths: Sequence[str | Path], root: str | Path) -> dict[str, str
         taken.add(stem)
         stems[key] = stem
     return stems
+
+
+def checked_fraction(name: str, value: float) -> float:
+    """``value`` when it lies in [0, 1] (a score threshold, a blending weight), else a
+    ``ValueError`` naming ``name``."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
 
 
 def _predict_dataset(trainer: Trainer) -> Any:
@@ -115,9 +123,7 @@ class DetectionPredictionWriter(_FolderWriter):
         self, output_dir: str | None = None, draw_threshold: float = 0.3, line_width: int = 2
     ) -> None:
         super().__init__(output_dir, write_interval="batch")
-        if not 0.0 <= draw_threshold <= 1.0:
-            raise ValueError(f"draw_threshold must be in [0, 1], got {draw_threshold}")
-        self.draw_threshold = draw_threshold
+        self.draw_threshold = checked_fraction("draw_threshold", draw_threshold)
         self.line_width = line_width
         self._results: list[dict[str, Any]] = []
         self._drawn = 0
@@ -141,17 +147,28 @@ class DetectionPredictionWriter(_FolderWriter):
         names = list(getattr(pl_module, "class_names", []))
         cat_ids = list(getattr(pl_module, "category_ids", []))
         for det in prediction:
-            path = det["path"]
-            boxes, scores, labels, keep = self.add_detections(det, cat_ids)
-            drawn = draw_detections(
-                read_image(path),
-                [boxes[i] for i in keep],
-                [labels[i] for i in keep],
-                [scores[i] for i in keep],
-                names,
-                self.line_width,
-            )
-            Image.fromarray(drawn).save(self.target(path, ".jpg"), quality=90)
+            self.write_image(det, names, cat_ids)
+
+    def write_image(self, det: dict[str, Any], names: list[str], cat_ids: list[int]) -> None:
+        """Add one image's detections to the results (``add_detections``) and write its
+        picture; a writer of other pictures overrides this.
+
+        Args:
+            det: ``path`` of the input image and its ``boxes``, ``scores`` and ``labels``.
+            names: class names by label.
+            cat_ids: COCO category id by label.
+        """
+        path = det["path"]
+        boxes, scores, labels, keep = self.add_detections(det, cat_ids)
+        drawn = draw_detections(
+            read_image(path),
+            [boxes[i] for i in keep],
+            [labels[i] for i in keep],
+            [scores[i] for i in keep],
+            names,
+            self.line_width,
+        )
+        Image.fromarray(drawn).save(self.target(path, ".jpg"), quality=90)
 
     def add_detections(
         self, det: dict[str, Any], cat_ids: list[int]
@@ -234,10 +251,8 @@ class SegmentationPredictionWriter(_FolderWriter):
         self, output_dir: str | None = None, overlay: bool = True, alpha: float = 0.5
     ) -> None:
         super().__init__(output_dir, write_interval="batch")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.overlay = overlay
-        self.alpha = alpha
+        self.alpha = checked_fraction("alpha", alpha)
         self._count = 0
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -316,5 +331,6 @@ __all__ = [
     "ClassificationPredictionWriter",
     "DetectionPredictionWriter",
     "SegmentationPredictionWriter",
+    "checked_fraction",
     "output_stems",
 ]

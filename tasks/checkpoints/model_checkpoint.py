@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckp
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 
-from tasks.checkpoint_io import non_finite_tensors, quote
+from tasks.checkpoints.io import non_finite_tensors, quote
 from tasks.peer_failure import is_peer_failure
 
 #: entries of a ModelCheckpoint state that name files the callback may later delete

@@ -1,8 +1,8 @@
 """The ``mobilezoo`` command: LightningCLI with fit, validate, test and predict, plus
 ``mobilezoo export`` (ONNX, parity check, int8; see ``tasks.export``), ``mobilezoo weights``
-and ``mobilezoo convert`` (named weights, TF import; see ``tasks.weights_cli``) and
-``mobilezoo plot`` (the curves of a finished run; see ``tasks.plots``) and ``mobilezoo
-configs`` (the shipped recipes, which ``-c <name>`` also finds; see ``tasks.configs``)."""
+and ``mobilezoo convert`` (named weights, TF import; see ``tasks.cli.weights``) and
+``mobilezoo plot`` (the curves of a finished run; see ``tasks.viz.plots``) and ``mobilezoo
+configs`` (the shipped recipes, which ``-c <name>`` also finds; see ``tasks.cli.configs``)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ import tasks
 from backbones.weights import WeightsError
 from tasks.base import BaseTask
 from tasks.callbacks import FiniteLossCheck, LearningRateLog, MetricsSummary
-from tasks.checkpoint_cost import check_checkpoint_state, check_model_cost
-from tasks.checkpoint_hparams import check_hparams, merge_hparams, saved_hparams, task_hparams
-from tasks.checkpoint_io import (
+from tasks.checkpoints.cost import check_checkpoint_state, check_model_cost
+from tasks.checkpoints.hparams import check_hparams, merge_hparams, saved_hparams, task_hparams
+from tasks.checkpoints.io import (
     CheckpointError,
     check_lightning_version,
     fetch_checkpoint,
@@ -38,24 +38,24 @@ from tasks.checkpoint_io import (
     read_checkpoint,
     shorten,
 )
-from tasks.checkpoint_names import NAMES, resolve_checkpoint_name
-from tasks.cli_errors import ConfigError, instantiation_error
-from tasks.cli_session import (
+from tasks.checkpoints.names import NAMES, resolve_checkpoint_name
+from tasks.cli.configs import resolve_config_args
+from tasks.cli.errors import instantiation_error
+from tasks.cli.session import (
     add_session_arguments,
     after_instantiate,
     mobilezoo_parser_kwargs,
     parse_or_exit,
     parse_with_short_errors,
 )
+from tasks.config_limits import ConfigError, optimizer_problem
 from tasks.config_limits import install as install_bounded_yaml
-from tasks.config_limits import optimizer_problem
-from tasks.configs import resolve_config_args
 from tasks.data.io import BadSampleError
 from tasks.data.summary import DataSummary
 from tasks.data.validate import AnnotationError
-from tasks.figures import EvaluationFigures
 from tasks.peer_failure import peer_failure, stop_children
 from tasks.task_classes import registered_tasks
+from tasks.viz.figures import EvaluationFigures
 
 log = logging.getLogger("mobilezoo")
 
@@ -79,13 +79,13 @@ class MobileZooCLI(LightningCLI):
     """LightningCLI over the zoo's tasks (``model:``) and data modules (``data:``).
 
     Unlike LightningCLI, a checkpoint's hyper-parameters do not silently override the
-    command line (``tasks.checkpoint_hparams`` states the rule), checkpoints are untrusted
+    command line (``tasks.checkpoints.hparams`` states the rule), checkpoints are untrusted
     (read with ``weights_only=True``, URLs verified, their task class checked against the
     zoo's, their values bounded), and every config is bounds-checked before anything is built.
     """
 
     def __init__(self, *args, parser_kwargs=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        # program name, help text, no abbreviated keys (see tasks.cli_session)
+        # program name, help text, no abbreviated keys (see tasks.cli.session)
         kwargs["parser_kwargs"] = parser_kwargs or mobilezoo_parser_kwargs(self.subcommands())
         install_bounded_yaml()  # nesting and alias expansion of YAML bounded
         super().__init__(*args, **kwargs)
@@ -271,44 +271,48 @@ def _linked_from_data(config: Namespace, explicit: Namespace) -> dict[str, Any]:
     }
 
 
+#: errors of an input the user gave: untrusted or unusable checkpoints, annotation files and
+#: images, configs that cannot run, a data set folder or file that is not there
+_INPUT_ERRORS = (CheckpointError, AnnotationError, BadSampleError, ConfigError, FileNotFoundError)
+#: the exit code when another process of the run was lost (2: the input was bad)
+_PEER_LOST = 1
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``mobilezoo`` console script."""
     try:
         _run(args)
-    except (
-        CheckpointError,
-        AnnotationError,
-        BadSampleError,
-        ConfigError,
-        FileNotFoundError,
-    ) as err:
-        # Untrusted or unusable checkpoints, annotation files and images, configs that
-        # cannot run, a data set folder or file that is not there: one line naming the file
-        # or option and the problem, no traceback.
-        sys.stderr.write(f"mobilezoo: error: {_own_message(err)}\n")
-        raise SystemExit(2) from None
-    except ValueError as err:
-        # Weights that cannot be used reach here wrapped by jsonargparse (the task's
-        # __init__ loads them while the config is instantiated): report the cause, one line.
-        cause = _weights_error(err)
-        if cause is None:
-            raise
-        sys.stderr.write(f"mobilezoo: error: {cause}\n")
-        raise SystemExit(2) from None
     except SIGTERMException:
         # Lightning stops cleanly on SIGTERM (checkpoint callbacks with save_on_exception
         # save first) but exits 0; job schedulers expect 128 + SIGTERM.
         raise SystemExit(143) from None
     except Exception as err:
-        # Another process of a DDP run died or hung (also when a hook that ran on the way
-        # out failed in turn): one line saying so, not gloo's or NCCL's traceback (see
-        # tasks.peer_failure).
-        line = peer_failure(err)
-        if line is None:
+        reported = _error_line(err)
+        if reported is None:
             raise
+        line, code = reported
         sys.stderr.write(f"mobilezoo: error: {line}\n")
-        stop_children()  # a hung rank this process launched would outlive the run
-        raise SystemExit(1) from None
+        if code == _PEER_LOST:
+            stop_children()  # a hung rank this process launched would outlive the run
+        raise SystemExit(code) from None
+
+
+def _error_line(err: Exception) -> tuple[str, int] | None:
+    """The one line (no traceback) and the exit code that report ``err``; ``None`` for an
+    error that keeps its traceback."""
+    if isinstance(err, _INPUT_ERRORS):
+        # one line naming the file or option and the problem
+        return _own_message(err), 2
+    if isinstance(err, ValueError):
+        # Weights that cannot be used reach here wrapped by jsonargparse (the task's
+        # __init__ loads them while the config is instantiated): the cause, one line.
+        cause = _weights_error(err)
+        return (str(cause), 2) if cause is not None else None
+    # Another process of a DDP run died or hung (also when a hook that ran on the way out
+    # failed in turn): one line saying so, not gloo's or NCCL's traceback (see
+    # tasks.peer_failure).
+    line = peer_failure(err)
+    return (line, _PEER_LOST) if line is not None else None
 
 
 def _weights_error(err: BaseException) -> WeightsError | None:
@@ -373,7 +377,7 @@ def export_main(args: list[str]) -> None:
 def _run(args: list[str] | None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["configs"]:
-        from tasks.configs import configs_main
+        from tasks.cli.configs import configs_main
 
         configs_main(argv[1:])
         return
@@ -381,12 +385,12 @@ def _run(args: list[str] | None) -> None:
         export_main(argv[1:])
         return
     if argv[:1] in (["weights"], ["convert"]):  # named weights and TF import
-        from tasks.weights_cli import convert_main, weights_main
+        from tasks.cli.weights import convert_main, weights_main
 
         (weights_main if argv[0] == "weights" else convert_main)(argv[1:])
         return
     if argv[:1] == ["plot"]:
-        from tasks.plots import plot_main
+        from tasks.viz.plots import plot_main
 
         plot_main(argv[1:])
         return
@@ -406,7 +410,3 @@ def _run(args: list[str] | None) -> None:
         auto_configure_optimizers=False,
         args=args,
     )
-
-
-if __name__ == "__main__":
-    main()

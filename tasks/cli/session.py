@@ -14,8 +14,8 @@ from jsonargparse import ArgumentError
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from tasks.cli_errors import short_error
-from tasks.run_dirs import checkpoint_run_dir, evaluation_dir
+from tasks.checkpoints.run_dirs import checkpoint_run_dir, evaluation_dir
+from tasks.cli.errors import short_error
 
 DESCRIPTION = (
     "mobilezoo: MobileNetV2 with SSDLite detection, Mobile DeepLabv3 segmentation and a "
@@ -149,7 +149,7 @@ def after_instantiate(cli: Any) -> None:
     config = cli.config[subcommand]
     threshold = config.get("draw_threshold")
     if threshold is not None:
-        from tasks.prediction_writers import DetectionPredictionWriter
+        from tasks.writers.predictions import DetectionPredictionWriter
 
         for callback in cli.trainer.callbacks:
             if isinstance(callback, DetectionPredictionWriter):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tasks.checkpoint_io import CheckpointError, check_finite, quote, shorten
+from tasks.checkpoints.io import CheckpointError, check_finite, quote, shorten
 
 #: default of ``MOBILEZOO_MAX_MODEL_GIB``: largest parameters + buffers, and largest
 #: activations of one image, in GiB (the zoo's largest recipe needs well under 1)

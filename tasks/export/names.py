@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from heads import builder_of_kind
-from tasks.run_dirs import checkpoint_run_dir
+from tasks.checkpoints.run_dirs import checkpoint_run_dir
 
 
 def default_stem(source: str | Path, kind: str, builder_args: dict[str, Any] | None = None) -> str:

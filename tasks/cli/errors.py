@@ -23,11 +23,6 @@ _STRUCTURE = (
 _REASON_CHARS = 300
 
 
-class ConfigError(ValueError):
-    """A config that cannot run: an option out of range, a class that refused its arguments,
-    a model that does not fit the data. The CLI prints the message as one line and exits 2."""
-
-
 _NOT_ACCEPTED = re.compile(r"Parser key \"([\w.]+)\".*?Option '(\w+)' is not accepted", re.S)
 
 

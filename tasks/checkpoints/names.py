@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tasks.checkpoint_io import CheckpointError, quote, read_checkpoint
+from tasks.checkpoints.io import CheckpointError, quote, read_checkpoint
 
 #: the values of ``--ckpt_path`` resolved here
 NAMES = ("last", "best")

@@ -86,7 +86,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     _check_records(local)
     try:
         # Mapped, not read: a tensor is only read when used, so one that does not belong
-        # to the model costs no memory (tasks.checkpoint_cost compares them first).
+        # to the model costs no memory (tasks.checkpoints.cost compares them first).
         ckpt = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # zip, pickle and weights_only errors all mean "not readable"
         raise CheckpointError(f"checkpoint {local} ({size} bytes) cannot be read: "

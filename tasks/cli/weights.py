@@ -2,7 +2,7 @@
 file into a weights file for the builders and the tasks' ``weights`` option).
 
 Plain argparse over the model side (``heads.pretrained``, ``heads.tf_import``): no
-Lightning; ``tasks.cli`` hands these two commands over before LightningCLI starts."""
+Lightning; ``tasks.cli.command`` hands these two commands over before LightningCLI starts."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from tasks.classification import ClassificationTask
 from tasks.data.seg_transforms import voc_palette
 from tasks.detection import DetectionTask
 from tasks.segmentation import SegmentationTask
-from tasks.visualize import denormalize, draw_detections, draw_topk, overlay_mask
+from tasks.viz.draw import denormalize, draw_detections, draw_topk, overlay_mask
 
 
 # -- example images ------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def evaluation_figures(
 ) -> dict[str, Any]:
     """``{name: matplotlib figure}`` of the last finished evaluation with ``prefix``; class
     names from the task, else the data module (``classes`` or ``class_names``)."""
-    from tasks import plots
+    from tasks.viz import plots
 
     if isinstance(module, DetectionTask):
         evaluator = module._evaluators.get("test" if prefix == "test" else "validate")
@@ -282,7 +282,7 @@ class EvaluationFigures(Callback):
         except ImportError as err:  # matplotlib missing
             rank_zero_info(f"evaluation figures skipped ({err}); pip install matplotlib")
             return
-        from tasks.plots import save_figure
+        from tasks.viz.plots import save_figure
 
         folder = run / "plots"
         for name, fig in figures.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from tasks.checkpoint_io import CheckpointError, quote
+from tasks.checkpoints.io import CheckpointError, quote
 
 log = logging.getLogger("mobilezoo")
 

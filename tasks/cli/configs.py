@@ -13,7 +13,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parents[1] / "configs"
+_CHECKOUT = Path(__file__).resolve().parents[2] / "configs"
 _SHARE = "share/mobilezoo/configs"
 _CONFIG_OPTIONS = ("-c", "--config")
 
