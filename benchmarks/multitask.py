@@ -201,6 +201,7 @@ def train_demo(
     steps: int, threads: int, root: str | None, which: tuple[str, ...] = TRAIN_MODELS[:3]
 ) -> list[list[object]]:
     import tasks  # noqa: F401  (albumentations set-up)
+    from heads import MultiBoxLossOptions
     from tasks.coco_eval import STAT_NAMES, COCOEvaluator, detections_to_coco
     from tasks.data.base import LoaderOptions
     from tasks.data.demo.multitask import DemoMultiTaskDataModule
@@ -212,16 +213,17 @@ def train_demo(
     dm.setup("fit")
     dm.setup("validate")
     ncls = dm.num_classes
+    tf_mining = MultiBoxLossOptions(min_negatives=3)
     builders = {
         "joint": lambda: ssdlite_deeplabv3_mobilenet_v2(
-            ncls, ncls + 1, width_mult=0.5, image_size=128, min_negatives=3
+            ncls, ncls + 1, width_mult=0.5, image_size=128, loss=tf_mining
         ),
         "ssdlite": lambda: ssdlite_mobilenet_v2(
-            ncls, width_mult=0.5, image_size=128, min_negatives=3
+            ncls, width_mult=0.5, image_size=128, loss=tf_mining
         ),
         "deeplab": lambda: deeplabv3_mobilenet_v2(ncls + 1, width_mult=0.5),
         "joint_noskip": lambda: ssdlite_deeplabv3_mobilenet_v2(
-            ncls, ncls + 1, width_mult=0.5, image_size=128, min_negatives=3, seg_skip=None
+            ncls, ncls + 1, width_mult=0.5, image_size=128, loss=tf_mining, seg_skip=None
         ),
     }
     labels = {

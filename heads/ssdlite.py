@@ -19,9 +19,9 @@ from backbones.registry import register_model
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
 from heads.categories import coco_categories
-from heads.detection_loss import MultiBoxLoss
+from heads.detection_loss import MultiBoxLoss, MultiBoxLossOptions
 from heads.outputs import DetectorOutputs
-from heads.postprocess import ScoreActivation, SSDPostprocessor
+from heads.postprocess import PostprocessOptions, ScoreActivation, SSDPostprocessor
 from heads.pretrained import TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
 from heads.weights_loader import BACKBONE_ARCHITECTURE, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
@@ -110,8 +110,11 @@ class SSDLite(nn.Module):
         extra_depths: output channels of the extra layers.
         anchor_layout: ``"tf"`` (2034 anchors at 320) or ``"torchvision"`` (3234).
         min_scale, max_scale: anchor scales of the first and last map.
-        loss: the multibox loss (default ``MultiBoxLoss()``).
-        postprocessor: detection post-processing (default ``SSDPostprocessor()``).
+        loss: matching and hard negative mining of the multibox loss
+            (``MultiBoxLossOptions``).
+        postprocess: thresholds and caps of the detections (``PostprocessOptions``).
+        score_activation: ``"softmax"`` or ``"sigmoid"`` class scores (see
+            ``SSDPostprocessor``).
         image_size: the square input size the model is meant for; informative only,
             anchors follow the actual input.
         padding: of the extra layers' stride-2 convs: ``"torch"`` (symmetric) or ``"tf"``
@@ -140,8 +143,9 @@ class SSDLite(nn.Module):
         anchor_layout: AnchorLayout = "tf",
         min_scale: float = 0.2,
         max_scale: float = 0.95,
-        loss: MultiBoxLoss | None = None,
-        postprocessor: SSDPostprocessor | None = None,
+        loss: MultiBoxLossOptions = MultiBoxLossOptions(),
+        postprocess: PostprocessOptions = PostprocessOptions(),
+        score_activation: ScoreActivation = "softmax",
         image_size: int = 320,
         padding: Padding = "torch",
     ) -> None:
@@ -165,8 +169,8 @@ class SSDLite(nn.Module):
             num_classes,
         )
         box_coder = BoxCoder()
-        self.loss = loss or MultiBoxLoss(box_coder)
-        self.postprocessor = postprocessor or SSDPostprocessor(box_coder)
+        self.loss = MultiBoxLoss(box_coder, loss)
+        self.postprocessor = SSDPostprocessor(box_coder, postprocess, score_activation)
         self.num_classes = num_classes
         self.image_size = image_size  # the intended input size (export, benchmarks)
         for module in [*self.extras.modules(), *self.head.modules()]:
@@ -299,11 +303,8 @@ def ssdlite_mobilenet_v2(
     weights_backbone: str | Path | None = None,
     anchor_layout: AnchorLayout = "tf",
     frozen_stages: int = 0,
-    score_threshold: float = 0.001,
-    nms_iou: float = 0.55,
-    max_detections: int = 100,
-    neg_pos_ratio: float = 3.0,
-    min_negatives: int = 0,
+    postprocess: PostprocessOptions = PostprocessOptions(),
+    loss: MultiBoxLossOptions = MultiBoxLossOptions(),
     divisible_by: int = 8,
     padding: Padding = "torch",
     score_activation: ScoreActivation = "softmax",
@@ -323,8 +324,10 @@ def ssdlite_mobilenet_v2(
             ``divisible_by`` and ``padding`` (an explicit other value is refused).
         anchor_layout: ``"tf"`` (2034 anchors at 320) or ``"torchvision"`` (3234).
         frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
-        score_threshold, nms_iou, max_detections: post-processing (see ``SSDPostprocessor``).
-        neg_pos_ratio, min_negatives: hard negative mining (see ``MultiBoxLoss``).
+        postprocess: score threshold, NMS IoU, detections per image, ...: a
+            ``heads.PostprocessOptions``, e.g. ``PostprocessOptions(score_threshold=0.3)``.
+        loss: matching and hard negative mining: a ``heads.MultiBoxLossOptions``, e.g.
+            ``MultiBoxLossOptions(min_negatives=3)``.
         divisible_by: backbone channel rounding (see ``backbones.MobileNetV2``).
         padding: ``"torch"`` or ``"tf"`` ("SAME") for the backbone and the extra layers.
         score_activation: ``"softmax"`` or ``"sigmoid"`` class scores (see
@@ -370,19 +373,13 @@ def ssdlite_mobilenet_v2(
     )
     if weights_backbone is not None:
         load_backbone_weights(backbone, weights_backbone, "ssdlite_mobilenet_v2")
-    box_coder = BoxCoder()
     model = SSDLite(
         backbone,
         num_classes,
         anchor_layout=anchor_layout,
-        loss=MultiBoxLoss(box_coder, neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives),
-        postprocessor=SSDPostprocessor(
-            box_coder,
-            score_threshold=score_threshold,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
-            score_activation=arch["score_activation"],
-        ),
+        loss=loss,
+        postprocess=postprocess,
+        score_activation=arch["score_activation"],
         image_size=image_size,
         padding=padding,
     )

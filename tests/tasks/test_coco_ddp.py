@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from heads import PostprocessOptions
 from tasks.coco_eval import COCOEvaluator, evaluate_coco
 from tasks.data.base import LoaderOptions
 from tests.tasks.test_coco_eval import make_ground_truth, make_results
@@ -73,8 +74,8 @@ def test_detection_task_validate_ddp_spawn_equals_one_process(tmp_path):
         )  # fmt: skip
         torch.manual_seed(0)
         task = DetectionTask(
-            num_classes=3, width_mult=0.35, image_size=64, score_threshold=0.0,
-            max_detections=300, nms_iou=0.9,
+            num_classes=3, width_mult=0.35, image_size=64,
+            postprocess=PostprocessOptions(score_threshold=0.0, max_detections=300, nms_iou=0.9),
         )  # fmt: skip
         # Untrained, with zero box deltas the detections are the anchors with random
         # scores: non-zero COCO numbers that depend on every image.

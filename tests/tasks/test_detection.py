@@ -56,7 +56,7 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
             "predict", *common,
             f"--data.init_args.predict_dir={images}",
             f"--trainer.callbacks.init_args.output_dir={preds}",
-            "--model.init_args.score_threshold=0.0",
+            "--model.init_args.postprocess.score_threshold=0.0",
             "--trainer.enable_progress_bar=false",
             "--draw_threshold=0.0",  # the command-line option reaches the writer
         ]

@@ -16,6 +16,7 @@ from lightning.pytorch import Trainer
 from PIL import Image
 from torch import Tensor
 
+from heads import MultiBoxLossOptions, PostprocessOptions
 from heads.deeplabv3 import deeplabv3_mobilenet_v2
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks import MultiTaskTask
@@ -81,7 +82,7 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
             "predict", *common,
             f"--data.init_args.predict_dir={images}",
             f"--trainer.callbacks.init_args.output_dir={preds}",
-            "--model.init_args.score_threshold=0.0",
+            "--model.init_args.postprocess.score_threshold=0.0",
             "--trainer.enable_progress_bar=false",
             "--draw_threshold=0.0",
         ]
@@ -102,7 +103,7 @@ def test_both_metrics_equal_the_reference_computations(tmp_path):
     dm = _demo(
         tmp_path, loader=LoaderOptions(batch_size=16, eval_batch_size=2)
     )  # 5 images: batches of 2, 2, 1
-    task = MultiTaskTask(**SMALL, score_threshold=0.0)
+    task = MultiTaskTask(**SMALL, postprocess=PostprocessOptions(score_threshold=0.0))
     trainer = _trainer(tmp_path)
     trainer.validate(task, dm)
     logged = trainer.callback_metrics
@@ -222,7 +223,7 @@ def test_both_losses_fall_when_overfitting_a_few_images(tmp_path):
     dm = _demo(tmp_path, num_train=8, loader=LoaderOptions(batch_size=8), augmentation="none")
     task = MultiTaskTask(
         **SMALL,
-        min_negatives=3,
+        loss=MultiBoxLossOptions(min_negatives=3),
         optimizer=lambda params: torch.optim.AdamW(params, lr=0.004),
     )
     dm.prepare_data()
