@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from heads import PostprocessOptions
 from tasks.coco_eval import COCOEvaluator, evaluate_coco
 from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tests.tasks.test_coco_eval import make_ground_truth, make_results
 
 
@@ -69,7 +70,7 @@ def test_detection_task_validate_ddp_spawn_equals_one_process(tmp_path):
 
     def run(devices: int, eval_batch_size: int = 2) -> dict[str, float]:
         dm = DemoDetectionDataModule(
-            root=str(tmp_path / "demo"), num_train=2, num_val=7, generated_size=64,
+            root=str(tmp_path / "demo"), scene=SceneOptions(num_train=2, num_val=7, generated_size=64),
             image_size=64, loader=LoaderOptions(batch_size=2, eval_batch_size=eval_batch_size),
         )  # fmt: skip
         torch.manual_seed(0)

@@ -67,8 +67,8 @@ def test_a_group_value_from_the_command_line_reaches_the_model(tmp_path, monkeyp
         DetectionTask, "on_fit_start", lambda self: seen.update(model=self.model) or None
     )
     cli_main(["fit", "-c", DET, f"--data.init_args.root={tmp_path / 'demo'}",
-              "--data.init_args.num_train=2", "--data.init_args.num_val=1",
-              "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+              "--data.init_args.scene.num_train=2", "--data.init_args.scene.num_val=1",
+              "--data.init_args.scene.generated_size=64", "--data.init_args.image_size=64",
               "--data.init_args.loader.batch_size=2", "--model.init_args.width_mult=0.35",
               "--model.init_args.postprocess.nms_iou=0.7",
               "--model.init_args.loss.neg_pos_ratio=2", "--trainer.logger=false",

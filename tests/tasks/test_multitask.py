@@ -23,6 +23,7 @@ from tasks import MultiTaskTask
 from tasks.cli import main as cli_main
 from tasks.coco_eval import evaluate_coco
 from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tasks.data.demo.multitask import DemoMultiTaskDataModule, make_multitask_demo
 from tasks.segmentation_metrics import confusion_matrix, iou_from_confusion
 
@@ -30,8 +31,11 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}
 
 
-def _demo(tmp_path: Path, **kwargs) -> DemoMultiTaskDataModule:
-    args = {"num_train": 6, "num_val": 5, "generated_size": 64, "image_size": 64}
+def _demo(tmp_path: Path, num_train: int = 6, **kwargs) -> DemoMultiTaskDataModule:
+    args = {
+        "scene": SceneOptions(num_train=num_train, num_val=5, generated_size=64),
+        "image_size": 64,
+    }
     return DemoMultiTaskDataModule(root=str(tmp_path / "demo"), **{**args, **kwargs})
 
 
@@ -68,8 +72,8 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
     common = [
         "-c", str(CONFIGS / "multitask_demo_ssdlite_deeplabv3_mobilenetv2.yaml"),
         f"--trainer.default_root_dir={out}",
-        "--data.init_args.num_train=6",
-        "--data.init_args.num_val=3",
+        "--data.init_args.scene.num_train=6",
+        "--data.init_args.scene.num_val=3",
         "--data.init_args.loader.batch_size=2",
         "--model.init_args.width_mult=0.35",
     ]  # fmt: skip

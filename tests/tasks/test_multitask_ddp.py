@@ -13,13 +13,14 @@ from lightning.pytorch import Trainer, seed_everything
 from heads import PostprocessOptions
 from tasks import ModelCheckpoint, MultiTaskTask, WarmupCosineLR
 from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tasks.data.demo.multitask import DemoMultiTaskDataModule
 
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}
 
 
 def _data(root: Path, **kwargs) -> DemoMultiTaskDataModule:
-    args = {"num_train": 10, "num_val": 7, "generated_size": 64, "image_size": 64}
+    args = {"scene": SceneOptions(num_train=10, num_val=7, generated_size=64), "image_size": 64}
     return DemoMultiTaskDataModule(root=str(root), **{**args, **kwargs})
 
 

@@ -119,8 +119,8 @@ def test_a_given_image_size_that_disagrees_with_the_data_is_one_line(
     config = CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "-c", str(config), f"--data.init_args.root={tmp_path / 'demo'}",
-                  "--data.init_args.num_train=2", "--data.init_args.num_val=1",
-                  "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+                  "--data.init_args.scene.num_train=2", "--data.init_args.scene.num_val=1",
+                  "--data.init_args.scene.generated_size=64", "--data.init_args.image_size=64",
                   "--model.init_args.image_size=96", "--model.init_args.width_mult=0.35",
                   "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
                   "--trainer.max_steps=1"])  # fmt: skip
