@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -26,7 +26,18 @@ from tasks.checkpointing import checked_callback_state
 from tasks.cli_errors import ConfigError
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
+_Group = TypeVar("_Group")
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def option_group(cls: type[_Group], value: _Group | Mapping[str, Any]) -> _Group:
+    """``value`` as the frozen option group ``cls`` (``heads.PostprocessOptions``, ...).
+
+    A task's checkpoint saves each group as its dict (``BaseTask.__init__``), and code that
+    rebuilds a task from a checkpoint's hyper-parameters (``tasks.export.load_checkpoint``)
+    passes that dict back; the config parser builds the group itself.
+    """
+    return value if isinstance(value, cls) else cls(**value)
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:

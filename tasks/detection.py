@@ -15,7 +15,7 @@ from heads.anchors import AnchorLayout
 from heads.detection_loss import MultiBoxLossOptions
 from heads.postprocess import PostprocessOptions, ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
-from tasks.base import BaseTask
+from tasks.base import BaseTask, option_group
 from tasks.categories import checked_categories, matched_categories
 from tasks.coco_eval import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics import SetMean
@@ -230,8 +230,9 @@ class DetectionTask(COCOEvaluation, BaseTask):
             {"width_mult": width_mult, "image_size": image_size, "anchor_layout": anchor_layout,
              "divisible_by": divisible_by, "padding": padding,
              "score_activation": score_activation},
-            num_classes=num_classes, frozen_stages=frozen_stages, postprocess=postprocess,
-            loss=loss,
+            num_classes=num_classes, frozen_stages=frozen_stages,
+            postprocess=option_group(PostprocessOptions, postprocess),
+            loss=option_group(MultiBoxLossOptions, loss),
         )  # fmt: skip
         self.num_classes = num_classes
         self.image_size = image_size

@@ -18,7 +18,7 @@ from heads.anchors import AnchorLayout
 from heads.detection_loss import MultiBoxLossOptions
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from heads.postprocess import PostprocessOptions
-from tasks.base import BaseTask
+from tasks.base import BaseTask, option_group
 from tasks.coco_eval import EvalBackend
 from tasks.detection import COCOEvaluation, to_original_pixels
 from tasks.segmentation import SegmentationEvaluation
@@ -159,7 +159,8 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
              "aspp": aspp, "anchor_layout": anchor_layout},
             num_det_classes=num_det_classes, num_seg_classes=num_seg_classes,
             image_size=image_size, seg_skip=seg_skip, seg_dropout=seg_dropout,
-            frozen_stages=frozen_stages, postprocess=postprocess, loss=loss,
+            frozen_stages=frozen_stages, postprocess=option_group(PostprocessOptions, postprocess),
+            loss=option_group(MultiBoxLossOptions, loss),
         )  # fmt: skip
         if segmentation_checkpoint is not None:
             with _naming("segmentation_checkpoint", segmentation_checkpoint):

@@ -134,8 +134,8 @@ def test_overfits_a_few_images(tmp_path):
     dm = DemoDetectionDataModule(
         root=str(tmp_path / "demo"), image_size=96, empty_fraction=0.0,
         scene=SceneOptions(num_train=4, num_val=4, generated_size=96, max_objects=2,
-                           min_object_size=0.3, max_object_size=0.6),
-        augmentation="none", loader=LoaderOptions(batch_size=4), seed=3,
+                           min_object_size=0.3, max_object_size=0.6, seed=3),
+        augmentation="none", loader=LoaderOptions(batch_size=4),
     )  # fmt: skip
     dm.val_split = dm.train_split  # evaluate on the training images
     task = DetectionTask(

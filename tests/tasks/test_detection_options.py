@@ -131,3 +131,30 @@ def test_a_value_out_of_range_is_one_line_through_the_cli(capsys, monkeypatch) -
     assert capsys.readouterr().err.strip().splitlines() == [
         "mobilezoo: error: model (tasks.DetectionTask): nms_iou must be in (0, 1], got 0.0"
     ]
+
+
+@pytest.mark.parametrize("task_cls", [DetectionTask, MultiTaskTask], ids=lambda c: c.__name__)
+def test_a_checkpoint_written_by_the_trainer_rebuilds_the_model_with_its_groups(
+    task_cls, tmp_path
+) -> None:  # fmt: skip
+    """``load_checkpoint`` (export, benchmarks) rebuilds the task from the saved dicts."""
+    import lightning
+
+    from tasks.export import load_checkpoint
+
+    small = {"width_mult": 0.35, "image_size": 64}
+    small.update({"num_classes": 2} if task_cls is DetectionTask else {"num_det_classes": 2})
+    task = task_cls(**small, postprocess=PostprocessOptions(score_threshold=0.25),
+                    loss=MultiBoxLossOptions(min_negatives=3))  # fmt: skip
+    trainer = lightning.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(tmp_path / "task.ckpt")
+    model = load_checkpoint(tmp_path / "task.ckpt")
+    detector = getattr(model, "detector", model)
+    assert detector.postprocessor.options == PostprocessOptions(score_threshold=0.25)
+    assert detector.loss.options == MultiBoxLossOptions(min_negatives=3)
+    with torch.no_grad():
+        (det,) = model(torch.randn(1, 3, 64, 64))
+    assert bool((det["scores"] > 0.25).all())
