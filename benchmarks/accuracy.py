@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,17 +132,16 @@ def pruning_map_change(ckpt: str) -> tuple[float, float]:
     dm.prepare_data()
     dm.setup("validate")
     post = model.postprocessor
-    budget = post.topk_candidates
+    budgeted = post.options
     out = []
-    for topk in (None, budget):
-        post.topk_candidates = topk
+    for options in (replace(budgeted, topk_candidates=None), budgeted):
+        post.options = options
         metric = MeanAveragePrecision(backend="pycocotools")
         for images, targets in dm.val_dataloader():
             with torch.no_grad():
                 preds = model(images)
             metric.update(preds, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
         out.append(100.0 * float(metric.compute()["map"]))
-    post.topk_candidates = budget
     return out[0], out[1]
 
 

@@ -18,27 +18,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
 from backbones import count_madds, count_parameters
+from benchmarks.timing import median_ms
 from heads.ssdlite import ssdlite_mobilenet_v2
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "detection_demo_ssdlite_mobilenetv2.yaml"
 STATS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100")
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def _random_targets(batch: int, size: int, num_classes: int, one_based: bool) -> list[dict]:
@@ -75,8 +66,8 @@ def compare(size: int, train_batch: int, repeats: int) -> None:
             theirs([x[0]])
         lat_ours, lat_theirs = [], []
         for _ in range(repeats):  # interleaved
-            lat_ours.append(_median_ms(lambda: ours(x), 1))
-            lat_theirs.append(_median_ms(lambda: theirs([x[0]]), 1))
+            lat_ours.append(median_ms(lambda: ours(x), warmup=0, repeats=1))
+            lat_theirs.append(median_ms(lambda: theirs([x[0]]), warmup=0, repeats=1))
     latency = (statistics.median(lat_ours), statistics.median(lat_theirs))
 
     images = torch.rand(train_batch, 3, size, size) * 2 - 1
@@ -103,8 +94,8 @@ def compare(size: int, train_batch: int, repeats: int) -> None:
     step_theirs()
     steps_ours, steps_theirs = [], []
     for _ in range(max(2, repeats // 10)):
-        steps_ours.append(_median_ms(step_ours, 1))
-        steps_theirs.append(_median_ms(step_theirs, 1))
+        steps_ours.append(median_ms(step_ours, warmup=0, repeats=1))
+        steps_theirs.append(median_ms(step_theirs, warmup=0, repeats=1))
     throughput = (
         train_batch / statistics.median(steps_ours) * 1000,
         train_batch / statistics.median(steps_theirs) * 1000,

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.complexity import count_madds, count_parameters
-from benchmarks.timing import interleaved_medians
+from benchmarks.timing import interleaved_medians, settle_batchnorm
 from heads.inference import DetectorEnd2End, RawGraph, optimize_for_inference
 from tasks.export import export_onnx, ort_session, quantize_int8
 
@@ -121,25 +121,11 @@ def build_pairs(quick: bool) -> list[Pair]:
     for pair in pairs:
         pair.model.eval()
         pair.peer.eval()
-        _settle_batchnorm(pair.model, pair.size)
+        settle_batchnorm(pair.model, pair.size)
         if pair.kind == "segmenter":
             pair.peer_graph = _PeerSegmenter(pair.peer)
         pair.peer_graph = pair.peer_graph or pair.peer
     return pairs
-
-
-def _settle_batchnorm(model: nn.Module, size: int) -> None:
-    """Give BatchNorm realistic statistics (one training-mode batch): a fresh network's
-    activations shrink layer by layer and would time denormal arithmetic, not the model."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        (model.forward_raw if hasattr(model, "forward_raw") else model)(
-            torch.randn(2, 3, size, size)
-        )
-    model.eval()
 
 
 def complexity(pair: Pair) -> dict[str, float]:

@@ -32,25 +32,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backbones.complexity import count_madds, count_parameters  # noqa: E402
-from benchmarks.timing import interleaved_medians, markdown_table  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    interleaved_medians,
+    markdown_table,
+    settle_batchnorm,
+)
 from heads.deeplabv3 import deeplabv3_mobilenet_v2  # noqa: E402
 from heads.inference import RawGraph, optimize_for_inference  # noqa: E402
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2  # noqa: E402
 from heads.ssdlite import ssdlite_mobilenet_v2  # noqa: E402
-
-
-def _settle(model: nn.Module, size: int) -> nn.Module:
-    """One training-mode batch gives BatchNorm realistic statistics (a fresh network's
-    shrinking activations would time denormal arithmetic, not the model)."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 1.0
-    model.train()
-    with torch.no_grad():
-        (model.forward_raw if hasattr(model, "forward_raw") else model)(
-            torch.randn(2, 3, size, size)
-        )
-    return model.eval()
 
 
 # -- complexity ----------------------------------------------------------------------------
@@ -129,9 +119,9 @@ def latency_rows(
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    joint = _settle(ssdlite_deeplabv3_mobilenet_v2(det, seg), size)
-    ssd = _settle(ssdlite_mobilenet_v2(det), size)
-    dl = _settle(deeplabv3_mobilenet_v2(seg, output_stride=16), size)
+    joint = settle_batchnorm(ssdlite_deeplabv3_mobilenet_v2(det, seg), size)
+    ssd = settle_batchnorm(ssdlite_mobilenet_v2(det), size)
+    dl = settle_batchnorm(deeplabv3_mobilenet_v2(seg, output_stride=16), size)
     x = torch.randn(1, 3, size, size)
     xc = x.contiguous(memory_format=torch.channels_last)
     xn = x.numpy()
@@ -201,9 +191,10 @@ def train_demo(
     steps: int, threads: int, root: str | None, which: tuple[str, ...] = TRAIN_MODELS[:3]
 ) -> list[list[object]]:
     import tasks  # noqa: F401  (albumentations set-up)
+    from heads import MultiBoxLossOptions
+    from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, detections_to_coco
     from tasks.data.base import LoaderOptions
     from tasks.data.demo.multitask import DemoMultiTaskDataModule
-    from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, detections_to_coco
     from tasks.metrics.segmentation import SegmentationMetrics
 
     torch.set_num_threads(threads)
@@ -212,16 +203,17 @@ def train_demo(
     dm.setup("fit")
     dm.setup("validate")
     ncls = dm.num_classes
+    tf_mining = MultiBoxLossOptions(min_negatives=3)
     builders = {
         "joint": lambda: ssdlite_deeplabv3_mobilenet_v2(
-            ncls, ncls + 1, width_mult=0.5, image_size=128, min_negatives=3
+            ncls, ncls + 1, width_mult=0.5, image_size=128, loss=tf_mining
         ),
         "ssdlite": lambda: ssdlite_mobilenet_v2(
-            ncls, width_mult=0.5, image_size=128, min_negatives=3
+            ncls, width_mult=0.5, image_size=128, loss=tf_mining
         ),
         "deeplab": lambda: deeplabv3_mobilenet_v2(ncls + 1, width_mult=0.5),
         "joint_noskip": lambda: ssdlite_deeplabv3_mobilenet_v2(
-            ncls, ncls + 1, width_mult=0.5, image_size=128, min_negatives=3, seg_skip=None
+            ncls, ncls + 1, width_mult=0.5, image_size=128, loss=tf_mining, seg_skip=None
         ),
     }
     labels = {

@@ -305,13 +305,14 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
     from tasks.data.demo.classification import DemoClassificationDataModule
     from tasks.data.demo.detection import DemoDetectionDataModule
     from tasks.data.demo.segmentation import DemoSegmentationDataModule
+    from tasks.data.demo.shapes import SceneOptions
 
     modules = {
         "classifier": DemoClassificationDataModule(
             train_per_class=10 if opts.quick else 100, val_per_class=2
         ),
         "detector": DemoDetectionDataModule(
-            num_train=20 if opts.quick else 320, num_val=4, image_size=128
+            scene=SceneOptions(num_train=20 if opts.quick else 320, num_val=4), image_size=128
         ),
         "segmenter": DemoSegmentationDataModule(
             train_images=20 if opts.quick else 240, val_images=4
@@ -321,8 +322,8 @@ def _loader_section(pairs: list[latency.Pair], opts: Options) -> str:
     real = tempfile.TemporaryDirectory()
     real_sizes = {
         "detector": DemoDetectionDataModule(
-            root=f"{real.name}/det", num_train=8 if opts.quick else 48, num_val=2,
-            generated_size=320, image_size=320, augmentation="ssd",
+            root=f"{real.name}/det", image_size=320, augmentation="ssd",
+            scene=SceneOptions(num_train=8 if opts.quick else 48, num_val=2, generated_size=320),
         ),
         "segmenter": DemoSegmentationDataModule(
             root=f"{real.name}/seg", train_images=8 if opts.quick else 32, val_images=2,

@@ -6,6 +6,9 @@ import statistics
 import time
 from collections.abc import Callable
 
+import torch
+from torch import nn
+
 
 def median_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> float:
     """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
@@ -17,6 +20,21 @@ def median_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> f
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def settle_batchnorm(model: nn.Module, size: int) -> nn.Module:
+    """Give BatchNorm realistic statistics (one training-mode batch of ``[2, 3, size, size]``
+    noise) and return the model in eval mode: a fresh network's activations shrink layer
+    by layer and would time denormal arithmetic, not the model."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        (model.forward_raw if hasattr(model, "forward_raw") else model)(
+            torch.randn(2, 3, size, size)
+        )
+    return model.eval()
 
 
 #: pause before each timed call of ``interleaved_medians``: after a call, PyTorch's OpenMP

@@ -26,8 +26,10 @@ from heads.deeplabv3 import (
     multiscale_flip_predict,
     predict_padded,
 )
+from heads.detection_loss import MultiBoxLossOptions
 from heads.inference import optimize_for_inference
 from heads.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
+from heads.postprocess import PostprocessOptions
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 from heads.weights_loader import Weights, open_weights
 
@@ -37,6 +39,8 @@ __all__ = [
     "MobileDeepLabV3",
     "MobileNetV2Classifier",
     "ModelSpec",
+    "MultiBoxLossOptions",
+    "PostprocessOptions",
     "SSDLite",
     "SSDLiteDeepLabV3",
     "SSDLiteHead",

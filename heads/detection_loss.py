@@ -4,6 +4,7 @@ negative mining, both normalised by the number of matched anchors."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,40 +53,61 @@ def encode_targets(
     return torch.stack(class_targets), torch.stack(box_targets)
 
 
-class MultiBoxLoss(nn.Module):
-    """The SSD training loss (Liu et al. 2016, eq. 1-3) as torchvision and MMDetection use it.
-
-    ``loss = (sum_pos smoothL1(box) + sum_{pos + hard neg} CE(class)) / max(1, num_pos)``.
-    For each image the negatives with the highest background cross-entropy are kept, at
-    most ``neg_pos_ratio`` per positive and at least ``min_negatives`` (TF's
-    ``min_negatives_per_image``, so that images without objects still teach background).
+@dataclass(frozen=True)
+class MultiBoxLossOptions:
+    """Matching and hard negative mining of the SSD loss: the ``loss`` argument of the
+    detectors' builders, models and tasks (``model.init_args.loss.min_negatives`` in a
+    config; ``MultiBoxLossOptions(min_negatives=3)`` from Python).
 
     Args:
-        box_coder: encodes matched boxes; default ``BoxCoder((10, 10, 5, 5))``.
         iou_threshold: IoU for a positive anchor (0.5).
         neg_pos_ratio: hard negatives per positive (3).
         min_negatives: hard negatives per image at least (0 = torchvision; TF uses 3).
         box_weight: weight of the localisation term (1).
+
+    Raises:
+        ValueError: a value out of range, named with the value given.
+    """
+
+    iou_threshold: float = 0.5
+    neg_pos_ratio: float = 3.0
+    min_negatives: int = 0
+    box_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        # written as "not inside" so that NaN is refused too
+        if not self.neg_pos_ratio > 0:
+            raise ValueError(f"neg_pos_ratio must be > 0, got {self.neg_pos_ratio}")
+        if self.min_negatives < 0:
+            raise ValueError(f"min_negatives must be >= 0, got {self.min_negatives}")
+        if not 0 < self.iou_threshold <= 1:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if not self.box_weight >= 0:
+            raise ValueError(f"box_weight must be >= 0, got {self.box_weight}")
+
+
+class MultiBoxLoss(nn.Module):
+    """The SSD training loss (Liu et al. 2016, eq. 1-3) as torchvision and MMDetection use it.
+
+    ``loss = (box_weight * sum_pos smoothL1(box) + sum_{pos + hard neg} CE(class)) /
+    max(1, num_pos)``. For each image the negatives with the highest background
+    cross-entropy are kept, at most ``neg_pos_ratio`` per positive and at least
+    ``min_negatives`` (TF's ``min_negatives_per_image``, so that images without objects
+    still teach background).
+
+    Args:
+        box_coder: encodes matched boxes; default ``BoxCoder((10, 10, 5, 5))``.
+        options: matching and mining (``MultiBoxLossOptions``).
     """
 
     def __init__(
         self,
         box_coder: BoxCoder | None = None,
-        iou_threshold: float = 0.5,
-        neg_pos_ratio: float = 3.0,
-        min_negatives: int = 0,
-        box_weight: float = 1.0,
+        options: MultiBoxLossOptions = MultiBoxLossOptions(),
     ) -> None:
         super().__init__()
-        if neg_pos_ratio <= 0:
-            raise ValueError(f"neg_pos_ratio must be > 0, got {neg_pos_ratio}")
-        if min_negatives < 0:
-            raise ValueError(f"min_negatives must be >= 0, got {min_negatives}")
         self.box_coder = box_coder or BoxCoder()
-        self.iou_threshold = iou_threshold
-        self.neg_pos_ratio = neg_pos_ratio
-        self.min_negatives = min_negatives
-        self.box_weight = box_weight
+        self.options = options
 
     def forward(
         self,
@@ -110,7 +132,7 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(f"got {len(targets)} targets for a batch of {cls_logits.shape[0]}")
         with torch.no_grad():
             class_targets, box_targets = encode_targets(
-                targets, anchors, self.box_coder, self.iou_threshold
+                targets, anchors, self.box_coder, self.options.iou_threshold
             )
         positive = class_targets > 0  # [B, A]
         num_pos_per_image = positive.sum(dim=1)
@@ -125,7 +147,7 @@ class MultiBoxLoss(nn.Module):
         negative = self._hard_negatives(ce.detach(), positive, num_pos_per_image)
         loss_cls = ce[positive | negative].sum()
 
-        loss_box = self.box_weight * loss_box / normalizer
+        loss_box = self.options.box_weight * loss_box / normalizer
         loss_cls = loss_cls / normalizer
         return {
             "loss": loss_box + loss_cls,
@@ -136,7 +158,8 @@ class MultiBoxLoss(nn.Module):
 
     def _hard_negatives(self, ce: Tensor, positive: Tensor, num_pos: Tensor) -> Tensor:
         """``[B, A]`` bool: the highest-loss background anchors of each image."""
-        num_neg = (self.neg_pos_ratio * num_pos).long().clamp(min=self.min_negatives)
+        opts = self.options
+        num_neg = (opts.neg_pos_ratio * num_pos).long().clamp(min=opts.min_negatives)
         num_neg = torch.minimum(num_neg, (~positive).sum(dim=1))
         negative_loss = ce.masked_fill(positive, float("-inf"))
         order = negative_loss.argsort(dim=1, descending=True)

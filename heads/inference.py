@@ -368,22 +368,23 @@ class DetectorEnd2End(RawGraph):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         post = self.model.postprocessor
+        opts = post.options
         cls_logits, box_deltas = self.model.forward_raw(images)
         probs = post.class_scores(cls_logits)  # [B, A, K]
         batch, _, num_classes = probs.shape
-        scores, anchor_idx, labels = best_pairs(probs, post.topk_candidates)  # [B, k]
+        scores, anchor_idx, labels = best_pairs(probs, opts.topk_candidates)  # [B, k]
         rank = rank_within_group(labels, num_classes)
-        scores = torch.where(rank < post.topk_per_class, scores, torch.zeros_like(scores))
+        scores = torch.where(rank < opts.topk_per_class, scores, torch.zeros_like(scores))
         deltas = box_deltas.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
         cand = self._boxes(deltas, self.anchors[anchor_idx], images.shape[-2:])  # [B, k, 4]
         # Each candidate's score in its class row, 0 in the others: [B, K, k].
         class_scores = scores.new_zeros(batch, num_classes, scores.shape[1]).scatter(
             1, labels.unsqueeze(1), scores.unsqueeze(1)
         )
-        sel = _ClassWiseNMS.apply(cand, class_scores, post.nms_iou, post.score_threshold)
+        sel = _ClassWiseNMS.apply(cand, class_scores, opts.nms_iou, opts.score_threshold)
         # Candidates are in score order, so the kept ones in (image, candidate) order are
         # score-descending within each image, and a running count caps them per image.
         kept = torch.zeros_like(scores).index_put((sel[:, 0], sel[:, 2]), torch.ones(()))
-        kept = (kept > 0) & (kept.cumsum(1) <= post.max_detections)
+        kept = (kept > 0) & (kept.cumsum(1) <= opts.max_detections)
         image, box = torch.nonzero(kept, as_tuple=True)
         return cand[image, box], scores[image, box], labels[image, box], image

@@ -26,11 +26,10 @@ from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
 from backbones.registry import register_model
 from heads.anchors import AnchorLayout
-from heads.box_coder import BoxCoder
 from heads.deeplabv3 import ASPP_RATES_OS16, DEEPLAB_FEATURE, DeepLabV3Head
-from heads.detection_loss import MultiBoxLoss
+from heads.detection_loss import MultiBoxLossOptions
 from heads.outputs import JointOutputs
-from heads.postprocess import SSDPostprocessor
+from heads.postprocess import PostprocessOptions, SSDPostprocessor
 from heads.ssdlite import SSD_BN, SSDLITE_FEATURES, SSDLite
 from heads.weights_loader import BACKBONE_ARCHITECTURE, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
@@ -282,11 +281,8 @@ def ssdlite_deeplabv3_mobilenet_v2(
     weights_backbone: str | Path | None = None,
     anchor_layout: AnchorLayout = "tf",
     frozen_stages: int = 0,
-    score_threshold: float = 0.001,
-    nms_iou: float = 0.55,
-    max_detections: int = 100,
-    neg_pos_ratio: float = 3.0,
-    min_negatives: int = 0,
+    postprocess: PostprocessOptions = PostprocessOptions(),
+    loss: MultiBoxLossOptions = MultiBoxLossOptions(),
     divisible_by: int = 8,
     padding: Padding = "torch",
     weights: str | Path | None = None,
@@ -304,9 +300,8 @@ def ssdlite_deeplabv3_mobilenet_v2(
             ``"layer_14"``) or ``None`` for the DeepLab head alone at stride 32.
         aspp: add DeepLab's three 3x3 atrous branches (rates 6, 12, 18 halved for stride 32).
         seg_dropout: dropout before the DeepLab classifier.
-        weights_backbone, anchor_layout, frozen_stages, score_threshold, nms_iou,
-            max_detections, neg_pos_ratio, min_negatives, divisible_by, padding: see
-            ``ssdlite_mobilenet_v2``.
+        weights_backbone, anchor_layout, frozen_stages, postprocess, loss, divisible_by,
+            padding: see ``ssdlite_mobilenet_v2``.
         weights: trained weights: of this model (a ``MultiTaskTask`` checkpoint, a state
             dict), or of another (``heads.weights_loader``): an SSDLite file or checkpoint
             gives the whole detector half, any other (a DeepLab, a classifier) the
@@ -346,20 +341,14 @@ def ssdlite_deeplabv3_mobilenet_v2(
     )
     if weights_backbone is not None:
         load_backbone_weights(backbone, weights_backbone, "ssdlite_deeplabv3_mobilenet_v2")
-    box_coder = BoxCoder()
     # DeepLab's rates are for stride 16; at stride 32 the same field of view is half.
     rates = tuple(max(1, r // 2) for r in ASPP_RATES_OS16) if aspp else ()
     detector = SSDLite(
         backbone,
         80 if arch["num_det_classes"] is None else arch["num_det_classes"],
         anchor_layout=anchor_layout,
-        loss=MultiBoxLoss(box_coder, neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives),
-        postprocessor=SSDPostprocessor(
-            box_coder,
-            score_threshold=score_threshold,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
-        ),
+        loss=loss,
+        postprocess=postprocess,
         image_size=image_size,
         padding=padding,
     )

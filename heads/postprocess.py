@@ -19,6 +19,7 @@ as an untrained model's do).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -45,17 +46,59 @@ def pair_floor(probs: Tensor, k: int) -> Tensor | None:
     return probs.amax(dim=-1).topk(k, dim=-1).values[..., -1:]
 
 
+@dataclass(frozen=True)
+class PostprocessOptions:
+    """How raw SSD outputs become detections: the ``postprocess`` argument of the detectors'
+    builders, models and tasks (``model.init_args.postprocess.score_threshold`` in a
+    config; ``PostprocessOptions(score_threshold=0.3)`` from Python).
+
+    Args:
+        score_threshold: drop candidates whose class probability is not above this
+            (evaluation: keep it low).
+        nms_iou: IoU threshold of the class-wise non-maximum suppression.
+        max_detections: detections kept per image, highest scores first.
+        topk_per_class: keep at most this many candidates per class before NMS.
+        topk_candidates: (anchor, class) pairs per image, highest scores first, that
+            enter NMS (the pruning budget; ``None``: all pairs above the threshold).
+        class_agnostic_nms: TF Lite's fast NMS instead (what TF's detection exports run):
+            each anchor keeps its best class, one suppression runs across all classes.
+
+    Raises:
+        ValueError: a value out of range, named with the value given.
+    """
+
+    score_threshold: float = 0.001
+    nms_iou: float = 0.55
+    max_detections: int = 100
+    topk_per_class: int = 300
+    topk_candidates: int | None = 1000
+    class_agnostic_nms: bool = False
+
+    def __post_init__(self) -> None:
+        # written as "not inside" so that NaN is refused too
+        if not 0 <= self.score_threshold < 1:
+            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
+        if not 0 < self.nms_iou <= 1:
+            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.topk_per_class < 1 or self.max_detections < 1:
+            raise ValueError(
+                f"topk_per_class and max_detections must be >= 1, got {self.topk_per_class} "
+                f"and {self.max_detections}"
+            )
+        if self.topk_candidates is not None and self.topk_candidates < self.max_detections:
+            raise ValueError(
+                f"topk_candidates must be None or >= max_detections ({self.max_detections}), "
+                f"got {self.topk_candidates}"
+            )
+
+
 class SSDPostprocessor:
     """Turn ``[B, A, C + 1]`` logits and ``[B, A, 4]`` codes into per-image detections.
 
     Args:
         box_coder: decodes the codes against the anchors.
-        score_threshold: drop candidates whose class probability is not above this.
-        topk_per_class: keep at most this many candidates per class before NMS.
-        topk_candidates: (anchor, class) pairs per image, highest scores first, that
-            enter NMS (the pruning budget; ``None``: all pairs above the threshold).
-        nms_iou: IoU threshold of the class-wise non-maximum suppression.
-        max_detections: detections kept per image, highest scores first.
+        options: thresholds and caps (``PostprocessOptions``); replace ``options`` (a frozen
+            dataclass: ``dataclasses.replace``) to change them on a built model.
         score_activation: ``"softmax"`` over background + classes (how this zoo trains), or
             ``"sigmoid"`` per class (how TF's SSD models were trained: their released
             weights give TF's scores only with it).
@@ -68,40 +111,16 @@ class SSDPostprocessor:
     def __init__(
         self,
         box_coder: BoxCoder | None = None,
-        score_threshold: float = 0.001,
-        topk_per_class: int = 300,
-        nms_iou: float = 0.55,
-        max_detections: int = 100,
-        topk_candidates: int | None = 1000,
+        options: PostprocessOptions = PostprocessOptions(),
         score_activation: ScoreActivation = "softmax",
-        class_agnostic: bool = False,
     ) -> None:
         if score_activation not in ("softmax", "sigmoid"):
             raise ValueError(
                 f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}"
             )
-        if not 0 <= score_threshold < 1:
-            raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
-        if not 0 < nms_iou <= 1:
-            raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
-        if topk_per_class < 1 or max_detections < 1:
-            raise ValueError(
-                f"topk_per_class and max_detections must be >= 1, got {topk_per_class} and "
-                f"{max_detections}"
-            )
-        if topk_candidates is not None and topk_candidates < max_detections:
-            raise ValueError(
-                f"topk_candidates must be None or >= max_detections ({max_detections}), "
-                f"got {topk_candidates}"
-            )
         self.score_activation = score_activation
-        self.class_agnostic = class_agnostic
         self.box_coder = box_coder or BoxCoder()
-        self.topk_candidates = topk_candidates
-        self.score_threshold = score_threshold
-        self.topk_per_class = topk_per_class
-        self.nms_iou = nms_iou
-        self.max_detections = max_detections
+        self.options = options
 
     def __call__(
         self,
@@ -139,18 +158,18 @@ class SSDPostprocessor:
     def _single(
         self, probs: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int]
     ) -> dict[str, Tensor]:
-        if self.class_agnostic:
+        if self.options.class_agnostic_nms:
             return self._single_agnostic(probs, deltas, anchors, image_size)
-        num_classes = probs.shape[1]
+        opts, num_classes = self.options, probs.shape[1]
         flat = probs.flatten()  # [A * C], anchor-major
-        above = flat > self.score_threshold
-        if self.topk_candidates is not None:
-            floor = pair_floor(probs, self.topk_candidates)
+        above = flat > opts.score_threshold
+        if opts.topk_candidates is not None:
+            floor = pair_floor(probs, opts.topk_candidates)
             above = above if floor is None else above & (flat >= floor)
         idx = torch.nonzero(above).squeeze(1)
         scores = flat[idx]
-        if self.topk_candidates is not None and len(idx) > self.topk_candidates:
-            scores, order = scores.topk(self.topk_candidates)
+        if opts.topk_candidates is not None and len(idx) > opts.topk_candidates:
+            scores, order = scores.topk(opts.topk_candidates)
         else:
             scores, order = scores.sort(descending=True)
         idx = idx[order]
@@ -158,24 +177,25 @@ class SSDPostprocessor:
         # Scores are sorted: a pair's rank in its class is the count of its class before it.
         one_hot = torch.nn.functional.one_hot(labels, num_classes)
         rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1
-        keep = rank < self.topk_per_class
+        keep = rank < opts.topk_per_class
         scores, anchor_idx, labels = scores[keep], anchor_idx[keep], labels[keep]
         cand = clip_boxes_to_image(
             self.box_coder.decode(deltas[anchor_idx], anchors[anchor_idx]), image_size
         )
-        keep = batched_nms(cand, scores, labels, self.nms_iou)[: self.max_detections]
+        keep = batched_nms(cand, scores, labels, opts.nms_iou)[: opts.max_detections]
         return {"boxes": cand[keep], "scores": scores[keep], "labels": labels[keep]}
 
     def _single_agnostic(
         self, probs: Tensor, deltas: Tensor, anchors: Tensor, image_size: tuple[int, int]
     ) -> dict[str, Tensor]:
         """Fast NMS: the best class of each anchor, one suppression across classes."""
+        opts = self.options
         scores, labels = probs.max(dim=1)
-        idx = torch.nonzero(scores > self.score_threshold).squeeze(1)
+        idx = torch.nonzero(scores > opts.score_threshold).squeeze(1)
         scores, order = scores[idx].sort(descending=True)
-        if self.topk_candidates is not None:
-            scores, order = scores[: self.topk_candidates], order[: self.topk_candidates]
+        if opts.topk_candidates is not None:
+            scores, order = scores[: opts.topk_candidates], order[: opts.topk_candidates]
         idx = idx[order]
         cand = clip_boxes_to_image(self.box_coder.decode(deltas[idx], anchors[idx]), image_size)
-        keep = nms(cand, scores, self.nms_iou)[: self.max_detections]
+        keep = nms(cand, scores, opts.nms_iou)[: opts.max_detections]
         return {"boxes": cand[keep], "scores": scores[keep], "labels": labels[idx][keep]}

@@ -8,6 +8,7 @@ depthwise-separable box predictor on all six maps.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,9 +20,9 @@ from backbones.registry import register_model
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
 from heads.categories import coco_categories
-from heads.detection_loss import MultiBoxLoss
+from heads.detection_loss import MultiBoxLoss, MultiBoxLossOptions
 from heads.outputs import DetectorOutputs
-from heads.postprocess import ScoreActivation, SSDPostprocessor
+from heads.postprocess import PostprocessOptions, ScoreActivation, SSDPostprocessor
 from heads.pretrained import TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
 from heads.weights_loader import BACKBONE_ARCHITECTURE, POSTPROCESS_OPTIONS, architecture_of
 from heads.weights_transfer import load_backbone_weights, load_weights
@@ -110,8 +111,12 @@ class SSDLite(nn.Module):
         extra_depths: output channels of the extra layers.
         anchor_layout: ``"tf"`` (2034 anchors at 320) or ``"torchvision"`` (3234).
         min_scale, max_scale: anchor scales of the first and last map.
-        loss: the multibox loss (default ``MultiBoxLoss()``).
-        postprocessor: detection post-processing (default ``SSDPostprocessor()``).
+        loss: matching and hard negative mining of the multibox loss
+            (``MultiBoxLossOptions``).
+        postprocess: thresholds and caps of the detections (``PostprocessOptions``).
+        score_activation: ``"softmax"`` or ``"sigmoid"`` class scores (see
+            ``SSDPostprocessor``).
+        box_scales: the box coder's ``(x, y, w, h)`` scales (see ``BoxCoder``).
         image_size: the square input size the model is meant for; informative only,
             anchors follow the actual input.
         padding: of the extra layers' stride-2 convs: ``"torch"`` (symmetric) or ``"tf"``
@@ -140,8 +145,10 @@ class SSDLite(nn.Module):
         anchor_layout: AnchorLayout = "tf",
         min_scale: float = 0.2,
         max_scale: float = 0.95,
-        loss: MultiBoxLoss | None = None,
-        postprocessor: SSDPostprocessor | None = None,
+        loss: MultiBoxLossOptions = MultiBoxLossOptions(),
+        postprocess: PostprocessOptions = PostprocessOptions(),
+        score_activation: ScoreActivation = "softmax",
+        box_scales: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
         image_size: int = 320,
         padding: Padding = "torch",
     ) -> None:
@@ -164,9 +171,9 @@ class SSDLite(nn.Module):
             self.anchor_generator.num_anchors_per_location,
             num_classes,
         )
-        box_coder = BoxCoder()
-        self.loss = loss or MultiBoxLoss(box_coder)
-        self.postprocessor = postprocessor or SSDPostprocessor(box_coder)
+        box_coder = BoxCoder(tuple(box_scales))
+        self.loss = MultiBoxLoss(box_coder, loss)
+        self.postprocessor = SSDPostprocessor(box_coder, postprocess, score_activation)
         self.num_classes = num_classes
         self.image_size = image_size  # the intended input size (export, benchmarks)
         for module in [*self.extras.modules(), *self.head.modules()]:
@@ -301,16 +308,12 @@ def ssdlite_mobilenet_v2(
     weights_backbone: str | Path | None = None,
     anchor_layout: AnchorLayout = "tf",
     frozen_stages: int = 0,
-    score_threshold: float = 0.001,
-    nms_iou: float = 0.55,
-    max_detections: int = 100,
-    neg_pos_ratio: float = 3.0,
-    min_negatives: int = 0,
+    postprocess: PostprocessOptions = PostprocessOptions(),
+    loss: MultiBoxLossOptions = MultiBoxLossOptions(),
     divisible_by: int = 8,
     padding: Padding = "torch",
     score_activation: ScoreActivation = "softmax",
     box_scales: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
-    class_agnostic_nms: bool = False,
     weights: str | Path | None = None,
 ) -> SSDLite:
     """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
@@ -327,8 +330,13 @@ def ssdlite_mobilenet_v2(
             ``divisible_by`` and ``padding`` (an explicit other value is refused).
         anchor_layout: ``"tf"`` (2034 anchors at 320) or ``"torchvision"`` (3234).
         frozen_stages: backbone stages to freeze (see ``backbones.MobileNetV2``).
-        score_threshold, nms_iou, max_detections: post-processing (see ``SSDPostprocessor``).
-        neg_pos_ratio, min_negatives: hard negative mining (see ``MultiBoxLoss``).
+        postprocess: score threshold, NMS IoU, detections per image, ...: a
+            ``heads.PostprocessOptions``, e.g. ``PostprocessOptions(score_threshold=0.3)``.
+            A file converted from a TF Lite detection export carries its own
+            ``score_threshold``, ``nms_iou``, ``max_detections`` and ``class_agnostic_nms``
+            (TF Lite's fast NMS); they apply to each field the caller leaves at its default.
+        loss: matching and hard negative mining: a ``heads.MultiBoxLossOptions``, e.g.
+            ``MultiBoxLossOptions(min_negatives=3)``.
         divisible_by: backbone channel rounding (see ``backbones.MobileNetV2``).
         padding: ``"torch"`` or ``"tf"`` ("SAME") for the backbone and the extra layers.
         score_activation: ``"softmax"`` or ``"sigmoid"`` class scores (see
@@ -337,10 +345,6 @@ def ssdlite_mobilenet_v2(
             fresh predictors, trained with the softmax loss) goes back to ``"softmax"``.
         box_scales: the box coder's ``(x, y, w, h)`` scales (see ``BoxCoder``); TF's SSD
             models use the default (10, 10, 5, 5), a converted file sets its own.
-        class_agnostic_nms: TF Lite's fast NMS (one class per box, one suppression over all
-            classes; see ``SSDPostprocessor``), what TF's detection exports run. Files
-            converted from one set it, and their ``score_threshold``, ``nms_iou`` and
-            ``max_detections``, wherever the caller leaves the default.
         weights: trained weights of the whole detector: a name from
             ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` (``"coco_tf"``) or a
             file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())`` or a
@@ -367,11 +371,9 @@ def ssdlite_mobilenet_v2(
         anchor_layout=anchor_layout,
         score_activation=score_activation,
         box_scales=tuple(box_scales),
-        score_threshold=score_threshold,
-        nms_iou=nms_iou,
-        max_detections=max_detections,
-        class_agnostic_nms=class_agnostic_nms,
+        **{key: getattr(postprocess, key) for key in POSTPROCESS_OPTIONS},
     )
+    postprocess = replace(postprocess, **{key: arch[key] for key in POSTPROCESS_OPTIONS})
     width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
     anchor_layout = arch["anchor_layout"]
     num_classes = 80 if arch["num_classes"] is None else arch["num_classes"]
@@ -385,20 +387,14 @@ def ssdlite_mobilenet_v2(
     )
     if weights_backbone is not None:
         load_backbone_weights(backbone, weights_backbone, "ssdlite_mobilenet_v2")
-    box_coder = BoxCoder(arch["box_scales"])
     model = SSDLite(
         backbone,
         num_classes,
         anchor_layout=anchor_layout,
-        loss=MultiBoxLoss(box_coder, neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives),
-        postprocessor=SSDPostprocessor(
-            box_coder,
-            score_threshold=arch["score_threshold"],
-            nms_iou=arch["nms_iou"],
-            max_detections=arch["max_detections"],
-            score_activation=arch["score_activation"],
-            class_agnostic=arch["class_agnostic_nms"],
-        ),
+        loss=loss,
+        postprocess=postprocess,
+        score_activation=arch["score_activation"],
+        box_scales=arch["box_scales"],
         image_size=image_size,
         padding=padding,
     )

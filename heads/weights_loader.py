@@ -37,6 +37,7 @@ from torch import Tensor
 from backbones.mobilenetv2 import infer_width
 from backbones.registry import get_model_builder, get_model_spec
 from backbones.weights import WeightsError, WeightsNotFoundError
+from heads.postprocess import PostprocessOptions
 from heads.pretrained import META_KEY, WeightsEntry, fetch_source, list_weights
 
 CLASSIFIER = "mobilenet_v2_classifier"
@@ -58,8 +59,8 @@ BACKBONE_ARCHITECTURE = ("width_mult", "divisible_by", "padding")
 #: caller's value wins (another class count fine-tunes; any output stride runs the weights)
 SUGGESTED = ("num_classes", "num_det_classes", "num_seg_classes", "output_stride", "image_size")
 #: a detector's post-processing as its weights' source ran it (a converted TF Lite
-#: detection export): used where the caller leaves the builder's default, else the
-#: caller's value wins
+#: detection export): fields of ``PostprocessOptions``, used where the caller leaves the
+#: field's default, else the caller's value wins
 POSTPROCESS_OPTIONS = ("score_threshold", "nms_iou", "max_detections", "class_agnostic_nms")
 _MAX_META_CHARS = 64_000
 
@@ -425,8 +426,9 @@ def architecture_of(
             if key in SUGGESTED:
                 out[key] = value if out[key] is None else out[key]
                 continue
-            if key in POSTPROCESS_OPTIONS:
-                out[key] = value if out[key] == defaults.get(key) else out[key]
+            if key in POSTPROCESS_OPTIONS:  # fields of the ``postprocess`` group
+                default = getattr(PostprocessOptions(), key)
+                out[key] = value if out[key] == default else out[key]
                 continue
             if isinstance(value, list):
                 value = tuple(value)  # a sequence option (box_scales) as the builder types it

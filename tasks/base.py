@@ -10,9 +10,10 @@ metrics, and the hooks ``setup_data`` and ``args_from_data``."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -25,7 +26,18 @@ from tasks.checkpoints.model_checkpoint import checked_callback_state
 from tasks.config_limits import ConfigError
 from tasks.schedulers import WarmupExponentialLR, _WarmupSchedule
 
+_Group = TypeVar("_Group")
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def option_group(cls: type[_Group], value: _Group | Mapping[str, Any]) -> _Group:
+    """``value`` as the frozen option group ``cls`` (``heads.PostprocessOptions``, ...).
+
+    A task's checkpoint saves each group as its dict (``BaseTask.__init__``), and code that
+    rebuilds a task from a checkpoint's hyper-parameters (``tasks.export.load_checkpoint``)
+    passes that dict back; the config parser builds the group itself.
+    """
+    return value if isinstance(value, cls) else cls(**value)
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -71,8 +83,13 @@ class BaseTask(LightningModule):
         decay_norm_and_bias: bool = False,
     ) -> None:
         super().__init__()
-        # Only plain values go into checkpoints, so they load with weights_only=True.
+        # Only plain values go into checkpoints, so they load with weights_only=True: an
+        # option group (a frozen dataclass such as ``PostprocessOptions``) is saved as its
+        # dict, which the config parser turns back into the group.
         self.save_hyperparameters(ignore=list(self._hparams_ignore))
+        for name, value in list(self.hparams.items()):
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                self.hparams[name] = dataclasses.asdict(value)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
@@ -83,19 +100,24 @@ class BaseTask(LightningModule):
         """The ``__init__`` arguments that follow from the data module's ``init_args``.
 
         The ``mobilezoo`` command sets them where the user gave no value for them, so that a
-        config states the class count once, in its ``data:`` section (a data module that
-        takes it as an argument: the generated demo sets). A value the user gives stays and
-        ``setup`` compares it with the data (``data_agreement``); so does a count the data
-        module reads from its files (COCO categories, class folders).
+        config states the class count and the detectors' input size once, in its ``data:``
+        section (where the data module takes them as arguments: the generated demo sets'
+        class count, every detection data module's ``image_size``). A value the user gives
+        stays and ``setup`` compares it with the data (``data_agreement``); so does a count
+        the data module reads from its files (COCO categories, class folders).
 
         Args:
             data_args: the data section's ``init_args`` (values as parsed, not built).
 
         Returns:
-            ``{argument: value}``; here ``num_classes`` from the data's ``num_classes``.
+            ``{argument: value}``: each ``data_agreement`` pair's task argument whose data
+            attribute is also a data module argument, with the data's value.
         """
-        num_classes = data_args.get("num_classes")
-        return {} if num_classes is None else {"num_classes": num_classes}
+        return {
+            ours: data_args[theirs]
+            for ours, theirs in cls.data_agreement
+            if data_args.get(theirs) is not None
+        }
 
     def build_model(
         self,

@@ -12,9 +12,10 @@ from torch import Tensor, nn
 
 from backbones.layers import Padding
 from heads.anchors import AnchorLayout
-from heads.postprocess import ScoreActivation
+from heads.detection_loss import MultiBoxLossOptions
+from heads.postprocess import PostprocessOptions, ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
-from tasks.base import BaseTask
+from tasks.base import BaseTask, option_group
 from tasks.checkpoints.categories import checked_categories, matched_categories
 from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, EvalBackend, batch_to_coco
 from tasks.metrics.logged import SetMean
@@ -157,7 +158,8 @@ class DetectionTask(COCOEvaluation, BaseTask):
             from a data module that has it as an argument (the demo); a value given here
             must match the data's.
         width_mult: backbone width multiplier.
-        image_size: square input size; must equal the data module's ``image_size``.
+        image_size: square input size. The ``mobilezoo`` command takes it from the data
+            module's ``image_size``; a value given here must match the data's.
         weights_backbone: weights whose backbone starts the model: an ImageNet name
             (``"imagenet"``, ``"imagenet_v2"``, ``"imagenet_tf"``, ``"imagenet_tf_8bit"``), a
             ``mobilezoo convert`` file, a checkpoint of any zoo task or a torchvision
@@ -175,11 +177,11 @@ class DetectionTask(COCOEvaluation, BaseTask):
             ``weights`` needs, else softmax). Training uses the softmax multibox loss, so
             ``fit`` switches a sigmoid model (TF's ``coco_tf``) to softmax, with a log line.
             The architecture values used are saved in checkpoints.
-        neg_pos_ratio: hard negatives per positive anchor (3).
-        min_negatives: hard negatives per image at least (0; TF uses 3).
-        score_threshold: drop detections below this score (evaluation: keep it low).
-        nms_iou: class-wise NMS IoU threshold.
-        max_detections: detections per image.
+        loss: matching and hard negative mining (``heads.MultiBoxLossOptions``:
+            ``neg_pos_ratio`` 3, ``min_negatives`` 0, TF uses 3, ...).
+        postprocess: detections from the raw outputs (``heads.PostprocessOptions``:
+            ``score_threshold``, keep it low for evaluation, ``nms_iou``, ``max_detections``,
+            ...); an evaluation option: the command line wins over a checkpoint's.
         eval_backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"``.
         channels_last: train on channels-last (NHWC) images, the layout in which oneDNN's
             depthwise convolutions are fastest on CPU (``benchmarks.throughput`` compares
@@ -201,7 +203,7 @@ class DetectionTask(COCOEvaluation, BaseTask):
         "num_classes", "width_mult", "image_size", "anchor_layout", "divisible_by", "padding",
         "score_activation",
     )  # fmt: skip
-    evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
+    evaluation_hparams = ("postprocess", "eval_backend")
     data_agreement = (("num_classes", "num_classes"), ("image_size", "image_size"))
 
     def __init__(
@@ -216,11 +218,8 @@ class DetectionTask(COCOEvaluation, BaseTask):
         divisible_by: int | None = None,
         padding: Padding | None = None,
         score_activation: ScoreActivation | None = None,
-        neg_pos_ratio: float = 3.0,
-        min_negatives: int = 0,
-        score_threshold: float = 0.001,
-        nms_iou: float = 0.55,
-        max_detections: int = 100,
+        loss: MultiBoxLossOptions = MultiBoxLossOptions(),
+        postprocess: PostprocessOptions = PostprocessOptions(),
         eval_backend: EvalBackend = "pycocotools",
         channels_last: bool = False,
         **kwargs: Any,
@@ -232,8 +231,8 @@ class DetectionTask(COCOEvaluation, BaseTask):
              "divisible_by": divisible_by, "padding": padding,
              "score_activation": score_activation},
             num_classes=num_classes, frozen_stages=frozen_stages,
-            score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections,
-            neg_pos_ratio=neg_pos_ratio, min_negatives=min_negatives,
+            postprocess=option_group(PostprocessOptions, postprocess),
+            loss=option_group(MultiBoxLossOptions, loss),
         )  # fmt: skip
         self.num_classes = num_classes
         self.image_size = image_size

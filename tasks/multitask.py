@@ -15,10 +15,12 @@ from torch.nn import functional as F
 
 from backbones.layers import Padding
 from heads.anchors import AnchorLayout
+from heads.detection_loss import MultiBoxLossOptions
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
-from tasks.base import BaseTask
-from tasks.detection import COCOEvaluation, to_original_pixels
+from heads.postprocess import PostprocessOptions
+from tasks.base import BaseTask, option_group
 from tasks.metrics.coco import EvalBackend
+from tasks.detection import COCOEvaluation, to_original_pixels
 from tasks.metrics.segmentation import SegmentationMetrics
 from tasks.segmentation import SegmentationEvaluation
 
@@ -58,7 +60,8 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
             an argument (the demo: ``num_classes`` and ``num_classes + 1``); values given
             here must match the data's.
         width_mult: backbone width multiplier.
-        image_size: square input size; must equal the data module's ``image_size``.
+        image_size: square input size. The ``mobilezoo`` command takes it from the data
+            module's ``image_size``; a value given here must match the data's.
         seg_skip: the decoder's stride-8 (``"layer_7"``), 4 or 16 map; ``None``: none.
         aspp: DeepLab's atrous branches in the segmentation head.
         seg_dropout: dropout before the segmentation classifier.
@@ -66,8 +69,8 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
             (``"imagenet"``, ``"imagenet_v2"``, ``"imagenet_tf"``, ``"imagenet_tf_8bit"``), a
             ``mobilezoo convert`` file, a checkpoint of any zoo task or a torchvision
             state dict (``heads.weights_loader``).
-        anchor_layout, frozen_stages, neg_pos_ratio, min_negatives, score_threshold,
-            nms_iou, max_detections, eval_backend, channels_last: see ``DetectionTask``.
+        anchor_layout, frozen_stages, loss, postprocess, eval_backend, channels_last: see
+            ``DetectionTask``.
         loss_weighting: ``"fixed"``: ``det_weight * L_det + seg_weight * L_seg``;
             ``"uncertainty"``: Kendall et al. (CVPR 2018), ``sum_i w_i (exp(-s_i) L_i + s_i)``
             with one learned log-variance ``s_i`` per task (logged as ``train/weight_*``).
@@ -103,7 +106,7 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
         "num_det_classes", "num_seg_classes", "width_mult", "image_size", "seg_skip", "aspp",
         "anchor_layout", "divisible_by", "padding",
     )  # fmt: skip
-    evaluation_hparams = ("score_threshold", "nms_iou", "max_detections", "eval_backend")
+    evaluation_hparams = ("postprocess", "eval_backend")
     weights_hparams = (
         "weights", "weights_backbone", "detection_checkpoint", "segmentation_checkpoint",
     )  # fmt: skip
@@ -125,11 +128,8 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
         weights_backbone: str | None = None,
         anchor_layout: AnchorLayout = "tf",
         frozen_stages: int = 0,
-        neg_pos_ratio: float = 3.0,
-        min_negatives: int = 0,
-        score_threshold: float = 0.001,
-        nms_iou: float = 0.55,
-        max_detections: int = 100,
+        loss: MultiBoxLossOptions = MultiBoxLossOptions(),
+        postprocess: PostprocessOptions = PostprocessOptions(),
         loss_weighting: Literal["fixed", "uncertainty"] = "fixed",
         det_weight: float = 1.0,
         seg_weight: float = 1.0,
@@ -159,9 +159,8 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
              "aspp": aspp, "anchor_layout": anchor_layout},
             num_det_classes=num_det_classes, num_seg_classes=num_seg_classes,
             image_size=image_size, seg_skip=seg_skip, seg_dropout=seg_dropout,
-            frozen_stages=frozen_stages, score_threshold=score_threshold, nms_iou=nms_iou,
-            max_detections=max_detections, neg_pos_ratio=neg_pos_ratio,
-            min_negatives=min_negatives,
+            frozen_stages=frozen_stages, postprocess=option_group(PostprocessOptions, postprocess),
+            loss=option_group(MultiBoxLossOptions, loss),
         )  # fmt: skip
         if segmentation_checkpoint is not None:
             with _naming("segmentation_checkpoint", segmentation_checkpoint):
@@ -197,10 +196,11 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
     def args_from_data(cls, data_args: Mapping[str, Any]) -> dict[str, Any]:
         # The joint data modules that take a class count (COCO layout) mask background and
         # the object classes.
+        linked = super().args_from_data(data_args)
         num_classes = data_args.get("num_classes")
-        if num_classes is None:
-            return {}
-        return {"num_det_classes": num_classes, "num_seg_classes": num_classes + 1}
+        if num_classes is not None:
+            linked["num_seg_classes"] = num_classes + 1
+        return linked
 
     # -- set-up ----------------------------------------------------------------------------
     def setup_data(self, data: Any, stage: str) -> None:

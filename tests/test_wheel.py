@@ -87,7 +87,7 @@ def test_installed_wheel_runs_a_recipe_by_name_outside_the_repository(tmp_path: 
     fit = run(
         "fit", "-c", "detection_demo_ssdlite_mobilenetv2", "--trainer.max_steps", "1",
         "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1",
-        "--data.init_args.num_train", "16", "--data.init_args.num_val", "4",
+        "--data.init_args.scene.num_train", "16", "--data.init_args.scene.num_val", "4",
         "--trainer.enable_progress_bar", "false",
     )  # fmt: skip
     assert fit.returncode == 0, fit.stderr[-3000:]

@@ -39,6 +39,7 @@ from heads.tf_import.names import (
     out_index_array,
     ssdlite_mappings,
 )
+from heads.postprocess import PostprocessOptions
 from heads.weights_loader import POSTPROCESS_OPTIONS
 
 Layout = Literal["tflite", "tf"]
@@ -342,6 +343,9 @@ def build_model(builders: Builders, builder: str, **kwargs: Any) -> nn.Module:
     """Build ``builder`` (a name from ``BUILDERS``) without weights."""
     if builder not in BUILDERS:
         raise ValueError(f"builder must be one of {BUILDERS}, got {builder!r}")
+    post = {key: kwargs.pop(key) for key in POSTPROCESS_OPTIONS if key in kwargs}
+    if post:  # a detection export's NMS settings: fields of the ``postprocess`` group
+        kwargs["postprocess"] = PostprocessOptions(**post)
     return builders(builder)(**kwargs)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from heads.box_coder import BoxCoder
-from heads.detection_loss import MultiBoxLoss, encode_targets
+from heads.detection_loss import MultiBoxLoss, MultiBoxLossOptions, encode_targets
 
 ANCHORS = torch.tensor(
     [[0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20], [10, 10, 20, 20]], dtype=torch.float32
@@ -46,7 +46,7 @@ def test_hard_negative_mining_picks_the_worst_negatives():
     # anchors 1..3 are negatives; anchor 2 is the most confidently wrong, then 3, then 1
     logits[0, 2, 1] = 5.0
     logits[0, 3, 1] = 2.0
-    loss = MultiBoxLoss(neg_pos_ratio=1.0)
+    loss = MultiBoxLoss(options=MultiBoxLossOptions(neg_pos_ratio=1.0))
     out = loss(logits, torch.zeros(1, 4, 4), ANCHORS, [_target([[0, 0, 10, 10]], [0])])
     ce = torch.nn.functional.cross_entropy(logits[0], torch.tensor([1, 0, 0, 0]), reduction="none")
     assert out["loss_cls"].item() == pytest.approx((ce[0] + ce[2]).item())
@@ -62,13 +62,17 @@ def test_images_without_boxes_and_min_negatives():
     plain = MultiBoxLoss()(logits, torch.zeros(2, 4, 4), ANCHORS, targets)
     # the empty image contributes nothing without min_negatives
     assert plain["loss_cls"].item() == pytest.approx(4 * math.log(3))
-    tf_style = MultiBoxLoss(min_negatives=1)(logits, torch.zeros(2, 4, 4), ANCHORS, targets)
+    tf_style = MultiBoxLoss(options=MultiBoxLossOptions(min_negatives=1))(
+        logits, torch.zeros(2, 4, 4), ANCHORS, targets
+    )
     assert tf_style["loss_cls"].item() == pytest.approx(4 * math.log(3) + ce_bg.max().item())
 
 
 def test_no_positive_in_batch_is_finite_and_differentiable():
     logits = torch.randn(1, 4, NUM_CLASSES + 1, requires_grad=True)
-    out = MultiBoxLoss(min_negatives=2)(logits, torch.zeros(1, 4, 4), ANCHORS, [_target([], [])])
+    out = MultiBoxLoss(options=MultiBoxLossOptions(min_negatives=2))(
+        logits, torch.zeros(1, 4, 4), ANCHORS, [_target([], [])]
+    )
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and logits.grad is not None
 

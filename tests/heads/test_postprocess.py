@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from heads.box_coder import BoxCoder
-from heads.postprocess import SSDPostprocessor
+from heads.postprocess import PostprocessOptions, SSDPostprocessor
 
 # three anchors: 0 and 1 overlap heavily (IoU 0.82), 2 is far away
 ANCHORS = torch.tensor([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], dtype=torch.float32)
@@ -19,9 +19,9 @@ def _logits(probs: list[list[float]]) -> torch.Tensor:
 
 def test_nms_is_class_wise_and_labels_are_zero_based():
     logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.0001, 0.8], [0.3, 0.7, 0.0001]])
-    out = SSDPostprocessor(score_threshold=0.5)(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))[
-        0
-    ]
+    out = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.5))(
+        logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100)
+    )[0]
     # anchors 0 and 1 overlap but have different classes: both stay
     assert out["labels"].tolist() == [0, 1, 0]
     assert out["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7], abs=1e-4)
@@ -32,20 +32,20 @@ def test_class_agnostic_nms_keeps_one_class_per_box_and_suppresses_across_classe
     """TF Lite's fast NMS: anchor 1's class 2 box is suppressed by anchor 0's class 1 box
     (the class-wise rule keeps both), and anchor 2 gives its best class only."""
     logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.0001, 0.8], [0.05, 0.4, 0.55]])
-    post = SSDPostprocessor(score_threshold=0.35, class_agnostic=True)
+    post = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.35, class_agnostic_nms=True))
     out = post(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))[0]
     assert out["labels"].tolist() == [0, 1]
     assert out["scores"].tolist() == pytest.approx([0.9, 0.55], abs=1e-4)
     torch.testing.assert_close(out["boxes"], ANCHORS[[0, 2]])
-    wise = SSDPostprocessor(score_threshold=0.35)(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))
+    wise = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.35))(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))
     assert wise[0]["labels"].tolist() == [0, 1, 1, 0]
 
 
 def test_nms_removes_same_class_overlap_and_threshold_drops():
     logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.8, 0.0001], [0.7, 0.3, 0.0001]])
-    out = SSDPostprocessor(score_threshold=0.35)(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))[
-        0
-    ]
+    out = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.35))(
+        logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100)
+    )[0]
     assert out["labels"].tolist() == [0]
     assert out["scores"].tolist() == pytest.approx([0.9], abs=1e-4)
 
@@ -54,12 +54,12 @@ def test_caps_and_clipping():
     logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.0001, 0.8], [0.3, 0.7, 0.0001]])
     deltas = torch.zeros(1, 3, 4)
     deltas[0, 2, 0] = 10.0  # shift the far anchor right by its width: clipped at x = 64
-    out = SSDPostprocessor(score_threshold=0.5, max_detections=2)(
+    out = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.5, max_detections=2))(
         logits, deltas, ANCHORS, (64, 64)
     )[0]
     assert len(out["scores"]) == 2
     assert float(out["boxes"].max()) <= 64
-    topk = SSDPostprocessor(score_threshold=0.0, topk_per_class=1)(
+    topk = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.0, topk_per_class=1))(
         logits, deltas, ANCHORS, (64, 64)
     )[0]
     assert sorted(topk["labels"].tolist()) == [0, 1]
@@ -69,15 +69,17 @@ def test_decoding_uses_the_box_coder():
     logits = _logits([[0.1, 0.9, 0.0001]] + [[0.99, 0.005, 0.005]] * 2)
     deltas = BoxCoder().encode(torch.tensor([[2.0, 2.0, 8.0, 9.0]]), ANCHORS[:1])
     deltas = torch.cat([deltas, torch.zeros(2, 4)]).unsqueeze(0)
-    out = SSDPostprocessor(score_threshold=0.5)(logits, deltas, ANCHORS, (100, 100))[0]
+    out = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.5))(
+        logits, deltas, ANCHORS, (100, 100)
+    )[0]
     assert out["boxes"][0].tolist() == pytest.approx([2, 2, 8, 9], abs=1e-4)
 
 
 def test_empty_result_has_the_right_shapes():
     logits = _logits([[0.99, 0.005, 0.005]] * 3)
-    out = SSDPostprocessor(score_threshold=0.5)(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))[
-        0
-    ]
+    out = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.5))(
+        logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100)
+    )[0]
     assert (
         out["boxes"].shape == (0, 4) and out["scores"].shape == (0,) and out["labels"].shape == (0,)
     )
@@ -85,7 +87,7 @@ def test_empty_result_has_the_right_shapes():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="nms_iou"):
-        SSDPostprocessor(nms_iou=0)
+        PostprocessOptions(nms_iou=0)
 
 
 def _unpruned_rule(
@@ -99,12 +101,14 @@ def _unpruned_rule(
     out = []
     for p, d in zip(probs, deltas, strict=True):
         boxes = clip_boxes_to_image(post.box_coder.decode(d, anchors), (320, 320))
-        scores, idx = p.topk(min(post.topk_per_class, len(p)), dim=0)
+        scores, idx = p.topk(min(post.options.topk_per_class, len(p)), dim=0)
         labels = torch.arange(p.shape[1]).expand_as(idx)
         scores, idx, labels = scores.flatten(), idx.flatten(), labels.flatten()
-        keep = scores > post.score_threshold
+        keep = scores > post.options.score_threshold
         scores, idx, labels = scores[keep], idx[keep], labels[keep]
-        keep = batched_nms(boxes[idx], scores, labels, post.nms_iou)[: post.max_detections]
+        keep = batched_nms(boxes[idx], scores, labels, post.options.nms_iou)[
+            : post.options.max_detections
+        ]
         out.append({"boxes": boxes[idx][keep], "scores": scores[keep], "labels": labels[keep]})
     return out
 
@@ -123,11 +127,11 @@ def test_pruning_keeps_the_unpruned_rules_detections(seed: int) -> None:
     logits[..., 0] += 3.0  # mostly background, as a trained detector
     deltas = torch.randn(2, num, 4, generator=g) * 0.5
     post = SSDPostprocessor()
-    assert post.topk_candidates == 1000
+    assert post.options.topk_candidates == 1000
     got = post(logits, deltas, anchors, (320, 320))
     expected = _unpruned_rule(post, logits, deltas, anchors)
     for det, ref in zip(got, expected, strict=True):
-        assert len(det["scores"]) == len(ref["scores"]) == post.max_detections
+        assert len(det["scores"]) == len(ref["scores"]) == post.options.max_detections
         _assert_same_detections(det, ref)
 
 
@@ -150,13 +154,15 @@ def test_no_budget_is_the_unpruned_rule_and_budget_is_checked() -> None:
     deltas = torch.zeros(1, 300, 4)
     xy = torch.rand(300, 2, generator=torch.Generator().manual_seed(1)) * 280
     anchors = torch.cat([xy, xy + 40], 1)
-    post = SSDPostprocessor(topk_per_class=20, topk_candidates=None, max_detections=50)
+    post = SSDPostprocessor(
+        options=PostprocessOptions(topk_per_class=20, topk_candidates=None, max_detections=50)
+    )
     (got,) = post(logits, deltas, anchors, (320, 320))
     (ref,) = _unpruned_rule(post, logits, deltas, anchors)
     assert len(ref["scores"]) > 0
     _assert_same_detections(got, ref)
     with pytest.raises(ValueError, match="topk_candidates must be None or >= max_detections"):
-        SSDPostprocessor(topk_candidates=10, max_detections=100)
+        PostprocessOptions(topk_candidates=10, max_detections=100)
 
 
 def test_sigmoid_scores_are_per_class_and_the_exported_rule_agrees() -> None:
@@ -173,7 +179,8 @@ def test_sigmoid_scores_are_per_class_and_the_exported_rule_agrees() -> None:
         SSDPostprocessor(score_activation="tanh")
 
     torch.manual_seed(0)
-    model = ssdlite_mobilenet_v2(4, width_mult=0.35, image_size=96, score_threshold=0.01,
+    model = ssdlite_mobilenet_v2(4, width_mult=0.35, image_size=96,
+                                 postprocess=PostprocessOptions(score_threshold=0.01),
                                  score_activation="sigmoid").eval()  # fmt: skip
     images = torch.randn(2, 3, 96, 96)
     with torch.no_grad():

@@ -189,8 +189,8 @@ def test_sigterm_on_the_main_job_saves_the_step_and_exits_143(tmp_path: Path) ->
         str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"),
         f"--trainer.default_root_dir={out}", "--trainer.max_epochs=1", "--trainer.logger=false",
         "--trainer.enable_progress_bar=false", f"--data.init_args.root={tmp_path / 'demo'}",
-        "--data.init_args.num_train=16", "--data.init_args.num_val=2",
-        "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+        "--data.init_args.scene.num_train=16", "--data.init_args.scene.num_val=2",
+        "--data.init_args.scene.generated_size=64", "--data.init_args.image_size=64",
         "--model.init_args.image_size=64", "--data.init_args.loader.batch_size=2",
         "--trainer.callbacks+=tests.tasks.test_checkpointing.KillAt",
     ]  # fmt: skip

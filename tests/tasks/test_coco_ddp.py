@@ -15,8 +15,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tasks.data.base import LoaderOptions
+from heads import PostprocessOptions
 from tasks.metrics.coco import COCOEvaluator, evaluate_coco
+from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tests.tasks.test_coco_eval import make_ground_truth, make_results
 
 
@@ -68,13 +70,13 @@ def test_detection_task_validate_ddp_spawn_equals_one_process(tmp_path):
 
     def run(devices: int, eval_batch_size: int = 2) -> dict[str, float]:
         dm = DemoDetectionDataModule(
-            root=str(tmp_path / "demo"), num_train=2, num_val=7, generated_size=64,
+            root=str(tmp_path / "demo"), scene=SceneOptions(num_train=2, num_val=7, generated_size=64),
             image_size=64, loader=LoaderOptions(batch_size=2, eval_batch_size=eval_batch_size),
         )  # fmt: skip
         torch.manual_seed(0)
         task = DetectionTask(
-            num_classes=3, width_mult=0.35, image_size=64, score_threshold=0.0,
-            max_detections=300, nms_iou=0.9,
+            num_classes=3, width_mult=0.35, image_size=64,
+            postprocess=PostprocessOptions(score_threshold=0.0, max_detections=300, nms_iou=0.9),
         )  # fmt: skip
         # Untrained, with zero box deltas the detections are the anchors with random
         # scores: non-zero COCO numbers that depend on every image.

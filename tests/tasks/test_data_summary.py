@@ -7,11 +7,12 @@ from types import SimpleNamespace
 from torch.utils.data import Dataset
 
 from tasks import DemoDetectionDataModule, DemoSegmentationDataModule
+from tasks.data.demo import SceneOptions
 from tasks.data.summary import describe_data
 
 
 def test_detection_summary_counts_images_and_boxes(tmp_path):
-    dm = DemoDetectionDataModule(root=str(tmp_path / "d"), num_train=5, num_val=3, image_size=64, generated_size=64)  # fmt: skip
+    dm = DemoDetectionDataModule(root=str(tmp_path / "d"), scene=SceneOptions(num_train=5, num_val=3, generated_size=64), image_size=64)  # fmt: skip
     dm.prepare_data()
     dm.setup("fit")
     boxes = sum(len(dm._datasets["validate"].annotations.boxes[i]) for i in dm._datasets["validate"].image_ids)  # fmt: skip

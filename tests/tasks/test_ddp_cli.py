@@ -34,8 +34,8 @@ CASES = {
         "--data.init_args.loader.batch_size=2",
     ],
     "detection_demo_ssdlite_mobilenetv2": [
-        "--data.init_args.num_train=8", "--data.init_args.num_val=5",
-        "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+        "--data.init_args.scene.num_train=8", "--data.init_args.scene.num_val=5",
+        "--data.init_args.scene.generated_size=64", "--data.init_args.image_size=64",
         "--model.init_args.image_size=64", "--data.init_args.loader.batch_size=2",
     ],
     "segmentation_demo_deeplabv3_mobilenetv2": [
@@ -44,8 +44,8 @@ CASES = {
         "--data.init_args.loader.batch_size=2",
     ],
     "multitask_demo_ssdlite_deeplabv3_mobilenetv2": [
-        "--data.init_args.num_train=8", "--data.init_args.num_val=5",
-        "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+        "--data.init_args.scene.num_train=8", "--data.init_args.scene.num_val=5",
+        "--data.init_args.scene.generated_size=64", "--data.init_args.image_size=64",
         "--model.init_args.image_size=64", "--data.init_args.loader.batch_size=2",
     ],
 }  # fmt: skip

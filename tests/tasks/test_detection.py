@@ -14,6 +14,7 @@ from lightning.pytorch import Trainer
 from tasks import DetectionTask
 from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tasks.data.demo.detection import DemoDetectionDataModule, make_detection_demo
 from tests.tasks.test_coco_data import write_coco
 
@@ -41,8 +42,8 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
     common = [
         "-c", str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"),
         f"--trainer.default_root_dir={out}",
-        "--data.init_args.num_train=6",
-        "--data.init_args.num_val=3",
+        "--data.init_args.scene.num_train=6",
+        "--data.init_args.scene.num_val=3",
         "--data.init_args.loader.batch_size=2",
         *SMALL_MODEL,
     ]  # fmt: skip
@@ -56,7 +57,7 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
             "predict", *common,
             f"--data.init_args.predict_dir={images}",
             f"--trainer.callbacks.init_args.output_dir={preds}",
-            "--model.init_args.score_threshold=0.0",
+            "--model.init_args.postprocess.score_threshold=0.0",
             "--trainer.enable_progress_bar=false",
             "--draw_threshold=0.0",  # the command-line option reaches the writer
         ]
@@ -95,7 +96,9 @@ def test_coco_config_through_the_cli(tmp_path):
 
 
 def test_wrong_num_classes_is_reported(tmp_path):
-    dm = DemoDetectionDataModule(root=str(tmp_path / "demo"), num_train=2, num_val=2, image_size=64)
+    dm = DemoDetectionDataModule(
+        root=str(tmp_path / "demo"), scene=SceneOptions(num_train=2, num_val=2), image_size=64
+    )
     task = DetectionTask(num_classes=5, width_mult=0.35, image_size=64)
     trainer = Trainer(accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="model.num_classes=5 but the data has 3 classes"):
@@ -129,9 +132,10 @@ def test_overfits_a_few_images(tmp_path):
     """Trained on 4 images, the model finds their objects (COCO AP50 on the same images)."""
     torch.manual_seed(0)
     dm = DemoDetectionDataModule(
-        root=str(tmp_path / "demo"), num_train=4, num_val=4, generated_size=96, image_size=96,
-        max_objects=2, min_object_size=0.3, max_object_size=0.6, empty_fraction=0.0,
-        augmentation="none", loader=LoaderOptions(batch_size=4), seed=3,
+        root=str(tmp_path / "demo"), image_size=96, empty_fraction=0.0,
+        scene=SceneOptions(num_train=4, num_val=4, generated_size=96, max_objects=2,
+                           min_object_size=0.3, max_object_size=0.6, seed=3),
+        augmentation="none", loader=LoaderOptions(batch_size=4),
     )  # fmt: skip
     dm.val_split = dm.train_split  # evaluate on the training images
     task = DetectionTask(

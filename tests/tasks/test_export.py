@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,9 @@ def _assert_graph_equals_model(model: nn.Module, images: torch.Tensor) -> None:
     assert (index.diff() >= 0).all()  # grouped by image
     for i, det in enumerate(expected):
         sel = index == i
-        assert 0 < len(det["scores"]) == int(sel.sum()) <= model.postprocessor.max_detections
+        assert (
+            0 < len(det["scores"]) == int(sel.sum()) <= model.postprocessor.options.max_detections
+        )
         torch.testing.assert_close(scores[sel], det["scores"])
         torch.testing.assert_close(labels[sel], det["labels"])
         torch.testing.assert_close(boxes[sel], det["boxes"])
@@ -116,7 +119,7 @@ def test_detector_end2end_per_class_cap_binds(detector: nn.Module) -> None:
     """With a small ``topk_per_class`` the cap decides which candidates enter NMS: the
     graph's rank-within-class must keep exactly the model's candidates."""
     model = copy.deepcopy(detector)
-    model.postprocessor.topk_per_class = 7
+    model.postprocessor.options = replace(model.postprocessor.options, topk_per_class=7)
     _assert_graph_equals_model(
         model, torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
     )
@@ -126,8 +129,10 @@ def test_detector_end2end_budget_below_the_anchor_count(detector: nn.Module) -> 
     """With fewer candidates than anchors (320 px: 1000 of 2034) the graph looks only at
     the best anchors' rows: still exactly the model's detections."""
     model = copy.deepcopy(detector)
-    model.postprocessor.topk_candidates = 120  # of 330 anchors
-    model.postprocessor.max_detections = 60
+    # of 330 anchors
+    model.postprocessor.options = replace(
+        model.postprocessor.options, topk_candidates=120, max_detections=60
+    )
     _assert_graph_equals_model(
         model, torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(4))
     )

@@ -3,6 +3,7 @@ files with the PyTorch model's call."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,8 @@ def test_detector_openvino_raw_and_end2end_like_the_model(tmp_path: Path) -> Non
 
     torch.manual_seed(0)
     model = ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35, image_size=128)
-    model.postprocessor.topk_candidates = 150  # of 330 anchors: the graph prunes by anchor
+    # of 330 anchors: the graph prunes by anchor
+    model.postprocessor.options = replace(model.postprocessor.options, topk_candidates=150)
     _calibrate_batchnorm(model, torch.randn(8, 3, 128, 128))
     result = export(
         model, str(tmp_path), name="det", image_size=128, format="openvino",

@@ -20,6 +20,7 @@ from tasks import (
     SegmentationTask,
 )
 from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tasks.viz.figures import EvaluationFigures, image_grid
 from tasks.viz.plots import class_ap, plot_main, plot_run, read_scalars
 
@@ -47,7 +48,7 @@ def _image_tags(run: Path) -> list[str]:
 
 
 def test_detection_validate_writes_examples_ap_bars_and_pr_curves(tmp_path):
-    dm = DemoDetectionDataModule(root=str(tmp_path / "d"), num_train=1, num_val=4, image_size=64, generated_size=64, loader=LoaderOptions(batch_size=4))  # fmt: skip
+    dm = DemoDetectionDataModule(root=str(tmp_path / "d"), scene=SceneOptions(num_train=1, num_val=4, generated_size=64), image_size=64, loader=LoaderOptions(batch_size=4))  # fmt: skip
     run = _validate(DetectionTask(num_classes=3, width_mult=0.35, image_size=64), dm, tmp_path)
     for name in ("plots/val_per_class_ap.png", "plots/val_precision_recall.png", "images/val_examples.png"):  # fmt: skip
         assert (run / name).is_file(), name

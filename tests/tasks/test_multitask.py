@@ -16,11 +16,13 @@ from lightning.pytorch import Trainer
 from PIL import Image
 from torch import Tensor
 
+from heads import MultiBoxLossOptions, PostprocessOptions
 from heads.deeplabv3 import deeplabv3_mobilenet_v2
 from heads.ssdlite import ssdlite_mobilenet_v2
 from tasks import MultiTaskTask
 from tasks.cli.command import main as cli_main
 from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tasks.data.demo.multitask import DemoMultiTaskDataModule, make_multitask_demo
 from tasks.metrics.coco import evaluate_coco
 from tasks.metrics.segmentation import confusion_matrix, iou_from_confusion
@@ -29,8 +31,11 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}
 
 
-def _demo(tmp_path: Path, **kwargs) -> DemoMultiTaskDataModule:
-    args = {"num_train": 6, "num_val": 5, "generated_size": 64, "image_size": 64}
+def _demo(tmp_path: Path, num_train: int = 6, **kwargs) -> DemoMultiTaskDataModule:
+    args = {
+        "scene": SceneOptions(num_train=num_train, num_val=5, generated_size=64),
+        "image_size": 64,
+    }
     return DemoMultiTaskDataModule(root=str(tmp_path / "demo"), **{**args, **kwargs})
 
 
@@ -67,8 +72,8 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
     common = [
         "-c", str(CONFIGS / "multitask_demo_ssdlite_deeplabv3_mobilenetv2.yaml"),
         f"--trainer.default_root_dir={out}",
-        "--data.init_args.num_train=6",
-        "--data.init_args.num_val=3",
+        "--data.init_args.scene.num_train=6",
+        "--data.init_args.scene.num_val=3",
         "--data.init_args.loader.batch_size=2",
         "--model.init_args.width_mult=0.35",
     ]  # fmt: skip
@@ -81,7 +86,7 @@ def test_demo_config_through_the_cli_fit_and_predict(tmp_path, caplog):
             "predict", *common,
             f"--data.init_args.predict_dir={images}",
             f"--trainer.callbacks.init_args.output_dir={preds}",
-            "--model.init_args.score_threshold=0.0",
+            "--model.init_args.postprocess.score_threshold=0.0",
             "--trainer.enable_progress_bar=false",
             "--draw_threshold=0.0",
         ]
@@ -102,7 +107,7 @@ def test_both_metrics_equal_the_reference_computations(tmp_path):
     dm = _demo(
         tmp_path, loader=LoaderOptions(batch_size=16, eval_batch_size=2)
     )  # 5 images: batches of 2, 2, 1
-    task = MultiTaskTask(**SMALL, score_threshold=0.0)
+    task = MultiTaskTask(**SMALL, postprocess=PostprocessOptions(score_threshold=0.0))
     trainer = _trainer(tmp_path)
     trainer.validate(task, dm)
     logged = trainer.callback_metrics
@@ -222,7 +227,7 @@ def test_both_losses_fall_when_overfitting_a_few_images(tmp_path):
     dm = _demo(tmp_path, num_train=8, loader=LoaderOptions(batch_size=8), augmentation="none")
     task = MultiTaskTask(
         **SMALL,
-        min_negatives=3,
+        loss=MultiBoxLossOptions(min_negatives=3),
         optimizer=lambda params: torch.optim.AdamW(params, lr=0.004),
     )
     dm.prepare_data()

@@ -10,15 +10,17 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
+from heads import PostprocessOptions
 from tasks import ModelCheckpoint, MultiTaskTask, WarmupCosineLR
 from tasks.data.base import LoaderOptions
+from tasks.data.demo import SceneOptions
 from tasks.data.demo.multitask import DemoMultiTaskDataModule
 
 SMALL = {"num_det_classes": 3, "num_seg_classes": 4, "width_mult": 0.35, "image_size": 64}
 
 
 def _data(root: Path, **kwargs) -> DemoMultiTaskDataModule:
-    args = {"num_train": 10, "num_val": 7, "generated_size": 64, "image_size": 64}
+    args = {"scene": SceneOptions(num_train=10, num_val=7, generated_size=64), "image_size": 64}
     return DemoMultiTaskDataModule(root=str(root), **{**args, **kwargs})
 
 
@@ -29,7 +31,10 @@ def test_validate_ddp_spawn_equals_one_process(tmp_path):
             tmp_path / "demo", loader=LoaderOptions(batch_size=2, eval_batch_size=2)
         )  # 7 images: uneven
         torch.manual_seed(0)
-        task = MultiTaskTask(**SMALL, score_threshold=0.0, max_detections=300, nms_iou=0.9)
+        task = MultiTaskTask(
+            **SMALL,
+            postprocess=PostprocessOptions(score_threshold=0.0, max_detections=300, nms_iou=0.9),
+        )
         # Zero box deltas: the detections are anchors with random scores, so the COCO
         # numbers are non-zero and depend on every image.
         with torch.no_grad():

@@ -13,6 +13,7 @@ from lightning.pytorch import Trainer
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from heads import PostprocessOptions
 from tasks import ClassificationTask, DetectionTask, SegmentationTask
 from tasks.data.predict import PredictImageDataset, collate_predict
 from tasks.data.transforms import normalize
@@ -57,7 +58,10 @@ def test_output_stems_keep_the_relative_path_and_separate_shared_stems(tmp_path)
 def test_detection_writer_one_image_per_input_and_relative_names(tmp_path):
     folder = _folder(tmp_path / "in")
     out = tmp_path / "out"
-    task = DetectionTask(num_classes=3, width_mult=0.35, image_size=64, score_threshold=0.0)
+    task = DetectionTask(
+        num_classes=3, width_mult=0.35, image_size=64,
+        postprocess=PostprocessOptions(score_threshold=0.0),
+    )  # fmt: skip
     _predict(task, DetectionPredictionWriter(str(out), draw_threshold=0.0), folder)
     drawn = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
     assert drawn == ["a/x_jpg.jpg", "a/x_png.jpg", "b.jpg"]

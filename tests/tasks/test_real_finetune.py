@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from heads import MultiBoxLossOptions, PostprocessOptions
 from tasks import COCODataModule, DetectionTask
 from tasks.data.base import LoaderOptions
 from tests.tasks.tf_files import QUANT_CLASSIFIER, need
@@ -50,7 +51,8 @@ def test_short_finetune_on_real_photos_learns(tmp_path: Path) -> None:
     pl.seed_everything(0)
     task = DetectionTask(
         num_classes=1, image_size=size, weights_backbone=str(backbone), padding="tf",
-        frozen_stages=4, min_negatives=3, nms_iou=0.6,
+        frozen_stages=4, loss=MultiBoxLossOptions(min_negatives=3),
+        postprocess=PostprocessOptions(nms_iou=0.6),
         optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=4e-5),
     )  # fmt: skip
     data = COCODataModule(

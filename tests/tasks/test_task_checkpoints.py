@@ -88,8 +88,8 @@ def _validate(tmp_path: Path, ckpt: Path) -> None:
     cli_main(["validate", "-c", str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"),
               f"--ckpt_path={ckpt}", "--trainer.logger=false",
               "--trainer.enable_progress_bar=false", f"--data.init_args.root={tmp_path / 'demo'}",
-              "--data.init_args.num_train=2", "--data.init_args.num_val=2",
-              "--data.init_args.generated_size=64", "--data.init_args.image_size=64",
+              "--data.init_args.scene.num_train=2", "--data.init_args.scene.num_val=2",
+              "--data.init_args.scene.generated_size=64", "--data.init_args.image_size=64",
               "--model.init_args.image_size=64"])  # fmt: skip
 
 

@@ -97,3 +97,34 @@ def test_a_given_model_count_is_kept_and_checked(capsys, monkeypatch) -> None:
     printed = _printed(capsys, monkeypatch, ["-c", str(config), "--model.init_args.num_classes=5"])
     assert printed["model"]["init_args"]["num_classes"] == 5
     assert printed["data"]["init_args"]["num_classes"] == 3
+
+
+DETECTOR_CONFIGS = sorted(CONFIGS.glob("detection_*.yaml")) + sorted(
+    CONFIGS.glob("multitask_*.yaml")
+)
+
+
+@pytest.mark.parametrize("config", DETECTOR_CONFIGS, ids=lambda p: p.stem)
+def test_the_detectors_take_the_data_s_image_size(config: Path, capsys, monkeypatch) -> None:
+    """The input size is stated once, in the data section, as the class count is."""
+    assert "image_size" not in yaml.safe_load(config.read_text())["model"]["init_args"]
+    printed = _printed(capsys, monkeypatch, ["-c", str(config), "--data.init_args.image_size=96"])
+    assert printed["model"]["init_args"]["image_size"] == 96
+
+
+def test_a_given_image_size_that_disagrees_with_the_data_is_one_line(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:  # fmt: skip
+    monkeypatch.setattr("sys.argv", ["mobilezoo"])
+    config = CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "-c", str(config), f"--data.init_args.root={tmp_path / 'demo'}",
+                  "--data.init_args.scene.num_train=2", "--data.init_args.scene.num_val=1",
+                  "--data.init_args.scene.generated_size=64", "--data.init_args.image_size=64",
+                  "--model.init_args.image_size=96", "--model.init_args.width_mult=0.35",
+                  "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
+                  "--trainer.max_steps=1"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "mobilezoo: error: model.image_size=96 but data.image_size=64; set both to the same value"
+    )

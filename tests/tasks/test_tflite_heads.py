@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from heads import deeplabv3_mobilenet_v2, get_model_builder, ssdlite_mobilenet_v2
+from heads import (
+    PostprocessOptions,
+    deeplabv3_mobilenet_v2,
+    get_model_builder,
+    ssdlite_mobilenet_v2,
+)
 from tasks.cli import main
 from tests.tasks.tf_files import PHOTOS, photo
 
@@ -69,8 +74,9 @@ def test_detection_export_converts_with_its_anchors_and_options(path: Path) -> N
     assert (arch["score_threshold"], arch["nms_iou"], arch["max_detections"]) == (0.3, 0.6, 10)
     assert arch["class_agnostic_nms"] is True
     post = model.postprocessor
-    assert (post.score_threshold, post.nms_iou, post.max_detections) == (0.3, 0.6, 10)
-    assert post.class_agnostic and post.score_activation == "sigmoid"
+    options = post.options
+    assert (options.score_threshold, options.nms_iou, options.max_detections) == (0.3, 0.6, 10)
+    assert options.class_agnostic_nms and post.score_activation == "sigmoid"
 
 
 @pytest.mark.parametrize("name", PHOTOS)
@@ -111,16 +117,17 @@ def test_converted_detector_builds_with_the_files_options(ssd_float, tmp_path: P
     output = tmp_path / "ssd.pt"
     main(["convert", str(SSD_FLOAT), "--output", str(output)])
     model = ssdlite_mobilenet_v2(weights=output).eval()
-    post = model.postprocessor
+    post = model.postprocessor.options
     assert (post.score_threshold, post.nms_iou, post.max_detections) == (0.3, 0.6, 10)
-    assert post.class_agnostic and model.backbone.padding == "tf"
+    assert post.class_agnostic_nms and model.backbone.padding == "tf"
     x = torch.from_numpy(_image("cat.bmp")).permute(2, 0, 1)[None]
     with torch.no_grad():
         built, converted = model(x)[0], ssd_float(x)[0]
     for key in ("boxes", "scores", "labels"):
         torch.testing.assert_close(built[key], converted[key], rtol=0, atol=0)
-    mine = ssdlite_mobilenet_v2(weights=output, score_threshold=0.5, max_detections=3)
-    assert (mine.postprocessor.score_threshold, mine.postprocessor.max_detections) == (0.5, 3)
+    given = PostprocessOptions(score_threshold=0.5, max_detections=3)
+    mine = ssdlite_mobilenet_v2(weights=output, postprocess=given).postprocessor.options
+    assert (mine.score_threshold, mine.max_detections, mine.nms_iou) == (0.5, 3, 0.6)
 
 
 def test_detection_export_with_other_anchors_is_refused_in_one_line(

@@ -19,7 +19,7 @@ def _fit(tmp_path: Path, weights_backbone: Path) -> list[str]:
     return [
         "fit", "-c", str(CONFIG),
         f"--model.init_args.weights_backbone={weights_backbone}",
-        "--data.init_args.num_train=4", "--data.init_args.num_val=2",
+        "--data.init_args.scene.num_train=4", "--data.init_args.scene.num_val=2",
         "--data.init_args.loader.batch_size=2", "--trainer.accelerator=cpu",
         "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path / 'run'}",

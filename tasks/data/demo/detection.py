@@ -17,6 +17,7 @@ from tasks.data.coco import COCOAnnotations, COCODataModule
 from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.shapes import (
     SHAPES,
+    SceneOptions,
     draw_shape,
     random_color,
     scene_spec,
@@ -106,12 +107,9 @@ class DemoDetectionDataModule(GeneratedDemo, COCODataModule):
     Args:
         root: where the set lives; default ``$MOBILEZOO_CACHE/demo_detection_<hash>``.
         num_classes: shape classes (1 to 6: circle, square, triangle, diamond, cross, ring).
-        num_train, num_val: number of training / validation images.
-        generated_size: side of the generated images in pixels.
-        max_objects: most objects in one image.
-        min_object_size, max_object_size: object side as a fraction of the image side.
+        scene: image count and size, objects per image and their sizes, seed
+            (``SceneOptions``; here 3,000 training images by default).
         empty_fraction: share of images without any object.
-        seed: random seed of the generator.
         image_size, augmentation, zoom_out_ratio, train_include_empty, mean, std,
             predict_dir, loader: see ``COCODataModule``. The defaults are the demo
             of ``configs/detection_demo_ssdlite_mobilenetv2.yaml``: 3,000 training images of
@@ -126,14 +124,8 @@ class DemoDetectionDataModule(GeneratedDemo, COCODataModule):
         self,
         root: str | None = None,
         num_classes: int = 3,
-        num_train: int = 3000,
-        num_val: int = 100,
-        generated_size: int = 128,
-        max_objects: int = 4,
-        min_object_size: float = 0.2,
-        max_object_size: float = 0.5,
+        scene: SceneOptions = SceneOptions(num_train=3000),
         empty_fraction: float = 0.1,
-        seed: int = 0,
         image_size: int = 128,
         augmentation: Augmentation = "flip",
         zoom_out_ratio: float = 2.0,
@@ -143,10 +135,7 @@ class DemoDetectionDataModule(GeneratedDemo, COCODataModule):
         predict_dir: str | None = None,
         loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
-        spec = scene_spec(
-            "detection", num_classes, num_train, num_val, generated_size, max_objects,
-            min_object_size, max_object_size, seed, empty_fraction=empty_fraction,
-        )  # fmt: skip
+        spec = scene_spec("detection", num_classes, scene, empty_fraction=empty_fraction)
         super().__init__(
             self.demo_root(root, spec), "train", "val", None,
             image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,

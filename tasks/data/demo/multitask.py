@@ -25,6 +25,7 @@ from tasks.data.demo.generated import GeneratedDemo
 from tasks.data.demo.segmentation import class_color
 from tasks.data.demo.shapes import (
     SHAPES,
+    SceneOptions,
     draw_shape,
     scene_spec,
     shape_polygon,
@@ -120,11 +121,8 @@ class DemoMultiTaskDataModule(GeneratedDemo, COCOJointDataModule):
         root: where the set lives; default ``$MOBILEZOO_CACHE/demo_multitask_<hash>``.
         num_classes: shape classes (1 to 6: circle, square, triangle, diamond, cross, ring);
             the masks have ``num_classes + 1`` classes (background first).
-        num_train, num_val: number of training / validation images.
-        generated_size: side of the generated images in pixels.
-        max_objects: most objects in one image.
-        min_object_size, max_object_size: object side as a fraction of the image side.
-        seed: random seed of the generator.
+        scene: image count and size, objects per image and their sizes, seed
+            (``SceneOptions``).
         image_size, augmentation, zoom_out_ratio, mean, std, predict_dir, loader: see
             ``COCODataModule``. The defaults are the demo of
             ``configs/multitask_demo_ssdlite_deeplabv3_mobilenetv2.yaml``.
@@ -136,13 +134,7 @@ class DemoMultiTaskDataModule(GeneratedDemo, COCOJointDataModule):
         self,
         root: str | None = None,
         num_classes: int = 3,
-        num_train: int = 1000,
-        num_val: int = 100,
-        generated_size: int = 128,
-        max_objects: int = 4,
-        min_object_size: float = 0.2,
-        max_object_size: float = 0.5,
-        seed: int = 0,
+        scene: SceneOptions = SceneOptions(),
         image_size: int = 128,
         augmentation: Augmentation = "flip",
         zoom_out_ratio: float = 2.0,
@@ -151,10 +143,7 @@ class DemoMultiTaskDataModule(GeneratedDemo, COCOJointDataModule):
         predict_dir: str | None = None,
         loader: LoaderOptions = LoaderOptions(batch_size=16),
     ) -> None:
-        spec = scene_spec(
-            "multitask", num_classes, num_train, num_val, generated_size, max_objects,
-            min_object_size, max_object_size, seed,
-        )  # fmt: skip
+        spec = scene_spec("multitask", num_classes, scene)
         super().__init__(
             self.demo_root(root, spec), "train", "val", None,
             image_size=image_size, augmentation=augmentation, zoom_out_ratio=zoom_out_ratio,

@@ -6,6 +6,7 @@ seed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,35 +92,54 @@ def soften(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.0, 0.8))))
 
 
-def scene_spec(
-    kind: str,
-    num_classes: int,
-    num_train: int,
-    num_val: int,
-    size: int,
-    max_objects: int,
-    min_object_size: float,
-    max_object_size: float,
-    seed: int,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The spec of a generated object scene set (detection and joint demos): ``kind``, the
-    generator's arguments and ``extra`` ones, after a ``ValueError`` naming the first
-    argument out of range."""
+@dataclass(frozen=True)
+class SceneOptions:
+    """How a generated object-scene set (the detection and joint demos) is drawn: the
+    ``scene`` argument of their data modules (``data.init_args.scene.num_train`` in a
+    config; ``SceneOptions(num_train=20)`` from Python). The set is a pure function of
+    these values and the class count.
+
+    Args:
+        num_train, num_val: number of training / validation images.
+        generated_size: side of the generated images in pixels.
+        max_objects: most objects in one image.
+        min_object_size, max_object_size: object side as a fraction of the image side.
+        seed: random seed of the generator.
+
+    Raises:
+        ValueError: a value out of range, named with the value given.
+    """
+
+    num_train: int = 1000
+    num_val: int = 100
+    generated_size: int = 128
+    max_objects: int = 4
+    min_object_size: float = 0.2
+    max_object_size: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_object_size <= self.max_object_size < 1:
+            raise ValueError(
+                "need 0 < min_object_size <= max_object_size < 1, got "
+                f"{self.min_object_size} and {self.max_object_size}"
+            )
+        if self.num_train < 1 or self.num_val < 1 or self.max_objects < 1:
+            raise ValueError(
+                f"num_train, num_val and max_objects must be >= 1, got {self.num_train}, "
+                f"{self.num_val}, {self.max_objects}"
+            )
+
+
+def scene_spec(kind: str, num_classes: int, scene: SceneOptions, **extra: Any) -> dict[str, Any]:
+    """The spec of a generated object scene set: ``kind``, the generator's arguments
+    (``num_classes``, the ``scene``'s values, ``extra`` ones), after a ``ValueError`` when
+    ``num_classes`` is out of range."""
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
-    if not 0 < min_object_size <= max_object_size < 1:
-        raise ValueError(
-            "need 0 < min_object_size <= max_object_size < 1, got "
-            f"{min_object_size} and {max_object_size}"
-        )
-    if num_train < 1 or num_val < 1 or max_objects < 1:
-        raise ValueError(
-            f"num_train, num_val and max_objects must be >= 1, got {num_train}, {num_val}, "
-            f"{max_objects}"
-        )
     return {
-        "kind": kind, "num_classes": num_classes, "num_train": num_train, "num_val": num_val,
-        "size": size, "max_objects": max_objects, "min_object_size": min_object_size,
-        "max_object_size": max_object_size, **extra, "seed": seed,
+        "kind": kind, "num_classes": num_classes, "num_train": scene.num_train,
+        "num_val": scene.num_val, "size": scene.generated_size,
+        "max_objects": scene.max_objects, "min_object_size": scene.min_object_size,
+        "max_object_size": scene.max_object_size, **extra, "seed": scene.seed,
     }  # fmt: skip
