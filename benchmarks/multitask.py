@@ -192,9 +192,9 @@ def train_demo(
 ) -> list[list[object]]:
     import tasks  # noqa: F401  (albumentations set-up)
     from heads import MultiBoxLossOptions
-    from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, detections_to_coco
     from tasks.data.base import LoaderOptions
     from tasks.data.demo.multitask import DemoMultiTaskDataModule
+    from tasks.metrics.coco import STAT_NAMES, COCOEvaluator, detections_to_coco
     from tasks.metrics.segmentation import SegmentationMetrics
 
     torch.set_num_threads(threads)

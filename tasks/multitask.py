@@ -19,8 +19,8 @@ from heads.detection_loss import MultiBoxLossOptions
 from heads.joint import ssdlite_deeplabv3_mobilenet_v2
 from heads.postprocess import PostprocessOptions
 from tasks.base import BaseTask, option_group
-from tasks.metrics.coco import EvalBackend
 from tasks.detection import COCOEvaluation, to_original_pixels
+from tasks.metrics.coco import EvalBackend
 from tasks.metrics.segmentation import SegmentationMetrics
 from tasks.segmentation import SegmentationEvaluation
 

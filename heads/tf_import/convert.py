@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from heads.postprocess import PostprocessOptions
 from heads.pretrained import META_KEY, WeightsEntry
 from heads.tf_import.families import (
     canonical_variables,
@@ -39,7 +40,6 @@ from heads.tf_import.names import (
     out_index_array,
     ssdlite_mappings,
 )
-from heads.postprocess import PostprocessOptions
 from heads.weights_loader import POSTPROCESS_OPTIONS
 
 Layout = Literal["tflite", "tf"]

@@ -32,12 +32,16 @@ def test_class_agnostic_nms_keeps_one_class_per_box_and_suppresses_across_classe
     """TF Lite's fast NMS: anchor 1's class 2 box is suppressed by anchor 0's class 1 box
     (the class-wise rule keeps both), and anchor 2 gives its best class only."""
     logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.0001, 0.8], [0.05, 0.4, 0.55]])
-    post = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.35, class_agnostic_nms=True))
+    post = SSDPostprocessor(
+        options=PostprocessOptions(score_threshold=0.35, class_agnostic_nms=True)
+    )
     out = post(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))[0]
     assert out["labels"].tolist() == [0, 1]
     assert out["scores"].tolist() == pytest.approx([0.9, 0.55], abs=1e-4)
     torch.testing.assert_close(out["boxes"], ANCHORS[[0, 2]])
-    wise = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.35))(logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100))
+    wise = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.35))(
+        logits, torch.zeros(1, 3, 4), ANCHORS, (100, 100)
+    )
     assert wise[0]["labels"].tolist() == [0, 1, 1, 0]
 
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 from tasks.data.seg_transforms import segmentation_transforms
 from tasks.data.segmentation import SegmentationDataset, collate_segmentation
-from tasks.viz.figures import draw_examples
 from tasks.segmentation import SegmentationTask
+from tasks.viz.figures import draw_examples
 
 MEAN = STD = (0.5, 0.5, 0.5)
 

@@ -16,9 +16,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from heads import PostprocessOptions
-from tasks.metrics.coco import COCOEvaluator, evaluate_coco
 from tasks.data.base import LoaderOptions
 from tasks.data.demo import SceneOptions
+from tasks.metrics.coco import COCOEvaluator, evaluate_coco
 from tests.tasks.test_coco_eval import make_ground_truth, make_results
 
 

@@ -16,7 +16,7 @@ from jsonargparse import ArgumentParser
 
 from heads import MultiBoxLossOptions, PostprocessOptions, ssdlite_mobilenet_v2
 from tasks import DetectionTask, MultiTaskTask
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 DET = str(CONFIGS / "detection_demo_ssdlite_mobilenetv2.yaml")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from jsonargparse import ArgumentParser
 
-from tasks.cli import main as cli_main
+from tasks.cli.command import main as cli_main
 from tasks.data.demo import DemoDetectionDataModule, DemoMultiTaskDataModule, SceneOptions
 
 CONFIGS = Path(__file__).parents[2] / "configs"

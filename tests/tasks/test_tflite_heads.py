@@ -24,7 +24,7 @@ from heads import (
     get_model_builder,
     ssdlite_mobilenet_v2,
 )
-from tasks.cli import main
+from tasks.cli.command import main
 from tests.tasks.tf_files import PHOTOS, photo
 
 pytest.importorskip("tflite", reason="the tf extra (tflite) is not installed")
