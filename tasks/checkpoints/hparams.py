@@ -53,15 +53,21 @@ SEQUENCE_LIMITS: dict[str, tuple[float, float, int]] = {
 
 
 def check_hparams(hparams: dict[str, Any], source: str) -> None:
-    """Raise ``CheckpointError`` naming ``source`` and the value when a hyper-parameter is out
-    of its bounds (``LIMITS``, ``SEQUENCE_LIMITS``), non-finite, or ``class_names`` is longer
+    """Raise ``CheckpointError`` naming ``source`` and the value when a hyper-parameter (or a
+    field of an option group) is out of its bounds (``LIMITS``, ``SEQUENCE_LIMITS``), non-finite, or ``class_names`` is longer
     than ``num_classes``."""
-    for name, (low, high) in LIMITS.items():
-        value = hparams.get(name)
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue  # absent, or a type error that the config parser reports
-        if not (math.isfinite(value) and low <= value <= high):
-            raise CheckpointError(f"{source}: {name}={quote(value)} is outside [{low}, {high}]")
+    # option groups (``loss``, ``postprocess``, ``loader``, ...) are stored as dicts: their
+    # fields are bounded by the same names
+    groups = [(f"{key}.", value) for key, value in hparams.items() if isinstance(value, dict)]
+    for prefix, values in [("", hparams), *groups]:
+        for name, (low, high) in LIMITS.items():
+            value = values.get(name)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # absent, or a type error that the config parser reports
+            if not (math.isfinite(value) and low <= value <= high):
+                raise CheckpointError(
+                    f"{source}: {prefix}{name}={quote(value)} is outside [{low}, {high}]"
+                )
     for name, (low, high, length) in SEQUENCE_LIMITS.items():
         values = hparams.get(name)
         if not isinstance(values, Sequence) or isinstance(values, str):

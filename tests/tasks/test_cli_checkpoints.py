@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from tasks import SegmentationTask
+from tasks.checkpoints.hparams import check_hparams
 from tasks.checkpoints.io import CheckpointError, fetch_checkpoint
 from tasks.cli.command import main as cli_main
 
@@ -134,6 +135,21 @@ def test_hostile_hyper_parameters_are_refused_in_one_short_line(
     err = capsys.readouterr().err
     assert message in err and len(err) < 500, err
     assert "task" not in captured
+
+
+@pytest.mark.parametrize(
+    ("hparams", "message"),
+    [
+        ({"loss": {"min_negatives": 10**9}}, "loss.min_negatives=1000000000 is outside"),
+        ({"postprocess": {"max_detections": 10**7}}, "postprocess.max_detections=10000000"),
+        ({"postprocess": {"nms_iou": float("nan")}}, "postprocess.nms_iou=nan is outside"),
+    ],
+)
+def test_fields_of_option_groups_are_bounded(hparams: dict, message: str) -> None:
+    """Option groups are stored as dicts: their fields get the same bounds as flat names."""
+    with pytest.raises(CheckpointError, match=message.replace(".", r"\.")):
+        check_hparams(hparams, "x.ckpt")
+    check_hparams({"loss": {"min_negatives": 3}, "postprocess": {"nms_iou": 0.6}}, "x.ckpt")
 
 
 def test_config_values_are_bounded_without_a_checkpoint(captured: dict, capsys) -> None:
