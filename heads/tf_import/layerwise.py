@@ -71,22 +71,19 @@ def _unit(model: nn.Module, mapping: ConvMapping) -> nn.Module:
     return nn.Sequential(conv, bn)
 
 
-def compare_layers(
-    model_path: Path, model: nn.Module, mappings: list[ConvMapping], image: np.ndarray
-) -> list[LayerError]:
-    """Every mapped layer of ``model`` (converted from ``model_path``) on the runtime's
-    own input to it, for one input ``image`` (float ``[H, W, 3]`` in the file's range).
+def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float ``x`` on the 8-bit grid of a runtime tensor ``detail`` (rounded, saturated)."""
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    q = np.round(x / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(detail["dtype"])
 
-    Returns:
-        one ``LayerError`` per mapping, in mapping order.
-    """
+
+def debugging_interpreter(model_path: Path) -> Any:
+    """A TF Lite interpreter of ``model_path`` (tensors allocated) that keeps every
+    intermediate tensor readable after ``invoke``."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from heads.tf_import.convert import read_variables
-    from heads.tf_import.tflite import TFLiteFile
-
-    variables = read_variables(model_path)[0]
-    placed = _match_convs(variables, TFLiteFile(model_path).convs())
     with warnings.catch_warnings():  # "for debugging": reading every tensor is the point
         warnings.simplefilter("ignore", UserWarning)
         interpreter = Interpreter(
@@ -98,13 +95,28 @@ def compare_layers(
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
     interpreter.allocate_tensors()
+    return interpreter
+
+
+def compare_layers(
+    model_path: Path, model: nn.Module, mappings: list[ConvMapping], image: np.ndarray
+) -> list[LayerError]:
+    """Every mapped layer of ``model`` (converted from ``model_path``) on the runtime's
+    own input to it, for one input ``image`` (float ``[H, W, 3]`` in the file's range).
+
+    Returns:
+        one ``LayerError`` per mapping, in mapping order.
+    """
+    from heads.tf_import.convert import read_variables
+    from heads.tf_import.tflite import TFLiteFile
+
+    variables = read_variables(model_path)[0]
+    placed = _match_convs(variables, TFLiteFile(model_path).convs())
+    interpreter = debugging_interpreter(model_path)
     detail = interpreter.get_input_details()[0]
     fed = image[None].astype(np.float32)
     if detail["dtype"] != np.float32:
-        scale, zero_point = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        fed = np.clip(np.round(fed / scale + zero_point), info.min, info.max)
-        fed = fed.astype(detail["dtype"])
+        fed = quantize(fed, detail)
     interpreter.set_tensor(detail["index"], fed)
     interpreter.invoke()
     details = {d["index"]: d for d in interpreter.get_tensor_details()}

@@ -8,13 +8,14 @@ output difference, pixel agreement); ``mobilezoo convert --check`` prints its ``
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from heads.tf_import.layerwise import debugging_interpreter, quantize
 
 
 def runtime(model_path: Path):  # type: ignore[no-untyped-def]
@@ -89,13 +90,6 @@ class Comparison:
         )
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:  # type: ignore[type-arg]
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(detail["dtype"])
-    q = np.round(x / scale + zero_point)
-    return np.clip(q, info.min, info.max).astype(detail["dtype"])
-
-
 def compare_with_runtime(
     model_path: Path, model: nn.Module, builder: str, image: np.ndarray
 ) -> Comparison:
@@ -124,7 +118,7 @@ def compare_with_runtime(
     x = image.astype(np.float32) / 127.5 - 1.0
     quantized = detail["dtype"] != np.float32
     if quantized:
-        fed = _quantize(x, detail)
+        fed = quantize(x, detail)
         scale, zero_point = detail["quantization"]
         x = ((fed.astype(np.float32) - zero_point) * scale).astype(np.float32)
     else:
@@ -178,7 +172,7 @@ def _inputs(image: np.ndarray, detail: dict) -> tuple[np.ndarray, np.ndarray]:  
     x = image.astype(np.float32) / 127.5 - 1.0
     if detail["dtype"] == np.float32:
         return x, x
-    fed = _quantize(x, detail)
+    fed = quantize(x, detail)
     scale, zero_point = detail["quantization"]
     return fed, ((fed.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
@@ -188,20 +182,10 @@ def compare_detections(model_path: Path, model: nn.Module, image: np.ndarray) ->
     the network's box codes and class scores against the tensors the runtime feeds the
     post-processing op, and the detections (the same labels in the same order, boxes
     within 1e-3 of the input size). ``image``: uint8 ``[H, W, 3]`` at the input size."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     from heads.tf_import.convert import read_variables
 
     tensors = read_variables(model_path)[2]["detection"].tensors
-    with warnings.catch_warnings():  # "for debugging": reading the op's inputs is the point
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = Interpreter(
-            model_path=str(model_path),
-            num_threads=1,
-            experimental_preserve_all_tensors=True,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-    interpreter.allocate_tensors()
+    interpreter = debugging_interpreter(model_path)  # reading the op's inputs is the point
     detail = interpreter.get_input_details()[0]
     fed, x = _inputs(image, detail)
     interpreter.set_tensor(detail["index"], fed[None])
