@@ -13,9 +13,11 @@ Parts (``--parts``, all by default):
   SSD training code (``benchmarks.finetune_torchvision``) on the same features from the
   same weights, same image size, steps, batch and data; AP, AP50 (pycocotools, val split),
   wall time and training images/s, mean and spread over ``--seeds``.
-- ``segmentation``: DeepLab (``configs/segmentation_finetune_deeplabv3_mobilenetv2.yaml``)
-  and the joint model (``configs/multitask_coco_ssdlite_deeplabv3_mobilenetv2.yaml`` on the
-  set's masks) fine-tuned on the polygon set through the CLI: mIoU and the object's IoU.
+- ``segmentation``: DeepLab (``configs/segmentation_finetune_deeplabv3_mobilenetv2.yaml``,
+  ``--seg-steps``) and the joint model
+  (``configs/multitask_finetune_ssdlite_deeplabv3_mobilenetv2.yaml``, its own steps or
+  ``--steps``) fine-tuned on the polygon set through the CLI: mIoU and the object's IoU
+  (and the joint model's box AP).
 - ``loader``: training images/s of one loader worker with the SSD augmentation: the
   project's loader (reduced JPEG decoding on and off) against ``torchvision.transforms.v2``
   doing the same augmentation on full decodes.
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real-data"
 DET_CONFIG = ROOT / "configs" / "detection_finetune_ssdlite_mobilenetv2.yaml"
 SEG_CONFIG = ROOT / "configs" / "segmentation_finetune_deeplabv3_mobilenetv2.yaml"
-JOINT_CONFIG = ROOT / "configs" / "multitask_coco_ssdlite_deeplabv3_mobilenetv2.yaml"
+JOINT_CONFIG = ROOT / "configs" / "multitask_finetune_ssdlite_deeplabv3_mobilenetv2.yaml"
 
 
 def _num_classes(root: Path) -> int:
@@ -169,25 +171,26 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
     runs = {
         "DeepLab from voc_tf_8bit": (SEG_CONFIG, seg),
         "DeepLab from ImageNet": (SEG_CONFIG, [*seg, *_weights_overrides(args.weights_backbone)]),
+        # the joint recipe's own steps (those of the detection recipe), or --steps
         "joint SSDLite+DeepLab from ImageNet": (JOINT_CONFIG, [
-            *common, *steps, "--data.init_args.train_split=train", "--data.init_args.val_split=val",
-            "--model.init_args.num_det_classes=1", "--model.init_args.num_seg_classes=2",
-            "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
-            "--trainer.sync_batchnorm=false", "--data.init_args.loader.batch_size=16",
-            "--data.init_args.loader.eval_batch_size=8", "--data.init_args.loader.pin_memory=false",
+            *common, *(_steps_overrides(args.steps) if args.steps else []),
+            f"--model.init_args.num_det_classes={_num_classes(root)}",
+            f"--model.init_args.num_seg_classes={_num_classes(root) + 1}",
             f"--model.init_args.weights_backbone={args.weights_backbone}",
         ]),
     }  # fmt: skip
     lines = [
-        f"Segmentation fine-tune on {root.name} through the CLI, {args.seg_steps} steps, seed 0",
-        f"| model | mIoU | {name} IoU | wall time (s) |",
-        "|---|---|---|---|",
+        f"Segmentation fine-tune on {root.name} through the CLI, seed 0 (DeepLab "
+        f"{args.seg_steps} steps; the joint model {args.steps or 'the recipe'} steps)",
+        f"| model | mIoU | {name} IoU | box AP50 | wall time (s) |",
+        "|---|---|---|---|---|",
     ]
     for label, (config, overrides) in runs.items():
         metrics, wall = _cli_fit(config, overrides, args.threads)
         print(f"{label}: {metrics}", flush=True)
+        box = f"{metrics['val/map_50']:.3f}" if "val/map_50" in metrics else "-"
         lines.append(f"| {label} | {metrics['val/miou']:.3f} | "
-                     f"{metrics.get(f'val/iou_{name}', float('nan')):.3f} | {wall:.0f} |")  # fmt: skip
+                     f"{metrics.get(f'val/iou_{name}', float('nan')):.3f} | {box} | {wall:.0f} |")  # fmt: skip
     return lines
 
 
