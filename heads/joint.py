@@ -285,6 +285,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
     loss: MultiBoxLossOptions = MultiBoxLossOptions(),
     divisible_by: int = 8,
     padding: Padding = "torch",
+    class_prior: float | None = None,
     weights: str | Path | None = None,
 ) -> SSDLiteDeepLabV3:
     """SSDLite + Mobile DeepLabv3 on one MobileNetV2 (stride 32) pass.
@@ -301,7 +302,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
         aspp: add DeepLab's three 3x3 atrous branches (rates 6, 12, 18 halved for stride 32).
         seg_dropout: dropout before the DeepLab classifier.
         weights_backbone, anchor_layout, frozen_stages, postprocess, loss, divisible_by,
-            padding: see ``ssdlite_mobilenet_v2``.
+            padding, class_prior: see ``ssdlite_mobilenet_v2``.
         weights: trained weights: of this model (a ``MultiTaskTask`` checkpoint, a state
             dict), or of another (``heads.weights_loader``): an SSDLite file or checkpoint
             gives the whole detector half, any other (a DeepLab, a classifier) the
@@ -351,6 +352,7 @@ def ssdlite_deeplabv3_mobilenet_v2(
         postprocess=postprocess,
         image_size=image_size,
         padding=padding,
+        class_prior=class_prior,
     )
     model = SSDLiteDeepLabV3(
         detector,

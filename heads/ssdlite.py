@@ -7,6 +7,7 @@ depthwise-separable box predictor on all six maps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -121,6 +122,11 @@ class SSDLite(nn.Module):
             anchors follow the actual input.
         padding: of the extra layers' stride-2 convs: ``"torch"`` (symmetric) or ``"tf"``
             ("SAME", as TF's released detectors; see ``backbones.MobileNetV2``).
+        class_prior: the probability every object class starts with at every anchor, as
+            TF's ``class_prediction_bias_init``: the class predictors' biases start at
+            ``log(prior / C) - log(1 - prior)`` for each class and 0 for the background, so
+            the first steps do not spend themselves unlearning a 50% object score on
+            thousands of background anchors. ``None``: every bias starts at 0.
 
     Forward (``images`` ``[B, 3, H, W]``, normalized to [-1, 1]):
         - eval: a list of ``B`` dicts with ``boxes`` ``[D, 4]`` (x1, y1, x2, y2 in input
@@ -151,10 +157,13 @@ class SSDLite(nn.Module):
         box_scales: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
         image_size: int = 320,
         padding: Padding = "torch",
+        class_prior: float | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_prior is not None and not 0.0 < class_prior < 1.0:
+            raise ValueError(f"class_prior must be in (0, 1) or None, got {class_prior}")
         self.backbone = backbone
         self.taps = tuple(taps)
         channels = backbone.channels(self.taps)
@@ -181,6 +190,11 @@ class SSDLite(nn.Module):
                 nn.init.normal_(module.weight, 0.0, HEAD_INIT_STD)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        if class_prior is not None:
+            for predictor in self.head.cls_predictors:
+                # [n * (C + 1)] -> [n, C + 1]: background first at every anchor
+                bias = predictor[-1].bias.data.view(-1, num_classes + 1)
+                bias[:, 1:] = math.log(class_prior / num_classes) - math.log1p(-class_prior)
 
     def features(self, images: Tensor) -> list[Tensor]:
         """The six maps fed to the head: ``[B, C_k, h_k, w_k]`` (20, 10, 5, 3, 2, 1 at 320)."""
@@ -314,6 +328,7 @@ def ssdlite_mobilenet_v2(
     padding: Padding = "torch",
     score_activation: ScoreActivation = "softmax",
     box_scales: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+    class_prior: float | None = None,
     weights: str | Path | None = None,
 ) -> SSDLite:
     """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
@@ -345,6 +360,9 @@ def ssdlite_mobilenet_v2(
             fresh predictors, trained with the softmax loss) goes back to ``"softmax"``.
         box_scales: the box coder's ``(x, y, w, h)`` scales (see ``BoxCoder``); TF's SSD
             models use the default (10, 10, 5, 5), a converted file sets its own.
+        class_prior: initial object probability of fresh class predictors (see
+            ``SSDLite``); ``None``: biases start at 0. Predictors loaded from ``weights``
+            keep theirs.
         weights: trained weights of the whole detector: a name from
             ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` (``"coco_tf"``) or a
             file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())`` or a
@@ -397,6 +415,7 @@ def ssdlite_mobilenet_v2(
         box_scales=arch["box_scales"],
         image_size=image_size,
         padding=padding,
+        class_prior=class_prior,
     )
     if weights is not None:
         skipped = load_weights(model, "ssdlite_mobilenet_v2", weights)

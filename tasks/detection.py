@@ -182,6 +182,8 @@ class DetectionTask(COCOEvaluation, BaseTask):
         postprocess: detections from the raw outputs (``heads.PostprocessOptions``:
             ``score_threshold``, keep it low for evaluation, ``nms_iou``, ``max_detections``,
             ...); an evaluation option: the command line wins over a checkpoint's.
+        class_prior: initial object probability of fresh class predictors (e.g. 0.01, the
+            fine-tune recipes'); ``None``: their biases start at 0 (see ``heads.SSDLite``).
         eval_backend: ``"pycocotools"`` (reference) or ``"faster_coco_eval"``.
         channels_last: train on channels-last (NHWC) images, the layout in which oneDNN's
             depthwise convolutions are fastest on CPU (``benchmarks.throughput`` compares
@@ -220,6 +222,7 @@ class DetectionTask(COCOEvaluation, BaseTask):
         score_activation: ScoreActivation | None = None,
         loss: MultiBoxLossOptions = MultiBoxLossOptions(),
         postprocess: PostprocessOptions = PostprocessOptions(),
+        class_prior: float | None = None,
         eval_backend: EvalBackend = "pycocotools",
         channels_last: bool = False,
         **kwargs: Any,
@@ -232,7 +235,7 @@ class DetectionTask(COCOEvaluation, BaseTask):
              "score_activation": score_activation},
             num_classes=num_classes, frozen_stages=frozen_stages,
             postprocess=option_group(PostprocessOptions, postprocess),
-            loss=option_group(MultiBoxLossOptions, loss),
+            loss=option_group(MultiBoxLossOptions, loss), class_prior=class_prior,
         )  # fmt: skip
         self.num_classes = num_classes
         self.image_size = image_size

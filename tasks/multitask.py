@@ -69,8 +69,8 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
             (``"imagenet"``, ``"imagenet_v2"``, ``"imagenet_tf"``, ``"imagenet_tf_8bit"``), a
             ``mobilezoo convert`` file, a checkpoint of any zoo task or a torchvision
             state dict (``heads.weights_loader``).
-        anchor_layout, frozen_stages, loss, postprocess, eval_backend, channels_last: see
-            ``DetectionTask``.
+        anchor_layout, frozen_stages, loss, postprocess, class_prior, eval_backend,
+            channels_last: see ``DetectionTask``.
         loss_weighting: ``"fixed"``: ``det_weight * L_det + seg_weight * L_seg``;
             ``"uncertainty"``: Kendall et al. (CVPR 2018), ``sum_i w_i (exp(-s_i) L_i + s_i)``
             with one learned log-variance ``s_i`` per task (logged as ``train/weight_*``).
@@ -130,6 +130,7 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
         frozen_stages: int = 0,
         loss: MultiBoxLossOptions = MultiBoxLossOptions(),
         postprocess: PostprocessOptions = PostprocessOptions(),
+        class_prior: float | None = None,
         loss_weighting: Literal["fixed", "uncertainty"] = "fixed",
         det_weight: float = 1.0,
         seg_weight: float = 1.0,
@@ -160,7 +161,7 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
             num_det_classes=num_det_classes, num_seg_classes=num_seg_classes,
             image_size=image_size, seg_skip=seg_skip, seg_dropout=seg_dropout,
             frozen_stages=frozen_stages, postprocess=option_group(PostprocessOptions, postprocess),
-            loss=option_group(MultiBoxLossOptions, loss),
+            loss=option_group(MultiBoxLossOptions, loss), class_prior=class_prior,
         )  # fmt: skip
         if segmentation_checkpoint is not None:
             with _naming("segmentation_checkpoint", segmentation_checkpoint):

@@ -188,3 +188,14 @@ def test_the_joint_model_is_a_detector_plus_a_segmentation_branch():
     assert joint.detector.training and joint.detector.backbone.training
     assert not joint.eval().detector.training
     assert joint.forward_raw(x)._fields == ("cls_logits", "box_deltas", "seg_logits")
+
+
+def test_class_prior_reaches_the_detector_half():
+    import math
+
+    model = ssdlite_deeplabv3_mobilenet_v2(
+        num_det_classes=4, num_seg_classes=5, width_mult=0.35, class_prior=0.01
+    )
+    bias = model.detector.head.cls_predictors[0][-1].bias.view(-1, 5)
+    assert torch.all(bias[:, 0] == 0)
+    assert torch.allclose(bias[:, 1:], torch.tensor(math.log(0.0025) - math.log(0.99)))

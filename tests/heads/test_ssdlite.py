@@ -107,3 +107,34 @@ def test_conv_bn_pairs_are_consecutive_for_folding(model_320):
 def test_bad_num_classes():
     with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
         ssdlite_mobilenet_v2(num_classes=0)
+
+
+def _object_probability(model: torch.nn.Module) -> torch.Tensor:
+    """Mean softmax probability of each object class over the anchors of a random image."""
+    torch.manual_seed(1)
+    logits = model.eval().forward_outputs(torch.rand(1, 3, 128, 128) * 2 - 1)["cls_logits"]
+    return logits.softmax(dim=-1)[0, :, 1:].mean(dim=0)
+
+
+def test_class_prior_sets_the_initial_object_probability(tmp_path):
+    torch.manual_seed(0)
+    plain = ssdlite_mobilenet_v2(num_classes=2, width_mult=0.35)
+    assert torch.all(_object_probability(plain) > 0.2)  # ~1/3 each: the background unlearned
+    torch.manual_seed(0)
+    prior = ssdlite_mobilenet_v2(num_classes=2, width_mult=0.35, class_prior=0.01)
+    # 0.01 shared by the two classes; the small random weights move it a little
+    assert torch.allclose(_object_probability(prior), torch.tensor([0.005, 0.005]), rtol=0.3)
+    # fine-tuning: fresh predictors (another class count) start at the prior, loaded ones
+    # keep their trained biases
+    path = tmp_path / "plain.pt"
+    torch.save(plain.state_dict(), path)
+    tuned = ssdlite_mobilenet_v2(num_classes=3, width_mult=0.35, class_prior=0.03, weights=path)
+    assert torch.allclose(_object_probability(tuned), torch.full((3,), 0.01), rtol=0.3)
+    same = ssdlite_mobilenet_v2(num_classes=2, width_mult=0.35, class_prior=0.01, weights=path)
+    assert torch.equal(same.head.cls_predictors[0][-1].bias, plain.head.cls_predictors[0][-1].bias)
+
+
+@pytest.mark.parametrize("prior", [0.0, 1.0, -0.5, float("nan")])
+def test_bad_class_prior(prior):
+    with pytest.raises(ValueError, match="class_prior must be in"):
+        ssdlite_mobilenet_v2(num_classes=1, width_mult=0.35, class_prior=prior)
