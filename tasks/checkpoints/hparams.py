@@ -45,6 +45,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "max_detections": (1, 100_000),
     "bn_momentum": (0.0, 1.0),
     "ignore_index": (-1, 65_535),
+    "class_prior": (1e-9, 1.0 - 1e-9),  # a probability; 0 and 1 make infinite biases
 }
 #: bounds of each element of sequence hyper-parameters, and their largest length
 SEQUENCE_LIMITS: dict[str, tuple[float, float, int]] = {

@@ -152,6 +152,13 @@ def test_fields_of_option_groups_are_bounded(hparams: dict, message: str) -> Non
     check_hparams({"loss": {"min_negatives": 3}, "postprocess": {"nms_iou": 0.6}}, "x.ckpt")
 
 
+@pytest.mark.parametrize("prior", [1.0, 0.0, -1.0, float("inf")])
+def test_class_prior_is_a_probability(prior: float) -> None:
+    with pytest.raises(CheckpointError, match="class_prior=.* is outside"):
+        check_hparams({"class_prior": prior}, "x.ckpt")
+    check_hparams({"class_prior": 0.01}, "x.ckpt")
+
+
 def test_config_values_are_bounded_without_a_checkpoint(captured: dict, capsys) -> None:
     with pytest.raises(SystemExit):
         cli_main(["validate", "-c", str(SEG), "--model.init_args.width_mult=40"])
