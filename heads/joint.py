@@ -26,7 +26,7 @@ from backbones.layers import Padding
 from backbones.mobilenetv2 import MobileNetV2
 from backbones.registry import register_model
 from heads.anchors import AnchorLayout
-from heads.deeplabv3 import ASPP_RATES_OS16, DEEPLAB_FEATURE, DeepLabV3Head
+from heads.deeplabv3 import ASPP_RATES_OS16, DEEPLAB_FEATURE, DeepLabV3Head, logits_conv
 from heads.detection_loss import MultiBoxLossOptions
 from heads.outputs import JointOutputs
 from heads.postprocess import PostprocessOptions, SSDPostprocessor
@@ -112,7 +112,7 @@ class SSDLiteDeepLabV3(nn.Module):
             backbone.channels([seg_feature])[0], num_seg_classes, 256, atrous_rates, seg_dropout
         )
         self.seg_skip = (
-            nn.Conv2d(backbone.channels([seg_skip])[0], num_seg_classes, 1) if seg_skip else None
+            logits_conv(backbone.channels([seg_skip])[0], num_seg_classes) if seg_skip else None
         )
         self.num_seg_classes = num_seg_classes
 

@@ -199,3 +199,15 @@ def test_class_prior_reaches_the_detector_half():
     bias = model.detector.head.cls_predictors[0][-1].bias.view(-1, 5)
     assert torch.all(bias[:, 0] == 0)
     assert torch.allclose(bias[:, 1:], torch.tensor(math.log(0.0025) - math.log(0.99)))
+
+
+def test_logits_layers_start_as_tf_deeplab_s():
+    """TF DeepLab's logits init (normal, std 0.01, truncated at 2 std; bias 0): a fresh
+    mask head starts at equal class scores. The default init put a fresh joint model's
+    2-class pixel loss near 4 on real features (its skip reads raw layer_7 features)."""
+    torch.manual_seed(0)
+    model = ssdlite_deeplabv3_mobilenet_v2(num_det_classes=1, num_seg_classes=2, width_mult=0.35)
+    for conv in (model.seg_head.classifier, model.seg_skip):
+        assert conv.weight.abs().max() <= 0.02
+        assert 0.007 < float(conv.weight.std()) < 0.011
+        assert torch.all(conv.bias == 0)

@@ -108,6 +108,10 @@ def test_both_metrics_equal_the_reference_computations(tmp_path):
         tmp_path, loader=LoaderOptions(batch_size=16, eval_batch_size=2)
     )  # 5 images: batches of 2, 2, 1
     task = MultiTaskTask(**SMALL, postprocess=PostprocessOptions(score_threshold=0.0))
+    # An untrained head starts with near-equal class scores (TF's 0.01 logits init, zero
+    # biases, tiny features of a random backbone), whose argmax float rounding can flip:
+    # give it decisive ones.
+    torch.nn.init.normal_(task.model.seg_skip.bias, std=1.0)
     trainer = _trainer(tmp_path)
     trainer.validate(task, dm)
     logged = trainer.callback_metrics
