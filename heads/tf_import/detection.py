@@ -37,7 +37,7 @@ from heads.tf_import.families import (
     is_mobilenet_v2,
 )
 from heads.tf_import.names import ssd_extra_scope
-from heads.tf_import.tflite import TFLiteConv, TFLiteFile, conv_layers
+from heads.tf_import.tflite import TFLiteConv, TFLiteFile, TFLiteTensor, conv_layers
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 #: operators between a predictor's 1x1 conv and the post-processing op that keep values
@@ -60,7 +60,8 @@ class DetectionExport:
             folded into ``biases``).
         anchors: ``[N, 4]`` ``(ycenter, xcenter, h, w)``, fractions of the input size.
         anchor_tolerance: how far ours may be from them: ``ANCHOR_TOLERANCE``, or the
-            rounding of the stored type (float16 files: ``2**-11`` of a value <= 1).
+            rounding of the stored type (float16 files: ``2**-11`` of a value <= 1; 8-bit
+            anchors: half their step), see ``anchor_tolerance``.
         options: the post-processing op's options (``y_scale``, ``nms_iou_threshold``,
             ``max_detections``, ``num_classes``, ``use_regular_nms``, ...).
         score_activation: the score conversion in front of the op.
@@ -208,7 +209,7 @@ def read_detection_export(tfl: TFLiteFile, op: int) -> DetectionExport:
     return DetectionExport(
         variables,
         np.asarray(anchors_tensor.values, dtype=np.float32),
-        _tolerance(anchors_tensor.raw.dtype),
+        anchor_tolerance(anchors_tensor),
         tfl.custom_options(op),
         scores[0],
         (int(shape[1]), int(shape[2])),
@@ -221,9 +222,15 @@ def read_detection_export(tfl: TFLiteFile, op: int) -> DetectionExport:
     )
 
 
-def _tolerance(dtype: np.dtype) -> float:
-    """Anchors stored in float16 (a float16-weights file) are rounded to 11 bits."""
-    return ANCHOR_TOLERANCE if dtype.itemsize >= 4 else max(ANCHOR_TOLERANCE, 2.0**-11)
+def anchor_tolerance(tensor: TFLiteTensor) -> float:
+    """How far the stored anchors may be from ours: float32 ``ANCHOR_TOLERANCE``; float16
+    (a float16-weights file) rounds to 11 bits; 8-bit anchors (TF1's quantized exports,
+    e.g. Coral's) to half their quantization step."""
+    if tensor.scale is not None and tensor.raw.dtype.kind in "iu":
+        return max(ANCHOR_TOLERANCE, 0.5 * float(np.max(tensor.scale)) + ANCHOR_TOLERANCE)
+    if tensor.raw.dtype.itemsize >= 4:
+        return ANCHOR_TOLERANCE
+    return max(ANCHOR_TOLERANCE, 2.0**-11)
 
 
 def _put(variables: dict[str, np.ndarray], scope: str, conv: TFLiteConv) -> None:

@@ -119,6 +119,35 @@ def test_8bit_ssd_every_layer_within_one_step_of_the_runtime() -> None:
         assert worst.steps < 0.6, (photo_name, worst)
 
 
+def test_8bit_anchors_are_checked_to_half_their_step(ssd_float) -> None:
+    """TF1's quantized exports (Coral's ``ssd_mobilenet_v2_coco_quant_postprocess``) may
+    store the anchors in uint8: ours rounded to that grid pass, one anchor two steps off
+    is named."""
+    from dataclasses import replace
+
+    from heads.tf_import.detection import anchor_tolerance, check_anchors, our_anchors
+    from heads.tf_import.tflite import TFLiteTensor
+
+    export = read_variables(SSD_FLOAT)[2]["detection"]
+    ours = our_anchors(ssd_float, export.input_size)
+    scale = float(ours.max()) / 255
+    stored = np.round(ours / scale).astype(np.uint8)
+
+    def as_uint8(q: np.ndarray) -> TFLiteTensor:
+        values = (q * scale).astype(np.float32)
+        return TFLiteTensor("anchors", q.shape, values, q, np.array([scale]), np.array([0]), 0)
+
+    tensor = as_uint8(stored)
+    quantized = replace(export, anchors=tensor.values, anchor_tolerance=anchor_tolerance(tensor))
+    assert scale / 4 < check_anchors(ssd_float, quantized, "q.tflite") <= scale / 2 + 1e-6
+    off = stored.copy()
+    off[450, 2] += 2  # map 2 (3x3), cell (0, 0), anchor 0: h two steps taller
+    tensor = as_uint8(off)
+    moved = replace(export, anchors=tensor.values, anchor_tolerance=anchor_tolerance(tensor))
+    with pytest.raises(ValueError, match=r"anchor 450 \(map 2, cell \(0, 0\), anchor 0"):
+        check_anchors(ssd_float, moved, "q.tflite")
+
+
 def _rewired(tmp_path: Path) -> Path:
     """The float file with map 1's box and class convs reading ``layer_18`` (the input of
     ``Conv_1``) instead of ``layer_19``: a detector on taps neither SSD nor SSDLite has.
