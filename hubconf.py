@@ -9,6 +9,7 @@ from heads import (  # noqa: E402
     get_model,
     list_models,
     mobilenet_v2_classifier,
+    ssd_mobilenet_v2,
     ssdlite_deeplabv3_mobilenet_v2,
     ssdlite_mobilenet_v2,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "list_models",
     "mobilenet_v2",
     "mobilenet_v2_classifier",
+    "ssd_mobilenet_v2",
     "ssdlite_deeplabv3_mobilenet_v2",
     "ssdlite_mobilenet_v2",
 ]

@@ -93,6 +93,13 @@ class MobileNetV2(nn.Module):
         padding: ``"torch"`` (symmetric, default) or ``"tf"`` (TF "SAME": stride-2 convs
             pad 0 before and 1 after on even sizes), needed to reproduce TF-trained
             weights at even input sizes (224, 300, 320). Parameters and MAdds are equal.
+        min_channels: fewest output channels of a width-scaled layer (TF-slim's
+            ``min_depth``): 8 (TF-slim, torchvision); the Object Detection API's SSD
+            feature extractors use 16, which widens the early layers below width 0.75.
+        scale_last_conv: ``layer_19`` scales with ``width_mult`` below 1 as well (TF-slim's
+            ``mobilenet_base`` without ``finegrain_classification_mode``, as the Object
+            Detection API's SSD feature extractors build it). Off: it keeps 1280 channels
+            below width 1, as the published classifiers. Both are equal at width >= 1.
 
     Forward:
         ``x``: ``[B, 3, H, W]`` normalized image. Returns ``{name: [B, C, H / s, W / s]}``
@@ -113,8 +120,12 @@ class MobileNetV2(nn.Module):
         bn_momentum: float = BN_MOMENTUM,
         divisible_by: int = 8,
         padding: Padding = "torch",
+        min_channels: int = MIN_CHANNELS,
+        scale_last_conv: bool = False,
     ) -> None:
         super().__init__()
+        if min_channels < 1:
+            raise ValueError(f"min_channels must be a positive integer, got {min_channels}")
         if divisible_by < 1:
             raise ValueError(f"divisible_by must be a positive integer, got {divisible_by}")
         check_padding(padding)
@@ -128,9 +139,12 @@ class MobileNetV2(nn.Module):
         self.divisible_by = divisible_by
         self.padding = padding
 
+        self.min_channels = min_channels
+        self.scale_last_conv = scale_last_conv
         layers, self.feature_info = _build_layers(
-            width_mult, output_stride, bn_eps, bn_momentum, divisible_by, padding
-        )
+            width_mult, output_stride, bn_eps, bn_momentum, divisible_by, padding,
+            min_channels, scale_last_conv,
+        )  # fmt: skip
         names = [info.name for info in self.feature_info]
         self.out_features = tuple(STAGE_ENDS if out_features is None else out_features)
         unknown = [n for n in self.out_features if n not in names]
@@ -246,12 +260,14 @@ def _build_layers(
     bn_momentum: float,
     divisible_by: int = 8,
     padding: Padding = "torch",
+    min_channels: int = MIN_CHANNELS,
+    scale_last_conv: bool = False,
 ) -> tuple[list[nn.Module], list[FeatureInfo]]:
     """All 19 layers and the info of every returnable feature at this width and stride."""
     bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
 
     def width(c: float) -> int:
-        return make_divisible(c * width_mult, divisible_by, MIN_CHANNELS)
+        return make_divisible(c * width_mult, divisible_by, min_channels)
 
     channels = width(STEM_CHANNELS)
     layers: list[nn.Module] = [ConvBNReLU6(3, channels, 3, stride=2, padding=padding, **bn)]
@@ -295,7 +311,8 @@ def _build_layers(
             layers.append(block)
             infos.append(FeatureInfo(f"layer_{index}", out_channels, stride, index))
             channels = out_channels
-    last = make_divisible(LAST_CHANNELS * max(1.0, width_mult), divisible_by, MIN_CHANNELS)
+    last_mult = width_mult if scale_last_conv else max(1.0, width_mult)
+    last = make_divisible(LAST_CHANNELS * last_mult, divisible_by, min_channels)
     layers.append(ConvBNReLU6(channels, last, 1, **bn))
     infos.append(FeatureInfo(f"layer_{len(layers)}", last, stride, len(layers)))
     return layers, infos
@@ -305,20 +322,24 @@ def _build_layers(
 PUBLISHED_WIDTHS = (1.0, 0.5, 0.75, 0.35, 1.3, 1.4)
 
 
-def layer_channels(width_mult: float, divisible_by: int = 8) -> list[int]:
+def layer_channels(
+    width_mult: float, divisible_by: int = 8, min_channels: int = MIN_CHANNELS
+) -> list[int]:
     """Output channels of ``layer_1`` .. ``layer_18`` at this width and rounding."""
-    channels = [make_divisible(STEM_CHANNELS * width_mult, divisible_by, MIN_CHANNELS)]
+    channels = [make_divisible(STEM_CHANNELS * width_mult, divisible_by, min_channels)]
     for _, c, n, _ in INVERTED_RESIDUAL_SETTING:
-        channels += [make_divisible(c * width_mult, divisible_by, MIN_CHANNELS)] * n
+        channels += [make_divisible(c * width_mult, divisible_by, min_channels)] * n
     return channels
 
 
-def infer_width(channels: Sequence[int]) -> tuple[float, int] | None:
+def infer_width(
+    channels: Sequence[int], min_channels: int = MIN_CHANNELS
+) -> tuple[float, int] | None:
     """``(width_mult, divisible_by)`` of a published width whose ``layer_1`` .. ``layer_18``
-    have these output channels (rounding 8 tried first), or ``None``."""
+    have these output channels (rounding 8 tried first) with ``min_channels``, or ``None``."""
     for width_mult in PUBLISHED_WIDTHS:
         for divisible_by in (8, 1):
-            if layer_channels(width_mult, divisible_by) == list(channels):
+            if layer_channels(width_mult, divisible_by, min_channels) == list(channels):
                 return width_mult, divisible_by
     return None
 

@@ -30,6 +30,7 @@ from heads.detection_loss import MultiBoxLossOptions
 from heads.inference import optimize_for_inference
 from heads.joint import SSDLiteDeepLabV3, ssdlite_deeplabv3_mobilenet_v2
 from heads.postprocess import PostprocessOptions
+from heads.ssd import ssd_mobilenet_v2
 from heads.ssdlite import SSDLite, SSDLiteHead, ssdlite_mobilenet_v2
 from heads.weights_loader import Weights, open_weights
 
@@ -58,6 +59,7 @@ __all__ = [
     "optimize_for_inference",
     "predict_padded",
     "register_model",
+    "ssd_mobilenet_v2",
     "ssdlite_deeplabv3_mobilenet_v2",
     "ssdlite_mobilenet_v2",
 ]

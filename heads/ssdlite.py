@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.layers import ConvBNReLU6, Padding
-from backbones.mobilenetv2 import MobileNetV2
+from backbones.mobilenetv2 import MIN_CHANNELS, MobileNetV2
 from backbones.registry import register_model
 from heads.anchors import AnchorLayout, SSDAnchorGenerator
 from heads.box_coder import BoxCoder
@@ -25,7 +25,12 @@ from heads.detection_loss import MultiBoxLoss, MultiBoxLossOptions
 from heads.outputs import DetectorOutputs
 from heads.postprocess import PostprocessOptions, ScoreActivation, SSDPostprocessor
 from heads.pretrained import TF_DOWNLOAD_URL, TF_RANGE, WeightsEntry
-from heads.weights_loader import BACKBONE_ARCHITECTURE, POSTPROCESS_OPTIONS, architecture_of
+from heads.weights_loader import (
+    BACKBONE_ARCHITECTURE,
+    OD_MIN_DEPTH,
+    POSTPROCESS_OPTIONS,
+    architecture_of,
+)
 from heads.weights_transfer import load_backbone_weights, load_weights
 
 SSDLITE_FEATURES = ("layer_15_expansion", "layer_19")
@@ -39,9 +44,17 @@ HEAD_INIT_STD = 0.03
 CLASS_PREDICTORS = ("head.cls_predictors.",)
 
 
-def _extra_layer(in_channels: int, depth: int, padding: Padding = "torch") -> nn.Sequential:
-    """1x1 conv to depth/2 -> 3x3 depthwise stride 2 -> 1x1 conv to depth (BN + ReLU6 each)."""
+def _extra_layer(
+    in_channels: int, depth: int, padding: Padding = "torch", separable: bool = True
+) -> nn.Sequential:
+    """1x1 conv to depth/2 -> 3x3 depthwise stride 2 -> 1x1 conv to depth (BN + ReLU6 each);
+    not ``separable`` (SSD): 1x1 conv to depth/2 -> 3x3 stride-2 conv to depth."""
     mid = depth // 2
+    if not separable:
+        return nn.Sequential(
+            ConvBNReLU6(in_channels, mid, 1, **SSD_BN),
+            ConvBNReLU6(mid, depth, 3, stride=2, padding=padding, **SSD_BN),
+        )
     return nn.Sequential(
         ConvBNReLU6(in_channels, mid, 1, **SSD_BN),
         ConvBNReLU6(mid, mid, 3, stride=2, groups=mid, padding=padding, **SSD_BN),
@@ -49,8 +62,11 @@ def _extra_layer(in_channels: int, depth: int, padding: Padding = "torch") -> nn
     )
 
 
-def _predictor(in_channels: int, out_channels: int) -> nn.Sequential:
-    """SSDLite predictor: 3x3 depthwise (BN, ReLU6) -> 1x1 conv with bias."""
+def _predictor(in_channels: int, out_channels: int, separable: bool = True) -> nn.Module:
+    """SSDLite predictor: 3x3 depthwise (BN, ReLU6) -> 1x1 conv with bias; not
+    ``separable`` (SSD, the Object Detection API's ``kernel_size: 1``): the 1x1 conv alone."""
+    if not separable:
+        return nn.Conv2d(in_channels, out_channels, 1)
     return nn.Sequential(
         ConvBNReLU6(in_channels, in_channels, 3, groups=in_channels, **SSD_BN),
         nn.Conv2d(in_channels, out_channels, 1),
@@ -64,13 +80,18 @@ class SSDLiteHead(nn.Module):
         in_channels: channels of each map.
         num_anchors: anchors per location of each map.
         num_classes: object classes ``C`` (background is added as index 0).
+        separable: SSDLite's depthwise + 1x1 predictors; ``False``: SSD's 1x1 convs.
 
     Forward: list of ``[B, C_k, h_k, w_k]`` -> ``cls_logits`` ``[B, A, C + 1]`` and
     ``box_deltas`` ``[B, A, 4]``, anchors ordered map, row, column, anchor.
     """
 
     def __init__(
-        self, in_channels: Sequence[int], num_anchors: Sequence[int], num_classes: int
+        self,
+        in_channels: Sequence[int],
+        num_anchors: Sequence[int],
+        num_classes: int,
+        separable: bool = True,
     ) -> None:
         super().__init__()
         if len(in_channels) != len(num_anchors):
@@ -79,11 +100,11 @@ class SSDLiteHead(nn.Module):
             )
         self.num_classes = num_classes
         self.cls_predictors = nn.ModuleList(
-            _predictor(c, n * (num_classes + 1))
+            _predictor(c, n * (num_classes + 1), separable)
             for c, n in zip(in_channels, num_anchors, strict=True)
         )
         self.box_predictors = nn.ModuleList(
-            _predictor(c, n * 4) for c, n in zip(in_channels, num_anchors, strict=True)
+            _predictor(c, n * 4, separable) for c, n in zip(in_channels, num_anchors, strict=True)
         )
 
     @staticmethod
@@ -127,6 +148,9 @@ class SSDLite(nn.Module):
             ``log(prior / C) - log(1 - prior)`` for each class and 0 for the background, so
             the first steps do not spend themselves unlearning a 50% object score on
             thousands of background anchors. ``None``: every bias starts at 0.
+        separable: SSDLite's depthwise-separable extra layers and predictors (default);
+            ``False``: SSD's (a 3x3 stride-2 conv after each extra layer's 1x1, 1x1 conv
+            predictors), the Object Detection API's ``ssd_mobilenet_v2``.
 
     Forward (``images`` ``[B, 3, H, W]``, normalized to [-1, 1]):
         - eval: a list of ``B`` dicts with ``boxes`` ``[D, 4]`` (x1, y1, x2, y2 in input
@@ -158,6 +182,7 @@ class SSDLite(nn.Module):
         image_size: int = 320,
         padding: Padding = "torch",
         class_prior: float | None = None,
+        separable: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -169,7 +194,7 @@ class SSDLite(nn.Module):
         channels = backbone.channels(self.taps)
         extras, in_ch = [], channels[-1]
         for depth in extra_depths:
-            extras.append(_extra_layer(in_ch, depth, padding))
+            extras.append(_extra_layer(in_ch, depth, padding, separable))
             in_ch = depth
         self.extras = nn.ModuleList(extras)
         self.anchor_generator = SSDAnchorGenerator(
@@ -179,7 +204,9 @@ class SSDLite(nn.Module):
             [*channels, *extra_depths],
             self.anchor_generator.num_anchors_per_location,
             num_classes,
+            separable,
         )
+        self.separable = separable
         box_coder = BoxCoder(tuple(box_scales))
         self.loss = MultiBoxLoss(box_coder, loss)
         self.postprocessor = SSDPostprocessor(box_coder, postprocess, score_activation)
@@ -192,8 +219,9 @@ class SSDLite(nn.Module):
                     nn.init.zeros_(module.bias)
         if class_prior is not None:
             for predictor in self.head.cls_predictors:
+                conv = predictor[-1] if isinstance(predictor, nn.Sequential) else predictor
                 # [n * (C + 1)] -> [n, C + 1]: background first at every anchor
-                bias = predictor[-1].bias.data.view(-1, num_classes + 1)
+                bias = conv.bias.data.view(-1, num_classes + 1)
                 bias[:, 1:] = math.log(class_prior / num_classes) - math.log1p(-class_prior)
 
     def features(self, images: Tensor) -> list[Tensor]:
@@ -276,6 +304,14 @@ class SSDLite(nn.Module):
         return next(self.parameters()).device
 
 
+def od_extra_depths(width_mult: float) -> tuple[int, ...]:
+    """The extra layers' depths of the Object Detection API's MobileNetV2 feature extractors
+    at ``width_mult`` (``feature_map_generators``: ``max(int(depth * width), min_depth)``;
+    their 1x1 convs take half, which equals its ``int(depth / 2 * width)`` down to width
+    1/8)."""
+    return tuple(max(int(d * width_mult), OD_MIN_DEPTH) for d in EXTRA_DEPTHS)
+
+
 def _halve(n: int, stride: int) -> int:
     while stride > 1:
         n, stride = -(-n // 2), stride // 2
@@ -300,20 +336,24 @@ WEIGHTS = (
 )  # fmt: skip
 
 
+#: the options a detector's weights record (``architecture_of``), of both SSD builders
+SSD_ARCHITECTURE = (
+    "num_classes",
+    *BACKBONE_ARCHITECTURE,
+    "anchor_layout",
+    "score_activation",
+    "image_size",
+    "box_scales",
+    *POSTPROCESS_OPTIONS,
+)
+
+
 @register_model(
     kind="detector",
     default_size=320,
     weights=WEIGHTS,
     class_predictors=CLASS_PREDICTORS,
-    architecture=(
-        "num_classes",
-        *BACKBONE_ARCHITECTURE,
-        "anchor_layout",
-        "score_activation",
-        "image_size",
-        "box_scales",
-        *POSTPROCESS_OPTIONS,
-    ),
+    architecture=SSD_ARCHITECTURE,
 )
 def ssdlite_mobilenet_v2(
     num_classes: int | None = None,
@@ -376,10 +416,53 @@ def ssdlite_mobilenet_v2(
     At 320x320 with 80 classes: 4,337,013 parameters and 0.79 G multiply-adds (paper: 4.3M,
     0.8B).
     """
+    return build_ssd(
+        "ssdlite_mobilenet_v2",
+        num_classes=num_classes,
+        width_mult=width_mult,
+        image_size=image_size,
+        weights_backbone=weights_backbone,
+        anchor_layout=anchor_layout,
+        frozen_stages=frozen_stages,
+        postprocess=postprocess,
+        loss=loss,
+        divisible_by=divisible_by,
+        padding=padding,
+        score_activation=score_activation,
+        box_scales=box_scales,
+        class_prior=class_prior,
+        weights=weights,
+    )
+
+
+def build_ssd(
+    name: str,
+    *,
+    num_classes: int | None,
+    width_mult: float,
+    image_size: int,
+    weights_backbone: str | Path | None,
+    anchor_layout: AnchorLayout,
+    frozen_stages: int,
+    postprocess: PostprocessOptions,
+    loss: MultiBoxLossOptions,
+    divisible_by: int,
+    padding: Padding,
+    score_activation: ScoreActivation,
+    box_scales: Sequence[float],
+    weights: str | Path | None,
+    class_prior: float | None = None,
+    separable: bool = True,
+    od_api_width: bool = False,
+) -> SSDLite:
+    """The body of the registered SSD builders ``name``: ``ssdlite_mobilenet_v2``
+    (``separable``) and ``ssd_mobilenet_v2``; see their arguments. ``od_api_width``: the
+    Object Detection API's width rule (``min_channels`` 16, ``layer_19`` and the extra
+    layers scaled by ``width_mult``; ``od_extra_depths``)."""
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
     arch = architecture_of(
-        "ssdlite_mobilenet_v2",
+        name,
         weights,
         weights_backbone,
         num_classes=num_classes,
@@ -401,10 +484,12 @@ def ssdlite_mobilenet_v2(
         frozen_stages=frozen_stages,
         divisible_by=divisible_by,
         padding=padding,
+        min_channels=OD_MIN_DEPTH if od_api_width else MIN_CHANNELS,
+        scale_last_conv=od_api_width,
         **SSD_BN,
     )
     if weights_backbone is not None:
-        load_backbone_weights(backbone, weights_backbone, "ssdlite_mobilenet_v2")
+        load_backbone_weights(backbone, weights_backbone, name)
     model = SSDLite(
         backbone,
         num_classes,
@@ -416,9 +501,11 @@ def ssdlite_mobilenet_v2(
         image_size=image_size,
         padding=padding,
         class_prior=class_prior,
+        separable=separable,
+        extra_depths=od_extra_depths(width_mult) if od_api_width else EXTRA_DEPTHS,
     )
     if weights is not None:
-        skipped = load_weights(model, "ssdlite_mobilenet_v2", weights)
+        skipped = load_weights(model, name, weights)
         if skipped and model.postprocessor.score_activation != score_activation:
             # Fresh class predictors learn with the softmax loss: the weights' activation
             # described their own predictors only.

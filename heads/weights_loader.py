@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from backbones.mobilenetv2 import infer_width
+from backbones.mobilenetv2 import MIN_CHANNELS, infer_width
 from backbones.registry import get_model_builder, get_model_spec
 from backbones.weights import WeightsError, WeightsNotFoundError
 from heads.postprocess import PostprocessOptions
@@ -44,6 +44,11 @@ CLASSIFIER = "mobilenet_v2_classifier"
 #: the builder a converted backbone-only file names (torchvision's ``features.*`` keys)
 BACKBONE = "mobilenet_v2"
 SSDLITE = "ssdlite_mobilenet_v2"
+#: SSD (not lite): its predictors are single convs (``head.cls_predictors.0.weight``)
+SSD = "ssd_mobilenet_v2"
+#: the Object Detection API's ``min_depth`` of its MobileNetV2 feature extractors
+#: (``ssd_mobilenet_v2``'s narrowest layer)
+OD_MIN_DEPTH = 16
 DEEPLAB = "deeplabv3_mobilenet_v2"
 JOINT = "ssdlite_deeplabv3_mobilenet_v2"
 KINDS = (
@@ -260,16 +265,17 @@ def _read_file(path: Path, source: str) -> Weights:
     _check_finite(state, path)
     arch = _architecture(meta, kind, builder, path)
     if "width_mult" not in arch:  # a bare state dict: its channels tell the width
-        arch.update(_width_from_shapes(state))
+        arch.update(_width_from_shapes(state, builder))
     classes = {CLASSIFIER: "head.classifier.1.weight", DEEPLAB: "head.classifier.weight"}
     if "num_classes" not in arch and classes.get(builder) in state:  # and the class count
         arch["num_classes"] = int(state[classes[builder]].shape[0])
     return Weights(source, kind, builder, arch, None, state)
 
 
-def _width_from_shapes(state: dict[str, Tensor]) -> dict[str, Any]:
+def _width_from_shapes(state: dict[str, Tensor], builder: str) -> dict[str, Any]:
     """``width_mult`` and ``divisible_by`` of a published width whose channels the
-    backbone tensors have (``{}`` when none fits: the loading then names the shape)."""
+    backbone tensors have (``{}`` when none fits: the loading then names the shape), by
+    ``builder``'s channel rule (SSD: the Object Detection API's ``min_depth`` 16)."""
     channels = []
     for layer in range(18):
         convs = [
@@ -280,7 +286,7 @@ def _width_from_shapes(state: dict[str, Tensor]) -> dict[str, Any]:
         if not convs:
             return {}
         channels.append(int(convs[-1].shape[0]))
-    found = infer_width(channels)
+    found = infer_width(channels, OD_MIN_DEPTH if builder == SSD else MIN_CHANNELS)
     return {} if found is None else {"width_mult": found[0], "divisible_by": found[1]}
 
 
@@ -314,6 +320,8 @@ def builder_of(state: dict[str, Tensor]) -> str | None:
         return "torchvision" if "features.0.0.weight" in state else None
     if any(k.startswith("seg_head.") for k in state):
         return JOINT
+    if "head.cls_predictors.0.weight" in state:
+        return SSD
     if any(k.startswith("head.cls_predictors.") for k in state):
         return SSDLITE
     if any(k.startswith("head.image_pooling.") for k in state):

@@ -40,7 +40,7 @@ from heads.tf_import.names import (
     out_index_array,
     ssdlite_mappings,
 )
-from heads.weights_loader import POSTPROCESS_OPTIONS
+from heads.weights_loader import OD_MIN_DEPTH, POSTPROCESS_OPTIONS
 
 Layout = Literal["tflite", "tf"]
 #: the builder function of a name (``heads.get_model_builder``). Given by the caller: the
@@ -51,8 +51,12 @@ BUILDERS = (
     "mobilenet_v2_classifier",
     "deeplabv3_mobilenet_v2",
     "ssdlite_mobilenet_v2",
+    "ssd_mobilenet_v2",
     "mobilenet_v2",
 )
+#: the Object Detection API's SSD builders (TF anchors, box coder, post-processing)
+SSD_BUILDERS = ("ssdlite_mobilenet_v2", "ssd_mobilenet_v2")
+
 #: residual additions of MobileNetV2 (blocks of stride 1 and equal widths)
 _RESIDUAL_ADDS = 10
 #: a variable of each model's head (DeepLab, classifier, SSD): what tells the model
@@ -295,7 +299,9 @@ def infer_builder(
         kwargs = {"num_classes": classes - 1 if classes == 1001 else classes}
         prefix = "MobilenetV2"
     elif "BoxPredictor_0/ClassPredictor/weights" in variables:
-        builder = "ssdlite_mobilenet_v2"
+        # SSDLite's predictors start with a depthwise conv, SSD's are one 1x1 conv
+        lite = "BoxPredictor_0/ClassPredictor_depthwise/depthwise_weights" in variables
+        builder = "ssdlite_mobilenet_v2" if lite else "ssd_mobilenet_v2"
         anchors = _out_channels(variables["BoxPredictor_0/BoxEncodingPredictor/weights"], layout)
         classes = _out_channels(variables["BoxPredictor_0/ClassPredictor/weights"], layout)
         tf_classes = classes // (anchors // 4)
@@ -306,12 +312,17 @@ def infer_builder(
         builder, kwargs, prefix = "mobilenet_v2", {}, "MobilenetV2"
     else:
         raise ValueError(unknown_file_message(source, sorted(variables)))
-    kwargs.update(_infer_width(variables, layout, prefix))
+    min_channels = OD_MIN_DEPTH if builder == "ssd_mobilenet_v2" else None
+    kwargs.update(_infer_width(variables, layout, prefix, min_channels))
     return builder, kwargs
 
 
-def _infer_width(variables: dict[str, np.ndarray], layout: Layout, prefix: str) -> dict[str, Any]:
-    from backbones.mobilenetv2 import MobileNetV2
+def _infer_width(
+    variables: dict[str, np.ndarray], layout: Layout, prefix: str, min_channels: int | None = None
+) -> dict[str, Any]:
+    """Width and rounding whose channels are TF's (``min_channels``: the builder's, e.g.
+    the Object Detection API's 16 for ``ssd_mobilenet_v2``; default the backbone's)."""
+    from backbones.mobilenetv2 import MIN_CHANNELS, MobileNetV2
 
     tf_channels = [
         _out_channels(variables[f"{prefix}/{s}/weights"], layout)
@@ -320,7 +331,12 @@ def _infer_width(variables: dict[str, np.ndarray], layout: Layout, prefix: str) 
     ]
     for width in (1.0, 0.5, 0.75, 0.35, 1.3, 1.4):
         for divisible_by in (8, 1):
-            net = MobileNetV2(width, out_features=["layer_18"], divisible_by=divisible_by)
+            net = MobileNetV2(
+                width,
+                out_features=["layer_18"],
+                divisible_by=divisible_by,
+                min_channels=min_channels or MIN_CHANNELS,
+            )
             ours = [net._info[f"layer_{i}"].channels for i in range(1, 19)]
             if ours == tf_channels:
                 return {"width_mult": width, "divisible_by": divisible_by}
@@ -354,7 +370,7 @@ def mappings_for(
 ) -> list[ConvMapping]:
     """Mappings of ``builder``'s model (``tf_classes``: the file's class outputs with
     background, TF-slim's 1001 / the Object Detection API's COCO 91 by default)."""
-    if builder == "ssdlite_mobilenet_v2":
+    if builder in SSD_BUILDERS:
         return ssdlite_mappings(model, tf_classes=tf_classes or 91)
     if builder == "mobilenet_v2_classifier":
         return classifier_mappings(model, tf_classes or 1001)
@@ -371,7 +387,7 @@ def architecture_keys(builder: str) -> tuple[str, ...]:
     common = ("num_classes", "width_mult", "divisible_by", "padding")
     if builder == "deeplabv3_mobilenet_v2":
         return (*common, "output_stride", "align_corners", "aspp")
-    if builder == "ssdlite_mobilenet_v2":
+    if builder in SSD_BUILDERS:
         detector = ("anchor_layout", "score_activation", "image_size", "box_scales")
         return (*common, *detector, *POSTPROCESS_OPTIONS)
     return common
@@ -408,8 +424,8 @@ def convert_file(
         kwargs["output_stride"] = hints.get("output_stride", 16)
         kwargs["align_corners"] = hints.get("align_corners", True)
     detection = hints.get("detection")
-    if found == "ssdlite_mobilenet_v2":
-        # the Object Detection API's SSDLite: TF's anchors, sigmoid class scores
+    if found in SSD_BUILDERS:
+        # the Object Detection API's SSD(Lite): TF's anchors, sigmoid class scores
         kwargs.update(anchor_layout="tf", score_activation="sigmoid")
         if detection is not None:  # a TF Lite export: its decoding and NMS as well
             from heads.tf_import.detection import postprocess_options

@@ -5,10 +5,12 @@ the custom operator ``TFLite_Detection_PostProcess`` (``export_tflite_ssd_graph`
 Such a file names its tensors after TF ops, not after the variables, so its layers are
 placed by the graph itself: the post-processing op's first two inputs are the box
 encodings ``[1, N, 4]`` and the class scores ``[1, N, C + 1]``, each a concatenation of
-one 1x1 convolution per feature map (in map order); each of those reads a 3x3 depthwise
-convolution, which reads its feature map. Every other convolution, in graph order, is the
-MobileNetV2 (``families``: 52 layers) and then the four extra layers (three each). The
-taps are checked (map 0 is ``layer_15``'s expansion, map 1 ``layer_19``, maps 2-5 the extra
+one 1x1 convolution per feature map (in map order). In SSDLite each of those reads a 3x3
+depthwise convolution, which reads its feature map; in SSD (``ssd_mobilenet_v2``,
+``kernel_size: 1``) it reads the map itself. Every other convolution, in graph order, is
+the MobileNetV2 (``families``: 52 layers) and then the four extra layers (three each in
+SSDLite: 1x1, 3x3 depthwise, 1x1; two in SSD: 1x1, 3x3). The predictors decide which of
+the two the file is, and the extra layers must then agree. The taps are checked (map 0 is ``layer_15``'s expansion, map 1 ``layer_19``, maps 2-5 the extra
 layers' outputs), so a graph wired differently is refused, not mis-assigned.
 
 The file also holds what our model must match outside the weights: the anchors (a
@@ -35,7 +37,7 @@ from heads.tf_import.families import (
     is_mobilenet_v2,
 )
 from heads.tf_import.names import ssd_extra_scope
-from heads.tf_import.tflite import TFLiteConv, TFLiteFile, conv_layers
+from heads.tf_import.tflite import TFLiteConv, TFLiteFile, TFLiteTensor, conv_layers
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 #: operators between a predictor's 1x1 conv and the post-processing op that keep values
@@ -58,7 +60,8 @@ class DetectionExport:
             folded into ``biases``).
         anchors: ``[N, 4]`` ``(ycenter, xcenter, h, w)``, fractions of the input size.
         anchor_tolerance: how far ours may be from them: ``ANCHOR_TOLERANCE``, or the
-            rounding of the stored type (float16 files: ``2**-11`` of a value <= 1).
+            rounding of the stored type (float16 files: ``2**-11`` of a value <= 1; 8-bit
+            anchors: half their step), see ``anchor_tolerance``.
         options: the post-processing op's options (``y_scale``, ``nms_iou_threshold``,
             ``max_detections``, ``num_classes``, ``use_regular_nms``, ...).
         score_activation: the score conversion in front of the op.
@@ -69,6 +72,8 @@ class DetectionExport:
             outputs) and of its outputs ``boxes`` ``[1, D, 4]`` (ymin, xmin, ymax, xmax in
             [0, 1]), ``classes`` (0-based, background dropped), ``scores``,
             ``num_detections``.
+        separable: SSDLite (depthwise + 1x1 predictors and extra layers) or SSD (1x1
+            predictors, 1x1 + 3x3 extra layers).
     """
 
     variables: dict[str, np.ndarray]
@@ -79,6 +84,7 @@ class DetectionExport:
     input_size: tuple[int, int]
     map_sizes: list[tuple[int, int]] = field(default_factory=list)
     tensors: dict[str, int] = field(default_factory=dict)
+    separable: bool = True
 
 
 def postprocess_op(tfl: TFLiteFile) -> int | None:
@@ -164,31 +170,46 @@ def read_detection_export(tfl: TFLiteFile, op: int) -> DetectionExport:
     predictor_ops: set[int] = set()
     maps: list[int] = []
     variables: dict[str, np.ndarray] = {}
+    kinds: set[str] = set()
     for k, (box_op, cls_op) in enumerate(zip(box_ops, cls_ops, strict=True)):
         feature = []
         for kind, op_index in (("BoxEncodingPredictor", box_op), ("ClassPredictor", cls_op)):
             conv = convs[op_index]
-            dw_op = graph.producer.get(graph.through(conv.source, []))
-            if dw_op not in convs or convs[dw_op].op != "DEPTHWISE_CONV_2D":
-                raise ValueError(
-                    f"{source}: predictor {k}'s {kind} does not read a 3x3 depthwise conv"
-                )
-            depthwise = convs[dw_op]
-            predictor_ops |= {op_index, dw_op}
-            feature.append(graph.through(depthwise.source, []))
             scope = f"BoxPredictor_{k}/{kind}"
-            _put(variables, f"{scope}_depthwise", depthwise)
+            size = tuple(int(n) for n in conv.weights.shape[1:3])
+            if size != (1, 1):
+                raise ValueError(
+                    f"{source}: predictor {k}'s {kind} is a {size[0]}x{size[1]} conv; SSDLite "
+                    "and SSD MobileNetV2 (kernel_size 1) predict with 1x1 convs"
+                )
+            source_op = graph.producer.get(graph.through(conv.source, []))
+            if source_op in convs and convs[source_op].op == "DEPTHWISE_CONV_2D":
+                depthwise = convs[source_op]  # SSDLite: 3x3 depthwise, then the 1x1
+                predictor_ops.add(source_op)
+                feature.append(graph.through(depthwise.source, []))
+                _put(variables, f"{scope}_depthwise", depthwise)
+                kinds.add("SSDLite (depthwise + 1x1)")
+            else:  # SSD: the 1x1 conv reads the map
+                feature.append(graph.through(conv.source, []))
+                kinds.add("SSD (1x1)")
+            predictor_ops.add(op_index)
             _put(variables, scope, conv)
         if feature[0] != feature[1]:
             raise ValueError(f"{source}: predictor {k}'s box and class layers read different maps")
         maps.append(feature[0])
+    if len(kinds) != 1:
+        raise ValueError(
+            f"{source}: its box predictors mix {' and '.join(sorted(kinds))} layers; SSD and "
+            "SSDLite each use one kind"
+        )
+    separable = kinds == {"SSDLite (depthwise + 1x1)"}
     rest = [c for i, c in sorted(convs.items()) if i not in predictor_ops]
-    _place_feature_extractor(rest, maps, variables, source)
+    _place_feature_extractor(rest, maps, variables, source, separable)
     shape = tfl.input_shape()
     return DetectionExport(
         variables,
         np.asarray(anchors_tensor.values, dtype=np.float32),
-        _tolerance(anchors_tensor.raw.dtype),
+        anchor_tolerance(anchors_tensor),
         tfl.custom_options(op),
         scores[0],
         (int(shape[1]), int(shape[2])),
@@ -197,12 +218,19 @@ def read_detection_export(tfl: TFLiteFile, op: int) -> DetectionExport:
             **dict(zip(("box_encodings", "class_predictions", "anchors"), inputs, strict=True)),
             **dict(zip(("boxes", "classes", "scores", "num_detections"), outputs, strict=False)),
         },
+        separable,
     )
 
 
-def _tolerance(dtype: np.dtype) -> float:
-    """Anchors stored in float16 (a float16-weights file) are rounded to 11 bits."""
-    return ANCHOR_TOLERANCE if dtype.itemsize >= 4 else max(ANCHOR_TOLERANCE, 2.0**-11)
+def anchor_tolerance(tensor: TFLiteTensor) -> float:
+    """How far the stored anchors may be from ours: float32 ``ANCHOR_TOLERANCE``; float16
+    (a float16-weights file) rounds to 11 bits; 8-bit anchors (TF1's quantized exports,
+    e.g. Coral's) to half their quantization step."""
+    if tensor.scale is not None and tensor.raw.dtype.kind in "iu":
+        return max(ANCHOR_TOLERANCE, 0.5 * float(np.max(tensor.scale)) + ANCHOR_TOLERANCE)
+    if tensor.raw.dtype.itemsize >= 4:
+        return ANCHOR_TOLERANCE
+    return max(ANCHOR_TOLERANCE, 2.0**-11)
 
 
 def _put(variables: dict[str, np.ndarray], scope: str, conv: TFLiteConv) -> None:
@@ -218,33 +246,49 @@ def _map_size(tfl: TFLiteFile, tensor: int) -> tuple[int, int]:
 
 
 def _place_feature_extractor(
-    convs: list[TFLiteConv], maps: list[int], variables: dict[str, np.ndarray], source: str
+    convs: list[TFLiteConv],
+    maps: list[int],
+    variables: dict[str, np.ndarray],
+    source: str,
+    separable: bool = True,
 ) -> None:
     """Name the MobileNetV2 and the extra layers (``convs``, graph order) and check that
-    the six ``maps`` are SSDLite's taps."""
-    expected = BACKBONE_LAYERS + 3 * EXTRA_LAYERS
+    the six ``maps`` are the taps of SSDLite (``separable``: three convs per extra layer)
+    or SSD (two)."""
+    per_extra = 3 if separable else 2
+    model = "SSDLite" if separable else "SSD"
+    expected = BACKBONE_LAYERS + per_extra * EXTRA_LAYERS
     layers = conv_layers(convs)
     if len(convs) != expected or not is_mobilenet_v2(layers[:BACKBONE_LAYERS]):
         raise ValueError(
-            f"{source}: {len(convs)} convolutions outside the box predictors; SSDLite "
-            f"MobileNetV2 has {expected} (a MobileNetV2 and {EXTRA_LAYERS} extra layers)"
+            f"{source}: {len(convs)} convolutions outside the box predictors; {model} "
+            f"MobileNetV2 has {expected} (a MobileNetV2 and {EXTRA_LAYERS} extra layers of "
+            f"{per_extra})"
+        )
+    extra_kinds = [la.kind for la in layers[BACKBONE_LAYERS:]]
+    wanted = ["conv", "depthwise", "conv"] if separable else ["conv", "conv"]
+    if extra_kinds != wanted * EXTRA_LAYERS:
+        raise ValueError(
+            f"{source}: the extra layers are {extra_kinds}; {model}'s are "
+            f"{'1x1, 3x3 depthwise, 1x1' if separable else '1x1, 3x3'} convs, {EXTRA_LAYERS} times"
         )
     if len(maps) != 2 + EXTRA_LAYERS:
-        raise ValueError(f"{source}: {len(maps)} feature maps, SSDLite has {2 + EXTRA_LAYERS}")
+        raise ValueError(f"{source}: {len(maps)} feature maps, {model} has {2 + EXTRA_LAYERS}")
     backbone = canonical_variables(layers[:BACKBONE_LAYERS], "tflite", source)
     variables.update({_SSD_PREFIX + k: v for k, v in backbone.items()})
     first_tap = [s for s, _ in backbone_scopes()].index(_FIRST_TAP)
     taps = [convs[first_tap].output, convs[BACKBONE_LAYERS - 1].output]
     for j in range(EXTRA_LAYERS):
-        one, dw, two = convs[BACKBONE_LAYERS + 3 * j : BACKBONE_LAYERS + 3 * j + 3]
-        names = ssd_extra_scope(j + 2, int(two.weights.shape[0]))
-        for scope, conv in zip(names, (one, dw, two), strict=True):
+        start = BACKBONE_LAYERS + per_extra * j
+        layer = convs[start : start + per_extra]
+        names = ssd_extra_scope(j + 2, int(layer[-1].weights.shape[0]), separable)
+        for scope, conv in zip(names, layer, strict=True):
             _put(variables, scope, conv)
-        taps.append(two.output)
+        taps.append(layer[-1].output)
     for k, (tap, found) in enumerate(zip(taps, maps, strict=True)):
         if tap != found:
             raise ValueError(
-                f"{source}: box predictor {k} reads tensor {found}, SSDLite's map {k} is "
+                f"{source}: box predictor {k} reads tensor {found}, {model}'s map {k} is "
                 f"tensor {tap} (layer_15 expansion, layer_19, then the extra layers)"
             )
 
@@ -269,7 +313,7 @@ def check_anchors(model: Any, export: DetectionExport, source: str) -> float:
     theirs = export.anchors.astype(np.float64)
     if ours.shape != theirs.shape:
         raise ValueError(
-            f"{source}: {len(theirs)} anchors in the file, our SSDLite makes {len(ours)} at "
+            f"{source}: {len(theirs)} anchors in the file, our model makes {len(ours)} at "
             f"{export.input_size} (maps {export.map_sizes}, anchors per cell "
             f"{model.anchor_generator.num_anchors_per_location})"
         )
@@ -284,7 +328,7 @@ def check_anchors(model: Any, export: DetectionExport, source: str) -> float:
             f"{source}: anchor {i} (map {k}, cell {cell}, anchor {anchor} of the cell) is "
             f"{np.round(theirs[i], 5).tolist()} (ycenter, xcenter, h, w), ours "
             f"{np.round(ours[i], 5).tolist()}; {len(bad)} of {len(ours)} anchors differ: "
-            "the file's anchor generator is not SSDLite's (min_scale 0.2, max_scale 0.95, "
+            "the file's anchor generator is not SSD(Lite)'s (min_scale 0.2, max_scale 0.95, "
             "aspect ratios 1, 2, 1/2, 3, 1/3), which this converter does not carry"
         )
     return float(diff.max())
@@ -302,8 +346,8 @@ def _locate(
 
 
 def postprocess_options(export: DetectionExport, source: str) -> dict[str, Any]:
-    """Builder options of ``ssdlite_mobilenet_v2`` that reproduce the file's decoding and
-    post-processing: ``box_scales``, ``score_activation``, ``score_threshold``, ``nms_iou``,
+    """Builder options of ``ssdlite_mobilenet_v2`` / ``ssd_mobilenet_v2`` that reproduce the
+    file's decoding and post-processing: ``box_scales``, ``score_activation``, ``score_threshold``, ``nms_iou``,
     ``max_detections`` and ``class_agnostic_nms`` (TF Lite's fast NMS, one class per box)."""
     o = export.options
     try:

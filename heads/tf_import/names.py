@@ -14,6 +14,8 @@ One place for every name rule:
   ``{prefix}/layer_19_1_Conv2d_{i}_1x1_{d/2}``, ``..._2_Conv2d_{i}_3x3_s2_{d}_depthwise`` and
   ``..._2_Conv2d_{i}_3x3_s2_{d}`` for ``i = 2..5`` (``feature_map_generators``), and
   ``BoxPredictor_{k}/{BoxEncodingPredictor,ClassPredictor}{_depthwise,}`` for the six maps.
+  SSD (``ssd_mobilenet_v2``): the same names without the ``_depthwise`` layers (its
+  ``..._3x3_s2_{d}`` is a full 3x3 conv, its predictors 1x1 convs).
 
 A ``ConvMapping`` says where one TF layer goes: the conv (or linear) key in our state dict,
 our BatchNorm after it (``None`` when our conv has its own bias) and, for outputs that are
@@ -120,14 +122,13 @@ def deeplab_mappings(model: nn.Module) -> list[ConvMapping]:
     return out
 
 
-def ssd_extra_scope(index: int, depth: int) -> tuple[str, str, str]:
-    """TF names of extra layer ``index`` (2..5) of output ``depth``: 1x1, depthwise, 1x1."""
+def ssd_extra_scope(index: int, depth: int, separable: bool = True) -> tuple[str, ...]:
+    """TF names of extra layer ``index`` (2..5) of output ``depth``: 1x1, depthwise, 1x1
+    (SSDLite, ``separable``) or 1x1, 3x3 (SSD)."""
     base = "FeatureExtractor/MobilenetV2/layer_19"
-    return (
-        f"{base}_1_Conv2d_{index}_1x1_{depth // 2}",
-        f"{base}_2_Conv2d_{index}_3x3_s2_{depth}_depthwise",
-        f"{base}_2_Conv2d_{index}_3x3_s2_{depth}",
-    )
+    one = f"{base}_1_Conv2d_{index}_1x1_{depth // 2}"
+    two = f"{base}_2_Conv2d_{index}_3x3_s2_{depth}"
+    return (one, f"{two}_depthwise", two) if separable else (one, two)
 
 
 def coco91_index(category_ids: list[int]) -> list[int]:
@@ -139,21 +140,23 @@ def coco91_index(category_ids: list[int]) -> list[int]:
 def ssdlite_mappings(
     model: nn.Module, category_ids: list[int] | None = None, tf_classes: int = 91
 ) -> list[ConvMapping]:
-    """``ssdlite_mobilenet_v2``: backbone under ``FeatureExtractor/MobilenetV2``, the four
-    extra layers and the six ``BoxPredictor_k``; box outputs are reordered from TF's
+    """``ssdlite_mobilenet_v2`` and ``ssd_mobilenet_v2`` (``model.separable`` False: two
+    convs per extra layer, 1x1 predictors): backbone under ``FeatureExtractor/MobilenetV2``,
+    the four extra layers and the six ``BoxPredictor_k``; box outputs are reordered from TF's
     ``(ty, tx, th, tw)`` per anchor, class outputs from TF's 91-way COCO ids to our labels
     (``category_ids``: COCO id of each contiguous label; default 1..C when the model has
     ``tf_classes - 1`` classes)."""
     out = backbone_mappings(
         model.backbone.features, "backbone.features", "FeatureExtractor/MobilenetV2"
     )
+    separable = getattr(model, "separable", True)
     for j, extra in enumerate(model.extras):
-        depth = extra[2][0].out_channels
-        one, dw, two = ssd_extra_scope(j + 2, depth)
+        depth = extra[-1][0].out_channels
+        scopes = ssd_extra_scope(j + 2, depth, separable)
+        kinds = ("conv", "depthwise", "conv") if separable else ("conv", "conv")
         out += [
-            ConvMapping(one, f"extras.{j}.0.0", f"extras.{j}.0.1"),
-            ConvMapping(dw, f"extras.{j}.1.0", f"extras.{j}.1.1", "depthwise"),
-            ConvMapping(two, f"extras.{j}.2.0", f"extras.{j}.2.1"),
+            ConvMapping(scope, f"extras.{j}.{i}.0", f"extras.{j}.{i}.1", kind)  # type: ignore[arg-type]
+            for i, (scope, kind) in enumerate(zip(scopes, kinds, strict=True))
         ]
     num_classes = model.num_classes
     if category_ids is None:
@@ -173,6 +176,13 @@ def ssdlite_mappings(
             ("BoxEncodingPredictor", "box_predictors", box),
             ("ClassPredictor", "cls_predictors", cls),
         ):
+            if not separable:  # SSD: one 1x1 conv with bias
+                out.append(
+                    ConvMapping(
+                        f"BoxPredictor_{k}/{tf_name}", f"head.{ours}.{k}", None, "conv", index
+                    )
+                )
+                continue
             out += [
                 ConvMapping(
                     f"BoxPredictor_{k}/{tf_name}_depthwise",

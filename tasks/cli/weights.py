@@ -88,6 +88,7 @@ def convert_main(args: Sequence[str]) -> None:
             "mobilenet_v2_classifier",
             "deeplabv3_mobilenet_v2",
             "ssdlite_mobilenet_v2",
+            "ssd_mobilenet_v2",
             "mobilenet_v2",
         ),
         help="expected model (default: read from the file's tensor names)",

@@ -16,6 +16,7 @@ def test_list_models_names_every_builder() -> None:
         "deeplabv3_mobilenet_v2",
         "mobilenet_v2",
         "mobilenet_v2_classifier",
+        "ssd_mobilenet_v2",
         "ssdlite_deeplabv3_mobilenet_v2",
         "ssdlite_mobilenet_v2",
     ]
@@ -76,6 +77,7 @@ def test_every_builder_is_registered_with_its_kind_size_and_weights() -> None:
         "mobilenet_v2": "backbone",
         "mobilenet_v2_classifier": "classifier",
         "ssdlite_mobilenet_v2": "detector",
+        "ssd_mobilenet_v2": "detector",
         "deeplabv3_mobilenet_v2": "segmenter",
         "ssdlite_deeplabv3_mobilenet_v2": "joint",
     }
@@ -84,6 +86,7 @@ def test_every_builder_is_registered_with_its_kind_size_and_weights() -> None:
         "mobilenet_v2": 224,
         "mobilenet_v2_classifier": 224,
         "ssdlite_mobilenet_v2": 320,
+        "ssd_mobilenet_v2": 300,
         "deeplabv3_mobilenet_v2": 513,
         "ssdlite_deeplabv3_mobilenet_v2": 320,
     }
@@ -107,6 +110,7 @@ _SMALL = {
     "mobilenet_v2": {"width_mult": 0.35},
     "mobilenet_v2_classifier": {"num_classes": 3, "width_mult": 0.35},
     "ssdlite_mobilenet_v2": {"num_classes": 3, "width_mult": 0.35},
+    "ssd_mobilenet_v2": {"num_classes": 3, "width_mult": 0.35},
     "deeplabv3_mobilenet_v2": {"num_classes": 3, "width_mult": 0.35},
     "ssdlite_deeplabv3_mobilenet_v2": {
         "num_det_classes": 3,

@@ -134,6 +134,13 @@ def test_class_prior_sets_the_initial_object_probability(tmp_path):
     assert torch.equal(same.head.cls_predictors[0][-1].bias, plain.head.cls_predictors[0][-1].bias)
 
 
+def test_class_prior_of_ssd_s_plain_predictors():
+    from heads.ssd import ssd_mobilenet_v2
+
+    model = ssd_mobilenet_v2(num_classes=2, width_mult=0.35, class_prior=0.01)
+    assert torch.allclose(_object_probability(model), torch.tensor([0.005, 0.005]), rtol=0.3)
+
+
 @pytest.mark.parametrize("prior", [0.0, 1.0, -0.5, float("nan")])
 def test_bad_class_prior(prior):
     with pytest.raises(ValueError, match="class_prior must be in"):

@@ -17,6 +17,7 @@ from tasks.export import check_parity, export_onnx, exportable_models, ort_sessi
 _SMALL = {
     "mobilenet_v2_classifier": {"num_classes": 3},
     "ssdlite_mobilenet_v2": {"num_classes": 3},
+    "ssd_mobilenet_v2": {"num_classes": 3},
     "deeplabv3_mobilenet_v2": {"num_classes": 3},
     "ssdlite_deeplabv3_mobilenet_v2": {"num_det_classes": 3, "num_seg_classes": 4},
 }

@@ -1,7 +1,9 @@
 """Writes the small TF Lite detection and segmentation test files in ``tflite_heads/`` (run
 once, with TensorFlow; the tests need only the TF Lite runtime):
 
-    python tests/tasks/data/make_tflite_head_fixtures.py tests/tasks/data/tflite_heads
+    python tests/tasks/data/make_tflite_head_fixtures.py tests/tasks/data/tflite_heads [GROUP...]
+
+(``GROUP``: ``ssdlite``, ``ssd``, ``deeplab``; all by default.)
 
 Each model is built here in TF ops with the names and wiring of the TF code that made the
 released models (random weights of a sane scale, BatchNorm statistics calibrated on the
@@ -19,6 +21,10 @@ Lite converter:
   that custom op (``allow_custom_ops``). ``ssdlite_float16.tflite``: float computation,
   float16 weights (keeps the file small); ``ssdlite_int8.tflite``: post-training int8
   (float input, the post-processing op in float).
+- ``ssd_mobilenet_v2_*.tflite``: the Object Detection API's (non-lite) SSD MobileNetV2 the
+  same way (``ssd``): its width rules at 0.35 (every layer >= 16 channels, ``Conv_1`` 448,
+  extra layers 1x1 + full 3x3 stride-2 conv of depths 179, 89, 89, 44), 1x1 box and class
+  convs, the same anchors, options and exports.
 - ``deeplab_*.tflite``: Mobile DeepLabv3 as TF DeepLab builds it on MobileNetV2 (features of
   ``layer_18``, atrous blocks past the output stride; ``image_pooling``, ``aspp0``,
   ``concat_projection``, ``logits/semantic``; bilinear resizes with ``align_corners=True``)
@@ -139,11 +145,19 @@ class Net:
         y = tf.nn.depthwise_conv2d(x, w, strides, "SAME", dilations=[rate, rate])
         return tf.nn.relu6(self.bn(y, scope, 1e-3))
 
-    def mobilenet_v2(self, x, prefix, width, output_stride=32, conv_1=True):  # type: ignore[no-untyped-def]
+    def mobilenet_v2(self, x, prefix, width, output_stride=32, conv_1=True, min_depth=8,  # type: ignore[no-untyped-def]
+                     finegrain=True):  # fmt: skip
         """TF-slim ``mobilenet_base``; returns ``{"layer_15_expansion", "layer_18",
-        "layer_19"}`` (``layer_19`` only with ``conv_1``)."""
+        "layer_19"}`` (``layer_19`` only with ``conv_1``). ``min_depth``: the fewest channels
+        of a scaled layer (the Object Detection API's feature extractors: 16);
+        ``finegrain`` (``finegrain_classification_mode``): ``Conv_1`` keeps 1280 channels
+        below width 1, else it scales too (``mobilenet_base``'s default, the OD API's)."""
+
+        def depth(channels: float) -> int:
+            return make_divisible(channels * width, 8, min_depth)
+
         out = {}
-        x = self.conv(x, f"{prefix}/Conv", make_divisible(32 * width), 3, 2)
+        x = self.conv(x, f"{prefix}/Conv", depth(32), 3, 2)
         stride, rate, index = 2, 1, 0
         for t, c, n, s in BLOCKS:
             for i in range(n):
@@ -162,15 +176,14 @@ class Net:
                     if index == 13:
                         out["layer_15_expansion"] = h
                 h = self.depthwise(h, f"{scope}/depthwise", block_stride, layer_rate)
-                h = self.conv(h, f"{scope}/project", make_divisible(c * width), act=None)
+                h = self.conv(h, f"{scope}/project", depth(c), act=None)
                 residual = block_stride == 1 and inputs.shape[-1] == h.shape[-1]
                 x = inputs + h if residual else h
                 index += 1
         out["layer_18"] = x
         if conv_1:
-            out["layer_19"] = self.conv(
-                x, f"{prefix}/Conv_1", make_divisible(1280 * max(width, 1.0))
-            )
+            last = make_divisible(1280 * max(width, 1.0)) if finegrain else depth(1280)
+            out["layer_19"] = self.conv(x, f"{prefix}/Conv_1", last)
         return out
 
 
@@ -217,6 +230,30 @@ def ssdlite(net: Net, x):  # type: ignore[no-untyped-def]
     return tf.concat(boxes, 1), tf.concat(classes, 1)
 
 
+def ssd(net: Net, x):  # type: ignore[no-untyped-def]
+    """SSD MobileNetV2 as the Object Detection API's ``ssd_mobilenet_v2`` builds it at
+    ``SSD_WIDTH``: ``mobilenet_base`` with ``min_depth`` 16 and ``Conv_1`` scaled
+    (``layer_19`` 448 channels), extra layers of a 1x1 and a full 3x3 stride-2 conv whose
+    depths follow ``max(int(depth * width), 16)`` (``feature_map_generators``), and a 1x1
+    box and class conv per map (``kernel_size: 1``). Returns what ``ssdlite`` returns."""
+    tf = net.tf
+    p = "FeatureExtractor/MobilenetV2"
+    feats = net.mobilenet_v2(x, p, SSD_WIDTH, min_depth=16, finegrain=False)
+    maps = [feats["layer_15_expansion"], feats["layer_19"]]
+    for i, layer_depth in zip(range(2, 6), (512, 256, 256, 128), strict=True):
+        mid, depth = (max(int(d * SSD_WIDTH), 16) for d in (layer_depth // 2, layer_depth))
+        y = net.conv(maps[-1], f"{p}/layer_19_1_Conv2d_{i}_1x1_{mid}", mid)
+        maps.append(net.conv(y, f"{p}/layer_19_2_Conv2d_{i}_3x3_s2_{depth}", depth, 3, 2))
+    boxes, classes = [], []
+    for k, m in enumerate(maps):
+        anchors = 3 if k == 0 else 6
+        for name, per, out in (("BoxEncodingPredictor", 4, boxes),
+                               ("ClassPredictor", SSD_CLASSES + 1, classes)):  # fmt: skip
+            y = net.conv(m, f"BoxPredictor_{k}/{name}", anchors * per, act=None, bn=False)
+            out.append(tf.reshape(y, [tf.shape(y)[0], -1, per]))
+    return tf.concat(boxes, 1), tf.concat(classes, 1)
+
+
 POSTPROCESS = {"max_detections": 10, "nms_score_threshold": 0.3, "nms_iou_threshold": 0.6,
                "y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0}  # fmt: skip
 
@@ -236,8 +273,9 @@ def implements_signature() -> str:
     return f'name: "TFLite_Detection_PostProcess" {text}'
 
 
-def ssdlite_module(tf, net: Net):  # type: ignore[no-untyped-def]
-    """A ``tf.Module`` whose ``detect`` ends in the post-processing op, as exported."""
+def ssdlite_module(tf, net: Net, model=ssdlite):  # type: ignore[no-untyped-def]
+    """A ``tf.Module`` whose ``detect`` (``model``: ``ssdlite`` or ``ssd``) ends in the
+    post-processing op, as exported."""
     sizes = [SSD_SIZE // 16, SSD_SIZE // 32]
     for _ in range(4):
         sizes.append(-(-sizes[-1] // 2))
@@ -251,7 +289,7 @@ def ssdlite_module(tf, net: Net):  # type: ignore[no-untyped-def]
     class Detector(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([1, SSD_SIZE, SSD_SIZE, 3], tf.float32)])
         def detect(self, image):  # type: ignore[no-untyped-def]
-            boxes, logits = ssdlite(net, image)
+            boxes, logits = model(net, image)
             with tf.name_scope("raw_outputs"):
                 boxes = tf.identity(boxes, name="box_encodings")
                 scores = tf.identity(tf.sigmoid(logits), name="class_predictions")
@@ -308,20 +346,31 @@ def deeplab_module(tf, net: Net, classes: int, width: float, os_: int, size: int
     return Segmenter()
 
 
-def main(out: Path) -> None:
+def detectors(tf, out: Path, name: str, model, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """``{name}_float16.tflite`` and ``{name}_int8.tflite`` of ``model`` (``ssdlite``,
+    ``ssd``)."""
+    net = Net(tf, seed=seed)
+    net.calibrating = True
+    model(net, tf.constant(calibration_data(SSD_SIZE)))
+    net.calibrating = False
+    module, anchors = ssdlite_module(tf, net, model)
+    (out / f"{name}_float16.tflite").write_bytes(convert_float16(tf, module, module.detect))
+    data = calibration_data(SSD_SIZE)
+    (out / f"{name}_int8.tflite").write_bytes(convert(tf, module, module.detect, data))
+    print(name, "anchors", anchors.shape)
+
+
+def main(out: Path, only: list[str]) -> None:
+    """Write the files of the groups in ``only`` (``ssdlite``, ``ssd``, ``deeplab``; all
+    when empty)."""
     import tensorflow as tf
 
     out.mkdir(parents=True, exist_ok=True)
-    net = Net(tf, seed=21)
-    net.calibrating = True
-    ssdlite(net, tf.constant(calibration_data(SSD_SIZE)))
-    net.calibrating = False
-    module, anchors = ssdlite_module(tf, net)
-    (out / "ssdlite_float16.tflite").write_bytes(convert_float16(tf, module, module.detect))
-    data = calibration_data(SSD_SIZE)
-    (out / "ssdlite_int8.tflite").write_bytes(convert(tf, module, module.detect, data))
-    print("ssdlite anchors", anchors.shape)
-    for name, classes, width, os_, size, kinds in DEEPLABS:
+    if not only or "ssdlite" in only:
+        detectors(tf, out, "ssdlite", ssdlite, 21)
+    if not only or "ssd" in only:
+        detectors(tf, out, "ssd_mobilenet_v2", ssd, 23)
+    for name, classes, width, os_, size, kinds in DEEPLABS if not only or "deeplab" in only else ():
         net = Net(tf, seed=len(name))
         net.calibrating = True
         deeplab(net, tf.constant(calibration_data(size)), classes, width, os_)
@@ -338,4 +387,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "tflite_heads"))
+    main(
+        Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "tflite_heads"),
+        sys.argv[2:],
+    )
