@@ -192,7 +192,8 @@ class SSDPostprocessor:
         opts = self.options
         scores, labels = probs.max(dim=1)
         idx = torch.nonzero(scores > opts.score_threshold).squeeze(1)
-        scores, order = scores[idx].sort(descending=True)
+        # stable: equal scores (8-bit ones often are) stay in anchor order, as in TF Lite
+        scores, order = scores[idx].sort(descending=True, stable=True)
         if opts.topk_candidates is not None:
             scores, order = scores[: opts.topk_candidates], order[: opts.topk_candidates]
         idx = idx[order]

@@ -16,7 +16,8 @@ parameters): the network input, every convolution's output after its fused ReLU6
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,8 +25,11 @@ import torch
 from torch import Tensor, nn
 
 from backbones.layers import ConvBNReLU6, InvertedResidual
+from heads.tf_import.rounding import Grid
 
 Quantization = tuple[float, int, int, int]
+#: builders whose rounding points are paired by the graph's structure (``rounding``)
+GRAPH_PAIRED = ("ssdlite_mobilenet_v2", "deeplabv3_mobilenet_v2")
 #: operators whose outputs an 8-bit MobileNetV2 rounds, as our rounding points see them
 ROUNDED_OPS = (
     "CONV_2D",
@@ -66,10 +70,16 @@ def rounding_points(model: nn.Module, builder: str) -> list[tuple[nn.Module, boo
 def int8_activations(model: nn.Module, builder: str, tflite_path: Path) -> Iterator[bool]:
     """Round ``model``'s activations as the 8-bit file does while the context is open.
 
-    Yields ``True`` when the file's rounding points pair one to one with the model's
-    (MobileNetV2 classifiers and backbones of every family), ``False`` (nothing changed)
-    otherwise, e.g. for a float file.
+    MobileNetV2 classifiers and backbones pair the file's rounding points with ours one to
+    one in order; SSDLite detectors and Mobile DeepLabv3 by the graph's structure
+    (``rounding.rounding_plan``; a detector's post-processor then also rounds its scores as
+    the file's score operator does). Yields ``True`` when activations are rounded,
+    ``False`` (nothing changed) otherwise, e.g. for a float file.
     """
+    if builder in GRAPH_PAIRED:
+        with _planned(model, builder, tflite_path) as emulated:
+            yield emulated
+        return
     from heads.tf_import.tflite import TFLiteFile
 
     first, outputs = TFLiteFile(tflite_path).activation_quantization(ROUNDED_OPS)
@@ -90,3 +100,101 @@ def int8_activations(model: nn.Module, builder: str, tflite_path: Path) -> Itera
     finally:
         for handle in handles:
             handle.remove()
+
+
+def requantize(x: Tensor, grid: Grid, channel_dim: int = 1) -> Tensor:
+    """``x`` rounded to ``grid`` as the runtime's built-in kernel rounds (``Grid``), in
+    float; computed in float64, where a value and its finer rounding are exact."""
+    scale, zero_point, low, high = grid.q
+    if grid.tie_to_even:  # QUANTIZE divides in float32: a pixel k / 127.5 - 1 is a tie
+        v = torch.round(x.float() / torch.tensor(scale, dtype=torch.float32)).double()
+    else:
+        v = x.double() / scale + grid.offset + (zero_point if grid.raw else 0)
+        if grid.shifts is not None and x.dim() > channel_dim:
+            shape = [1] * x.dim()
+            shape[channel_dim] = len(grid.shifts)
+            fine = torch.tensor(grid.shifts, dtype=torch.float64).exp2().reshape(shape)
+            v = torch.floor(v * fine + 0.5) / fine
+            v = torch.floor(v + 0.5)  # the convolutions' kernels round halves up
+        else:
+            v = _round_away(v)
+    v = v - round(grid.offset) - (zero_point if grid.raw else 0)
+    return ((torch.clamp(v + zero_point, low, high) - zero_point) * scale).to(x.dtype)
+
+
+def _round_away(v: Tensor) -> Tensor:
+    """Halves away from zero (the runtime's fixed-point rounding)."""
+    return torch.sign(v) * torch.floor(v.abs() + 0.5)
+
+
+def _rounded(x: Tensor, grids: list[Grid]) -> Tensor:
+    for grid in grids:
+        x = requantize(x, grid)
+    return x
+
+
+def _output_hook(element: int | None, grids: list[Grid]):  # type: ignore[no-untyped-def]
+    def hook(module: nn.Module, args: tuple, out):  # type: ignore[no-untyped-def]
+        if element is None:
+            return _rounded(out, grids)
+        return tuple(_rounded(o, grids) if k == element else o for k, o in enumerate(out))
+
+    return hook
+
+
+@contextmanager
+def _planned(model: nn.Module, builder: str, tflite_path: Path) -> Iterator[bool]:
+    """``int8_activations`` of the models paired by ``rounding.rounding_plan``."""
+    from heads.tf_import.rounding import rounding_plan
+
+    plan = rounding_plan(tflite_path, model, builder)
+    if not plan.points:
+        yield False
+        return
+    handles = []
+    for (name, element), grids in plan.points.items():
+        module = model.get_submodule(name)
+        if element == "input":
+            hook = lambda m, a, g=grids: (_rounded(a[0], g), *a[1:])  # noqa: E731
+            handles.append(module.register_forward_pre_hook(hook))
+        else:
+            handles.append(module.register_forward_hook(_output_hook(element, grids)))
+    post = getattr(model, "postprocessor", None)
+    if post is not None and plan.scores is not None:
+        # an instance attribute shadows the method while the context is open (scores are
+        # computed outside the network, by the post-processor)
+        scores, rounding = post.class_scores, score_rounding(tflite_path)
+        post.class_scores = lambda logits: rounding(scores(logits))
+    try:
+        yield True
+    finally:
+        for handle in handles:
+            handle.remove()
+        if post is not None and "class_scores" in vars(post):
+            del post.class_scores
+
+
+def exact_copy(model: nn.Module, tflite_path: Path, builder: str) -> nn.Module:
+    """A float64 copy of ``model`` (converted from the 8-bit ``tflite_path``) holding the
+    file's exact weights (``rounding.exact_weights``): with it and ``int8_activations``
+    the runtime's built-in kernels are reproduced to the integer, where float32 flips one
+    of their roundings now and then (and a random model amplifies every flip)."""
+    from heads.tf_import.rounding import exact_weights
+
+    model = copy.deepcopy(model).double()
+    exact_weights(model, tflite_path, builder)
+    return model
+
+
+def score_rounding(tflite_path: Path) -> Callable[[Tensor], Tensor]:
+    """Scores (``[..., K]``, any class subset) rounded as an 8-bit detection export's
+    score operator (``LOGISTIC`` / ``SOFTMAX``) rounds them; unchanged for a float file."""
+    from heads.tf_import.tflite import TFLiteFile
+
+    tfl = TFLiteFile(tflite_path)
+    for op, name in enumerate(tfl.op_names()):
+        if name in ("LOGISTIC", "SOFTMAX"):
+            q = tfl.tensor_quantization(tfl.op_tensors(op)[1][0])
+            if q is not None:
+                return lambda scores: requantize(scores, Grid(q))
+    return lambda scores: scores

@@ -46,7 +46,7 @@ class LayerError:
         return 0.0 if self.max_difference == 0 else float("inf")
 
 
-def _match_convs(variables: dict[str, np.ndarray], convs: list[Any]) -> dict[str, Any]:
+def match_convs(variables: dict[str, np.ndarray], convs: list[Any]) -> dict[str, Any]:
     """TF scope -> the file's conv operator holding the same weights."""
     out = {}
     for name, value in variables.items():
@@ -111,7 +111,7 @@ def compare_layers(
     from heads.tf_import.tflite import TFLiteFile
 
     variables = read_variables(model_path)[0]
-    placed = _match_convs(variables, TFLiteFile(model_path).convs())
+    placed = match_convs(variables, TFLiteFile(model_path).convs())
     interpreter = debugging_interpreter(model_path)
     detail = interpreter.get_input_details()[0]
     fed = image[None].astype(np.float32)

@@ -107,13 +107,17 @@ def compare_with_runtime(
     (``emulate.int8_activations``), and the float model's top-1 is reported beside. Needs
     ``ai-edge-litert``.
     """
-    from heads.tf_import.emulate import int8_activations
+    from heads.tf_import.emulate import GRAPH_PAIRED
 
     if builder == "ssdlite_mobilenet_v2":
         return _with_layers(
             compare_detections(model_path, model, image), model_path, model, builder, image
         )
-    interpreter = runtime(model_path)
+    # a detector's or segmenter's roundings are emulated as the built-in kernels round
+    # (``rounding``); XNNPACK's differ, and a random 8-bit model amplifies the difference
+    interpreter = (
+        debugging_interpreter(model_path) if builder in GRAPH_PAIRED else runtime(model_path)
+    )
     detail = interpreter.get_input_details()[0]
     x = image.astype(np.float32) / 127.5 - 1.0
     quantized = detail["dtype"] != np.float32
@@ -136,8 +140,8 @@ def compare_with_runtime(
     tensor = torch.from_numpy(x).permute(2, 0, 1)[None]
     with torch.no_grad():
         plain = model(tensor)
-        with int8_activations(model, builder, model_path) as emulated:
-            out = model(tensor) if emulated else plain
+        out, emulated = _emulated(model, builder, model_path, tensor)
+        out = plain if out is None else out
     if builder == "mobilenet_v2":
         ours = out["layer_19"][0].permute(1, 2, 0).numpy()
         return Comparison("features", None, float(np.abs(ours - ref).max()), quantized, emulated)
@@ -162,9 +166,28 @@ def compare_with_runtime(
         else:
             diff = float("nan")
         agreement = float((ours.argmax(-1) == ref).mean())
-        result = Comparison("logits", agreement == 1.0, diff, quantized, agreement=agreement)
+        result = Comparison(
+            "logits", agreement == 1.0, diff, quantized, emulated, agreement=agreement
+        )
         return _with_layers(result, model_path, model, builder, image)
     raise ValueError(f"comparing {builder} with the TF Lite runtime is not supported")
+
+
+def _emulated(model: nn.Module, builder: str, model_path: Path, tensor: torch.Tensor):  # type: ignore[no-untyped-def]
+    """``model``'s output on ``tensor`` with the 8-bit file's roundings (``emulate``) and
+    whether there were any (``(None, False)`` if not). Detectors and segmenters run as
+    ``emulate.exact_copy`` (float64, the file's exact weights)."""
+    from heads.tf_import.emulate import GRAPH_PAIRED, exact_copy, int8_activations
+
+    if builder in GRAPH_PAIRED:
+        model, tensor = exact_copy(model, model_path, builder), tensor.double()
+    with int8_activations(model, builder, model_path) as emulated:
+        if not emulated:
+            return None, False
+        if builder == "ssdlite_mobilenet_v2":
+            raw = model.forward_raw(tensor)
+            return (raw, model.postprocess_raw(raw, tensor.shape[-2:])[0]), True
+        return model(tensor).float(), True
 
 
 def _inputs(image: np.ndarray, detail: dict) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
@@ -183,6 +206,7 @@ def compare_detections(model_path: Path, model: nn.Module, image: np.ndarray) ->
     post-processing op, and the detections (the same labels in the same order, boxes
     within 1e-3 of the input size). ``image``: uint8 ``[H, W, 3]`` at the input size."""
     from heads.tf_import.convert import read_variables
+    from heads.tf_import.emulate import score_rounding
 
     tensors = read_variables(model_path)[2]["detection"].tensors
     interpreter = debugging_interpreter(model_path)  # reading the op's inputs is the point
@@ -194,12 +218,20 @@ def compare_detections(model_path: Path, model: nn.Module, image: np.ndarray) ->
     quantized = any(t["dtype"] in (np.int8, np.uint8) for t in interpreter.get_tensor_details())
     tensor = torch.from_numpy(x).permute(2, 0, 1)[None]
     with torch.no_grad():
-        raw = model.forward_raw(tensor)
-        detections = model.postprocess_raw(raw, tensor.shape[-2:])[0]
-    codes = raw.box_deltas[0].numpy()[:, [1, 0, 3, 2]]  # TF's (ty, tx, th, tw)
+        emulation, emulated = _emulated(model, "ssdlite_mobilenet_v2", model_path, tensor)
+        if emulation is None:
+            raw = model.forward_raw(tensor)
+            detections = model.postprocess_raw(raw, tensor.shape[-2:])[0]
+        else:
+            raw, detections = emulation
+    codes = raw.box_deltas[0].float().numpy()[:, [1, 0, 3, 2]]  # TF's (ty, tx, th, tw)
     logits = raw.cls_logits[0]
     sigmoid = model.postprocessor.score_activation == "sigmoid"
-    scores = (logits.sigmoid() if sigmoid else logits.softmax(-1)).numpy()
+    scores = logits.sigmoid() if sigmoid else logits.softmax(-1)
+    if emulated:
+        scores = score_rounding(model_path)(scores)
+    scores = scores.float().numpy()
+    detections = {k: v.float() if v.is_floating_point() else v for k, v in detections.items()}
     diff = max(
         float(np.abs(codes - ref["box_encodings"]).max()),
         float(np.abs(scores - ref["class_predictions"]).max()),
@@ -213,7 +245,7 @@ def compare_detections(model_path: Path, model: nn.Module, image: np.ndarray) ->
         detections["labels"].tolist() == ref["classes"][:count].astype(int).tolist()
         and bool(np.all(np.abs(detections["boxes"].numpy() - theirs) <= 1e-3 * max(height, width)))
     )
-    return Comparison("box codes and scores", same, diff, quantized)
+    return Comparison("box codes and scores", same, diff, quantized, emulated)
 
 
 def _with_layers(
