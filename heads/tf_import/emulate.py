@@ -29,7 +29,7 @@ from heads.tf_import.rounding import Grid
 
 Quantization = tuple[float, int, int, int]
 #: builders whose rounding points are paired by the graph's structure (``rounding``)
-GRAPH_PAIRED = ("ssdlite_mobilenet_v2", "deeplabv3_mobilenet_v2")
+GRAPH_PAIRED = ("ssdlite_mobilenet_v2", "ssd_mobilenet_v2", "deeplabv3_mobilenet_v2")
 #: operators whose outputs an 8-bit MobileNetV2 rounds, as our rounding points see them
 ROUNDED_OPS = (
     "CONV_2D",

@@ -107,12 +107,14 @@ def compare_with_runtime(
     (``emulate.int8_activations``), and the float model's top-1 is reported beside. Needs
     ``ai-edge-litert``.
     """
+    from heads.tf_import.convert import SSD_BUILDERS
     from heads.tf_import.emulate import GRAPH_PAIRED
 
-    if builder == "ssdlite_mobilenet_v2":
+    if builder in SSD_BUILDERS:
         return _with_layers(
-            compare_detections(model_path, model, image), model_path, model, builder, image
-        )
+            compare_detections(model_path, model, image, builder),
+            model_path, model, builder, image,
+        )  # fmt: skip
     # a detector's or segmenter's roundings are emulated as the built-in kernels round
     # (``rounding``); XNNPACK's differ, and a random 8-bit model amplifies the difference
     interpreter = (
@@ -177,6 +179,7 @@ def _emulated(model: nn.Module, builder: str, model_path: Path, tensor: torch.Te
     """``model``'s output on ``tensor`` with the 8-bit file's roundings (``emulate``) and
     whether there were any (``(None, False)`` if not). Detectors and segmenters run as
     ``emulate.exact_copy`` (float64, the file's exact weights)."""
+    from heads.tf_import.convert import SSD_BUILDERS
     from heads.tf_import.emulate import GRAPH_PAIRED, exact_copy, int8_activations
 
     if builder in GRAPH_PAIRED:
@@ -184,7 +187,7 @@ def _emulated(model: nn.Module, builder: str, model_path: Path, tensor: torch.Te
     with int8_activations(model, builder, model_path) as emulated:
         if not emulated:
             return None, False
-        if builder == "ssdlite_mobilenet_v2":
+        if builder in SSD_BUILDERS:
             raw = model.forward_raw(tensor)
             return (raw, model.postprocess_raw(raw, tensor.shape[-2:])[0]), True
         return model(tensor).float(), True
@@ -200,11 +203,18 @@ def _inputs(image: np.ndarray, detail: dict) -> tuple[np.ndarray, np.ndarray]:  
     return fed, ((fed.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def compare_detections(model_path: Path, model: nn.Module, image: np.ndarray) -> Comparison:
+def compare_detections(
+    model_path: Path,
+    model: nn.Module,
+    image: np.ndarray,
+    builder: str = "ssdlite_mobilenet_v2",
+) -> Comparison:
     """An SSD detection export (``TFLite_Detection_PostProcess``) against its runtime:
     the network's box codes and class scores against the tensors the runtime feeds the
     post-processing op, and the detections (the same labels in the same order, boxes
-    within 1e-3 of the input size). ``image``: uint8 ``[H, W, 3]`` at the input size."""
+    within 1e-3 of the input size). ``image``: uint8 ``[H, W, 3]`` at the input size;
+    ``builder``: the one the file converted to (``ssdlite_mobilenet_v2`` or
+    ``ssd_mobilenet_v2``)."""
     from heads.tf_import.convert import read_variables
     from heads.tf_import.emulate import score_rounding
 
@@ -218,7 +228,7 @@ def compare_detections(model_path: Path, model: nn.Module, image: np.ndarray) ->
     quantized = any(t["dtype"] in (np.int8, np.uint8) for t in interpreter.get_tensor_details())
     tensor = torch.from_numpy(x).permute(2, 0, 1)[None]
     with torch.no_grad():
-        emulation, emulated = _emulated(model, "ssdlite_mobilenet_v2", model_path, tensor)
+        emulation, emulated = _emulated(model, builder, model_path, tensor)
         if emulation is None:
             raw = model.forward_raw(tensor)
             detections = model.postprocess_raw(raw, tensor.shape[-2:])[0]

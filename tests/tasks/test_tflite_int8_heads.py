@@ -65,3 +65,18 @@ def test_8bit_detection_export_equals_the_runtime_with_its_rounding(name: str) -
     assert result.quantized and result.emulated
     assert result.max_difference < 1e-6
     assert result.top1_same
+
+
+def test_8bit_ssd_export_equals_the_runtime_with_its_rounding() -> None:
+    """The non-lite SSD MobileNetV2 export (``ssd_mobilenet_v2``) through the same pairing,
+    from ``convert --check``'s entry point: its codes and scores equal the runtime's on
+    most photos (on the parrot one early flip spreads through the random network)."""
+    path = DATA / "ssd_mobilenet_v2_int8.tflite"
+    model, meta = convert_file(path, builders=get_model_builder)
+    assert meta["builder"] == "ssd_mobilenet_v2"
+    exact = 0
+    for name in PHOTOS:
+        result = compare_with_runtime(path, model, meta["builder"], photo(name, SSD_SIZE))
+        assert result.quantized and result.emulated
+        exact += result.max_difference < 1e-6 and bool(result.top1_same)
+    assert exact >= 3
