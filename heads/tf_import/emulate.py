@@ -163,8 +163,9 @@ def _planned(model: nn.Module, builder: str, tflite_path: Path) -> Iterator[bool
     if post is not None and plan.scores is not None:
         # an instance attribute shadows the method while the context is open (scores are
         # computed outside the network, by the post-processor)
-        scores, rounding = post.class_scores, score_rounding(tflite_path)
-        post.class_scores = lambda logits: rounding(scores(logits))
+        # (the plan found the score operator's grid: the file is not read again)
+        scores, grid = post.class_scores, Grid(plan.scores)
+        post.class_scores = lambda logits: requantize(scores(logits), grid)
     try:
         yield True
     finally:
