@@ -159,7 +159,7 @@ def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
 
 
 def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
-    name = _class_key(root)
+    name, classes = _class_key(root), _num_classes(root)
     common = [
         f"--data.init_args.root={root}",
         f"--data.init_args.loader.num_workers={args.workers}",
@@ -174,8 +174,8 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
         # the joint recipe's own steps (those of the detection recipe), or --steps
         "joint SSDLite+DeepLab from ImageNet": (JOINT_CONFIG, [
             *common, *(_steps_overrides(args.steps) if args.steps else []),
-            f"--model.init_args.num_det_classes={_num_classes(root)}",
-            f"--model.init_args.num_seg_classes={_num_classes(root) + 1}",
+            f"--model.init_args.num_det_classes={classes}",
+            f"--model.init_args.num_seg_classes={classes + 1}",
             f"--model.init_args.weights_backbone={args.weights_backbone}",
         ]),
     }  # fmt: skip

@@ -149,7 +149,7 @@ def ssdlite_mappings(
     out = backbone_mappings(
         model.backbone.features, "backbone.features", "FeatureExtractor/MobilenetV2"
     )
-    separable = getattr(model, "separable", True)
+    separable = model.separable
     for j, extra in enumerate(model.extras):
         depth = extra[-1][0].out_channels
         scopes = ssd_extra_scope(j + 2, depth, separable)
