@@ -58,6 +58,24 @@ def _image(name: str) -> np.ndarray:
     return photo(name, SSD_SIZE).astype(np.float32) / 127.5 - 1.0
 
 
+def assert_detections_equal_the_runtime(
+    model: torch.nn.Module, path: Path, name: str, score_atol: float
+) -> None:
+    """After decoding and NMS on photo ``name``: the runtime's 10 detections, in the same
+    order, scores within ``score_atol``, boxes within 1e-3 of the image size (the
+    runtime's clipped to the image, as ours are)."""
+    image = _image(name)
+    reference = _runtime(path, image)
+    with torch.no_grad():
+        ours = model(torch.from_numpy(image).permute(2, 0, 1)[None])[0]
+    count = int(reference["num_detections"])
+    assert count == len(ours["scores"]) == 10
+    assert ours["labels"].tolist() == reference["classes"][:count].astype(int).tolist()
+    assert np.abs(ours["scores"].numpy() - reference["scores"][:count]).max() < score_atol
+    theirs = np.clip(reference["boxes"][:count][:, TF_ORDER], 0.0, 1.0)  # x1, y1, x2, y2
+    assert np.abs(ours["boxes"].numpy() / SSD_SIZE - theirs).max() < 1e-3
+
+
 @pytest.fixture(scope="module")
 def ssd_float() -> torch.nn.Module:
     return convert_file(SSD_FLOAT, builders=get_model_builder)[0]
@@ -96,18 +114,7 @@ def test_float_detection_export_raw_outputs_equal_the_runtime(ssd_float, name: s
 
 @pytest.mark.parametrize("name", PHOTOS)
 def test_float_detection_export_detections_equal_the_runtime(ssd_float, name: str) -> None:
-    """After decoding and NMS: the same detections, in the same order, boxes within 1e-3
-    of the image size (the runtime's clipped to the image, as ours are)."""
-    image = _image(name)
-    reference = _runtime(SSD_FLOAT, image)
-    with torch.no_grad():
-        ours = ssd_float(torch.from_numpy(image).permute(2, 0, 1)[None])[0]
-    count = int(reference["num_detections"])
-    assert count == len(ours["scores"]) == 10
-    assert ours["labels"].tolist() == reference["classes"][:count].astype(int).tolist()
-    assert np.abs(ours["scores"].numpy() - reference["scores"][:count]).max() < 2e-4
-    theirs = np.clip(reference["boxes"][:count][:, TF_ORDER], 0.0, 1.0)  # x1, y1, x2, y2
-    assert np.abs(ours["boxes"].numpy() / SSD_SIZE - theirs).max() < 1e-3
+    assert_detections_equal_the_runtime(ssd_float, SSD_FLOAT, name, score_atol=2e-4)
 
 
 @pytest.mark.slow

@@ -21,7 +21,14 @@ import torch
 
 from heads import get_model_builder, ssd_mobilenet_v2
 from tasks.cli.command import main
-from tests.tasks.test_tflite_heads import DATA, SSD_SIZE, TF_ORDER, _image, _runtime
+from tests.tasks.test_tflite_heads import (
+    DATA,
+    SSD_SIZE,
+    TF_ORDER,
+    _image,
+    _runtime,
+    assert_detections_equal_the_runtime,
+)
 from tests.tasks.tf_files import PHOTOS, photo
 
 pytest.importorskip("tflite", reason="the tf extra (tflite) is not installed")
@@ -66,18 +73,7 @@ def test_float_ssd_raw_outputs_equal_the_runtime(ssd_float, name: str) -> None:
 
 @pytest.mark.parametrize("name", PHOTOS)
 def test_float_ssd_detections_equal_the_runtime(ssd_float, name: str) -> None:
-    """The same detections in the same order after decoding and NMS; boxes within 1e-3 of
-    the image size (the runtime's clipped to the image, as ours are)."""
-    image = _image(name)
-    reference = _runtime(SSD_FLOAT, image)
-    with torch.no_grad():
-        ours = ssd_float(torch.from_numpy(image).permute(2, 0, 1)[None])[0]
-    count = int(reference["num_detections"])
-    assert count == len(ours["scores"]) == 10
-    assert ours["labels"].tolist() == reference["classes"][:count].astype(int).tolist()
-    assert np.abs(ours["scores"].numpy() - reference["scores"][:count]).max() < 1e-4
-    theirs = np.clip(reference["boxes"][:count][:, TF_ORDER], 0.0, 1.0)  # x1, y1, x2, y2
-    assert np.abs(ours["boxes"].numpy() / SSD_SIZE - theirs).max() < 1e-3
+    assert_detections_equal_the_runtime(ssd_float, SSD_FLOAT, name, score_atol=1e-4)
 
 
 @pytest.mark.slow
