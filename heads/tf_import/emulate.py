@@ -106,8 +106,8 @@ def requantize(x: Tensor, grid: Grid, channel_dim: int = 1) -> Tensor:
     """``x`` rounded to ``grid`` as the runtime's built-in kernel rounds (``Grid``), in
     float; computed in float64, where a value and its finer rounding are exact."""
     scale, zero_point, low, high = grid.q
-    if grid.tie_to_even:  # QUANTIZE divides in float32: a pixel k / 127.5 - 1 is a tie
-        v = torch.round(x.float() / torch.tensor(scale, dtype=torch.float32)).double()
+    if grid.tie_to_even:
+        v = _quantize_op(x, scale, channel_dim)
     else:
         v = x.double() / scale + grid.offset + (zero_point if grid.raw else 0)
         if grid.shifts is not None and x.dim() > channel_dim:
@@ -120,6 +120,29 @@ def requantize(x: Tensor, grid: Grid, channel_dim: int = 1) -> Tensor:
             v = _round_away(v)
     v = v - round(grid.offset) - (zero_point if grid.raw else 0)
     return ((torch.clamp(v + zero_point, low, high) - zero_point) * scale).to(x.dtype)
+
+
+#: ``QUANTIZE`` converts a float tensor 8 values at a time (its vector loop), then the rest
+QUANTIZE_VECTOR = 8
+
+
+def _quantize_op(x: Tensor, scale: float, channel_dim: int) -> Tensor:
+    """``x / scale`` rounded as the runtime's ``QUANTIZE`` kernel rounds a float tensor.
+
+    Its vector loop multiplies by the float32 reciprocal of the scale in float32 and rounds
+    halves to even (a pixel ``k / 127.5 - 1`` on the grid ``1 / 127.5`` lands on a tie);
+    the last ``numel % 8`` values, in the file's channels-last order, go through its scalar
+    loop, which divides in float64 (just under a tie: rounded towards zero) and rounds
+    halves away from zero. Returns the rounded steps in float64, in ``x``'s layout."""
+    s = torch.tensor(scale, dtype=torch.float32)
+    v = torch.round(x.float() * (1 / s)).double()
+    tail = x.numel() % QUANTIZE_VECTOR
+    if tail and x.dim() > channel_dim:
+        last = x.float().movedim(channel_dim, -1).reshape(-1)[-tail:].double() / s.item()
+        flat = v.movedim(channel_dim, -1).contiguous()
+        flat.view(-1)[-tail:] = _round_away(last)
+        v = flat.movedim(-1, channel_dim)
+    return v
 
 
 def _round_away(v: Tensor) -> Tensor:

@@ -55,8 +55,9 @@ class Grid:
             order) or ``None``. The kernel rescales its integer sum by a 31-bit fixed-point
             multiplier and then divides by ``2**shift``, rounding at both: the value is
             first rounded to ``2**-shift`` of a step, then to a step.
-        tie_to_even: ``QUANTIZE`` of a float input rounds halves to even; fixed-point
-            rescaling (everything else) rounds them away from zero, convolutions up.
+        tie_to_even: ``QUANTIZE`` of a float input (``emulate._quantize_op``); fixed-point
+            rescaling (everything else, ``QUANTIZE`` of an 8-bit input included) rounds
+            halves away from zero, convolutions up.
         offset: ``MEAN`` rescales the input's zero point with the sum (in steps: this
             offset, added before rounding) and takes it off truncated (``int(offset)``
             after, rounded): its output is not the exact mean's rounding.
@@ -233,7 +234,10 @@ def rounding_plan(path: Path, model: nn.Module, builder: str) -> RoundingPlan:
             if q is not None:
                 plan.unpaired.append(f"{op} {name}")
             continue
-        add(point, Grid(q, tie_to_even=name == "QUANTIZE", tensor=outs[0]))
+        if name == "QUANTIZE" and (q_in := tfl.tensor_quantization(inputs[0])) is not None:
+            add(point, _requantize_grid(q_in, q, outs[0]))
+        else:
+            add(point, Grid(q, tie_to_even=name == "QUANTIZE", tensor=outs[0]))
         owner[outs[0]] = point
         plan.paired += 1
     return plan
@@ -257,29 +261,49 @@ def exact_weights(model: nn.Module, path: Path, builder: str) -> None:
         inputs = tfl.op_tensors(placed[m.tf_scope].index)[0]
         conv = model.get_submodule(m.conv)
         index = out_index_array(m)
+        weights = tfl.tensor(inputs[1])
+        bias = tfl.tensor(inputs[2]) if len(inputs) > 2 and inputs[2] >= 0 else None
+        q_in = tfl.tensor_quantization(inputs[0])
+        # the kernel adds the int32 bias to its sum of input x weight steps: its step is
+        # input scale x weight scale, of which the file stores the float32 rounding
+        bias_scale = (
+            None
+            if bias is None or q_in is None or weights is None or weights.scale is None
+            else q_in[0] * np.asarray(weights.scale, dtype=np.float64)
+        )
         with torch.no_grad():
-            _snap(conv.weight, tfl.tensor(inputs[1]), index)
-            bias = tfl.tensor(inputs[2]) if len(inputs) > 2 and inputs[2] >= 0 else None
+            _snap(conv.weight, weights, index)
             if m.bn is None:
                 if conv.bias is not None:
-                    _snap(conv.bias, bias, index)
+                    _snap(conv.bias, bias, index, bias_scale)
                 continue
             bn = model.get_submodule(m.bn)
             if bool((bn.running_mean == 0).all()) and bool((bn.weight == 1).all()):
                 bn.running_var.fill_(1.0 - bn.eps)  # folded: the identity plus the bias
-                _snap(bn.bias, bias, index)
+                _snap(bn.bias, bias, index, bias_scale)
 
 
-def _snap(values: torch.Tensor, tensor: TFLiteTensor | None, index: np.ndarray | None) -> None:
-    """``values`` (ours, output channels first) onto the 8-bit grid of the file's
-    ``tensor`` (its scale per output channel, or one), in place."""
+def _snap(
+    values: torch.Tensor,
+    tensor: TFLiteTensor | None,
+    index: np.ndarray | None,
+    step: np.ndarray | None = None,
+) -> None:
+    """``values`` (ours, output channels first) onto the integer grid of the file's
+    ``tensor`` (its scale per output channel, or one), in place; the integers are placed
+    at ``step`` where given (a bias: the exact step the kernel adds it at)."""
     if tensor is None or tensor.scale is None:
         return
-    scale = torch.from_numpy(np.asarray(tensor.scale, dtype=np.float64))
-    if scale.numel() > 1 and index is not None:
-        scale = scale[torch.from_numpy(index)]
-    scale = scale.reshape(-1, *[1] * (values.dim() - 1)).to(values.dtype)
-    values.copy_(torch.round(values / scale) * scale)
+    count = np.size(tensor.scale)
+
+    def per_channel(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.broadcast_to(np.asarray(a, dtype=np.float64), (count,)).copy())
+        if count > 1 and index is not None:
+            t = t[torch.from_numpy(index)]
+        return t.reshape(-1, *[1] * (values.dim() - 1)).to(values.dtype)
+
+    scale = per_channel(tensor.scale)
+    values.copy_(torch.round(values / scale) * (scale if step is None else per_channel(step)))
 
 
 def _shifts(tfl: TFLiteFile, op: int, mapping: ConvMapping) -> tuple[int, ...] | None:
@@ -296,6 +320,13 @@ def _shifts(tfl: TFLiteFile, op: int, mapping: ConvMapping) -> tuple[int, ...] |
     shifts = -np.frexp(q_in[0] * scale / q_out[0])[1]
     index = out_index_array(mapping)
     return tuple(int(k) for k in (shifts if index is None else shifts[index]))
+
+
+def _requantize_grid(q_in: Quantization, q: Quantization, output: int) -> Grid:
+    """``QUANTIZE`` of an 8-bit tensor to another grid: fixed-point rescaling by
+    ``s_in / s_out``, rounded at its shift and then to a step (as a convolution's)."""
+    shift = -int(np.frexp(q_in[0] / q[0])[1])
+    return Grid(q, shifts=(shift,), tensor=output)
 
 
 def _mean_grid(tfl: TFLiteFile, source: int, output: int, q: Quantization) -> Grid:
