@@ -197,6 +197,9 @@ class SSDPostprocessor:
         if opts.topk_candidates is not None:
             scores, order = scores[: opts.topk_candidates], order[: opts.topk_candidates]
         idx = idx[order]
-        cand = clip_boxes_to_image(self.box_coder.decode(deltas[idx], anchors[idx]), image_size)
+        # TF Lite suppresses among the decoded boxes as they are, and only then are ours
+        # clipped: a box reaching out of the image overlaps its neighbours by that much
+        cand = self.box_coder.decode(deltas[idx], anchors[idx])
         keep = nms(cand, scores, opts.nms_iou)[: opts.max_detections]
-        return {"boxes": cand[keep], "scores": scores[keep], "labels": labels[idx][keep]}
+        boxes = clip_boxes_to_image(cand[keep], image_size)
+        return {"boxes": boxes, "scores": scores[keep], "labels": labels[idx][keep]}

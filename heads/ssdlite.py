@@ -353,7 +353,7 @@ SSD_ARCHITECTURE = (
     default_size=320,
     weights=WEIGHTS,
     class_predictors=CLASS_PREDICTORS,
-    architecture=SSD_ARCHITECTURE,
+    architecture=(*SSD_ARCHITECTURE, "od_api_width"),
 )
 def ssdlite_mobilenet_v2(
     num_classes: int | None = None,
@@ -369,6 +369,7 @@ def ssdlite_mobilenet_v2(
     score_activation: ScoreActivation = "softmax",
     box_scales: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
     class_prior: float | None = None,
+    od_api_width: bool = False,
     weights: str | Path | None = None,
 ) -> SSDLite:
     """SSDLite with a MobileNetV2 backbone, as in the MobileNetV2 paper.
@@ -403,6 +404,10 @@ def ssdlite_mobilenet_v2(
         class_prior: initial object probability of fresh class predictors (see
             ``SSDLite``); ``None``: biases start at 0. Predictors loaded from ``weights``
             keep theirs.
+        od_api_width: below width 1, narrow as the Object Detection API's SSDLite does
+            (``layer_19`` and the extra layers scaled by ``width_mult``, no layer under 16
+            channels) rather than keep ``layer_19``'s 1280 channels and the extra layers'
+            depths; a file converted from such an export sets it. Same model at width 1.
         weights: trained weights of the whole detector: a name from
             ``heads.pretrained.list_weights("ssdlite_mobilenet_v2")`` (``"coco_tf"``) or a
             file written by ``mobilezoo convert`` / ``torch.save(model.state_dict())`` or a
@@ -432,6 +437,7 @@ def ssdlite_mobilenet_v2(
         box_scales=box_scales,
         class_prior=class_prior,
         weights=weights,
+        od_api_width=od_api_width,
     )
 
 
@@ -472,11 +478,12 @@ def build_ssd(
         anchor_layout=anchor_layout,
         score_activation=score_activation,
         box_scales=tuple(box_scales),
+        od_api_width=od_api_width,
         **{key: getattr(postprocess, key) for key in POSTPROCESS_OPTIONS},
     )
     postprocess = replace(postprocess, **{key: arch[key] for key in POSTPROCESS_OPTIONS})
     width_mult, divisible_by, padding = arch["width_mult"], arch["divisible_by"], arch["padding"]
-    anchor_layout = arch["anchor_layout"]
+    anchor_layout, od_api_width = arch["anchor_layout"], arch["od_api_width"]
     num_classes = 80 if arch["num_classes"] is None else arch["num_classes"]
     backbone = MobileNetV2(
         width_mult=width_mult,

@@ -100,6 +100,7 @@ _VALID: dict[str, Callable[[Any], bool]] = {
     "nms_iou": lambda v: _is_number(v) and 0 < v <= 1,
     "max_detections": lambda v: _is_int(v, 1, 100_000),
     "class_agnostic_nms": lambda v: isinstance(v, bool),
+    "od_api_width": lambda v: isinstance(v, bool),
 }  # fmt: skip
 
 

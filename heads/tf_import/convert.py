@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from backbones.mobilenetv2 import LAST_CHANNELS
 from heads.postprocess import PostprocessOptions
 from heads.pretrained import META_KEY, WeightsEntry
 from heads.tf_import.families import (
@@ -307,12 +308,17 @@ def infer_builder(
         tf_classes = classes // (anchors // 4)
         kwargs = {"num_classes": 80 if tf_classes == 91 else tf_classes - 1}
         prefix = "FeatureExtractor/MobilenetV2"
+        # below width 1 the OD API narrows Conv_1 (ours keeps 1280 channels at any width)
+        last = _out_channels(variables[f"{prefix}/Conv_1/weights"], layout)
+        if lite and last < LAST_CHANNELS:
+            kwargs["od_api_width"] = True
     elif "MobilenetV2/Conv_1/weights" in variables:
         # No head: the backbone (``backbones.mobilenet_v2``, its ``features.*`` keys).
         builder, kwargs, prefix = "mobilenet_v2", {}, "MobilenetV2"
     else:
         raise ValueError(unknown_file_message(source, sorted(variables)))
-    min_channels = OD_MIN_DEPTH if builder == "ssd_mobilenet_v2" else None
+    od_width = builder == "ssd_mobilenet_v2" or kwargs.get("od_api_width", False)
+    min_channels = OD_MIN_DEPTH if od_width else None
     kwargs.update(_infer_width(variables, layout, prefix, min_channels))
     return builder, kwargs
 
@@ -389,7 +395,8 @@ def architecture_keys(builder: str) -> tuple[str, ...]:
         return (*common, "output_stride", "align_corners", "aspp")
     if builder in SSD_BUILDERS:
         detector = ("anchor_layout", "score_activation", "image_size", "box_scales")
-        return (*common, *detector, *POSTPROCESS_OPTIONS)
+        lite = ("od_api_width",) if builder == "ssdlite_mobilenet_v2" else ()
+        return (*common, *detector, *POSTPROCESS_OPTIONS, *lite)
     return common
 
 

@@ -122,10 +122,19 @@ def convert_main(args: Sequence[str]) -> None:
         parser.exit(2, f"mobilezoo convert: error: {checks}\n")
     path = save_converted(model, meta, options.output)
     arch = ", ".join(f"{k}={v!r}" for k, v in meta["architecture"].items())
+    # the OD API's width rule below width 1 (min 16 channels, layer_19 narrowed): a backbone
+    # that only its own detector builds
+    backbone = getattr(model, "backbone", None)
+    od_narrowed = backbone is not None and backbone.scale_last_conv and backbone.width_mult < 1
+    shared = (
+        " (its backbone has the Object Detection API's narrowed widths: no other builder's)"
+        if od_narrowed
+        else f", or weights_backbone={str(path)!r} of any builder"
+    )
     print(
         f"wrote {path}: {meta['builder']}({arch}) from {meta['source']}\n"
         f"use: {meta['builder']}(weights={str(path)!r}) (builds exactly this model), "
-        f"model.init_args.weights: {path}, or weights_backbone={str(path)!r} of any builder"
+        f"model.init_args.weights: {path}{shared}"
     )
     for line in checks:
         print(line)

@@ -45,6 +45,18 @@ def test_class_agnostic_nms_keeps_one_class_per_box_and_suppresses_across_classe
     assert wise[0]["labels"].tolist() == [0, 1, 1, 0]
 
 
+def test_fast_nms_suppresses_among_unclipped_boxes_as_tf_lite():
+    """A box reaching 60 px out of the image overlaps its neighbour by IoU 0.4 as decoded
+    (TF Lite's rule: both stay at nms_iou 0.6), by 1.0 once clipped; the kept boxes are
+    then clipped."""
+    anchors = torch.tensor([[-60, 0, 40, 40], [0, 0, 40, 40]], dtype=torch.float32)
+    logits = _logits([[0.1, 0.9], [0.2, 0.8]])
+    options = PostprocessOptions(score_threshold=0.5, nms_iou=0.6, class_agnostic_nms=True)
+    out = SSDPostprocessor(options=options)(logits, torch.zeros(1, 2, 4), anchors, (100, 100))
+    assert out[0]["scores"].tolist() == pytest.approx([0.9, 0.8], abs=1e-4)
+    torch.testing.assert_close(out[0]["boxes"], torch.tensor([[0.0, 0, 40, 40]] * 2))
+
+
 def test_nms_removes_same_class_overlap_and_threshold_drops():
     logits = _logits([[0.1, 0.9, 0.0001], [0.2, 0.8, 0.0001], [0.7, 0.3, 0.0001]])
     out = SSDPostprocessor(options=PostprocessOptions(score_threshold=0.35))(

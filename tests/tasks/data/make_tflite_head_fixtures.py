@@ -3,7 +3,7 @@ once, with TensorFlow; the tests need only the TF Lite runtime):
 
     python tests/tasks/data/make_tflite_head_fixtures.py tests/tasks/data/tflite_heads [GROUP...]
 
-(``GROUP``: ``ssdlite``, ``ssd``, ``deeplab``; all by default.)
+(``GROUP``: ``ssdlite``, ``ssd``, ``ssdlite_od``, ``deeplab``; all by default.)
 
 Each model is built here in TF ops with the names and wiring of the TF code that made the
 released models (random weights of a sane scale, BatchNorm statistics calibrated on the
@@ -21,6 +21,9 @@ Lite converter:
   that custom op (``allow_custom_ops``). ``ssdlite_float16.tflite``: float computation,
   float16 weights (keeps the file small); ``ssdlite_int8.tflite``: post-training int8
   (float input, the post-processing op in float).
+- ``ssdlite_od_*.tflite``: the same SSDLite with the Object Detection API's own width
+  rules at 0.35 (``ssdlite_mobilenet_v2(width_mult=0.35, od_api_width=True)``: every layer
+  >= 16 channels, ``Conv_1`` 448, extra layers of depths 179, 89, 89, 44).
 - ``ssd_mobilenet_v2_*.tflite``: the Object Detection API's (non-lite) SSD MobileNetV2 the
   same way (``ssd``): its width rules at 0.35 (every layer >= 16 channels, ``Conv_1`` 448,
   extra layers 1x1 + full 3x3 stride-2 conv of depths 179, 89, 89, 44), 1x1 box and class
@@ -209,14 +212,23 @@ def ssd_anchors(sizes: list[int]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
-def ssdlite(net: Net, x):  # type: ignore[no-untyped-def]
-    """Box encodings ``[1, N, 4]`` (ty, tx, th, tw), class logits ``[1, N, C + 1]``."""
+def ssdlite(net: Net, x, od_api_width: bool = False):  # type: ignore[no-untyped-def]
+    """Box encodings ``[1, N, 4]`` (ty, tx, th, tw), class logits ``[1, N, C + 1]``.
+    ``od_api_width``: the Object Detection API's own width rules at ``SSD_WIDTH`` (those of
+    ``ssd``: ``min_depth`` 16, ``Conv_1`` and the extra layers scaled); else ``Conv_1``
+    keeps 1280 channels and the extra layers their depths."""
     tf = net.tf
     p = "FeatureExtractor/MobilenetV2"
-    feats = net.mobilenet_v2(x, p, SSD_WIDTH)
+    if od_api_width:
+        feats = net.mobilenet_v2(x, p, SSD_WIDTH, min_depth=16, finegrain=False)
+    else:
+        feats = net.mobilenet_v2(x, p, SSD_WIDTH)
     maps = [feats["layer_15_expansion"], feats["layer_19"]]
-    for i, depth in zip(range(2, 6), (512, 256, 256, 128), strict=True):
-        y = net.conv(maps[-1], f"{p}/layer_19_1_Conv2d_{i}_1x1_{depth // 2}", depth // 2)
+    for i, layer_depth in zip(range(2, 6), (512, 256, 256, 128), strict=True):
+        mid, depth = layer_depth // 2, layer_depth
+        if od_api_width:
+            mid, depth = (max(int(d * SSD_WIDTH), 16) for d in (layer_depth // 2, layer_depth))
+        y = net.conv(maps[-1], f"{p}/layer_19_1_Conv2d_{i}_1x1_{mid}", mid)
         y = net.depthwise(y, f"{p}/layer_19_2_Conv2d_{i}_3x3_s2_{depth}_depthwise", 2)
         maps.append(net.conv(y, f"{p}/layer_19_2_Conv2d_{i}_3x3_s2_{depth}", depth))
     boxes, classes = [], []
@@ -361,8 +373,8 @@ def detectors(tf, out: Path, name: str, model, seed: int) -> None:  # type: igno
 
 
 def main(out: Path, only: list[str]) -> None:
-    """Write the files of the groups in ``only`` (``ssdlite``, ``ssd``, ``deeplab``; all
-    when empty)."""
+    """Write the files of the groups in ``only`` (``ssdlite``, ``ssd``, ``ssdlite_od``,
+    ``deeplab``; all when empty)."""
     import tensorflow as tf
 
     out.mkdir(parents=True, exist_ok=True)
@@ -370,6 +382,8 @@ def main(out: Path, only: list[str]) -> None:
         detectors(tf, out, "ssdlite", ssdlite, 21)
     if not only or "ssd" in only:
         detectors(tf, out, "ssd_mobilenet_v2", ssd, 23)
+    if not only or "ssdlite_od" in only:
+        detectors(tf, out, "ssdlite_od", lambda net, x: ssdlite(net, x, od_api_width=True), 25)
     for name, classes, width, os_, size, kinds in DEEPLABS if not only or "deeplab" in only else ():
         net = Net(tf, seed=len(name))
         net.calibrating = True
