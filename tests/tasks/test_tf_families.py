@@ -1,9 +1,10 @@
 """Every family of MobileNetV2 file converts and matches the runtime that made it.
 
 Fixtures (``data/keras_small``, made by ``data/make_keras_fixtures.py`` from the real Keras
-applications and TF Model Garden architectures, width 0.35, 96x96, random weights): TF Lite
-files compared live with the TF Lite runtime, Keras files with the outputs Keras computed
-when it wrote them. Float: top-1 equal and logits within 1e-4; 8-bit: top-1 equal with our
+applications and TF Model Garden architectures, width 0.35, 96x96, random weights; and
+``data/tflite_heads/slim_dense_*``, a TF-slim classifier fine-tuned with a dense 37-class
+head, from ``data/make_tflite_head_fixtures.py``): TF Lite files compared live with the TF
+Lite runtime, Keras files with the outputs Keras computed when it wrote them. Float: top-1 equal and logits within 1e-4; 8-bit: top-1 equal with our
 activations rounded as the file's (``emulate``).
 """
 
@@ -34,6 +35,9 @@ TFLITE = {
     "keras_int8_channel.tflite": ("mobilenet_v2_classifier", 5, True),
     "keras_int8_tensor.tflite": ("mobilenet_v2_classifier", 5, True),
     "garden_int8.tflite": ("mobilenet_v2_classifier", 6, True),
+    # TF-slim names, a dense ``Logits/MatMul`` head without background (the issue's file)
+    "../tflite_heads/slim_dense_float16.tflite": ("mobilenet_v2_classifier", 37, False),
+    "../tflite_heads/slim_dense_int8.tflite": ("mobilenet_v2_classifier", 37, True),
 }
 KERAS = {
     "keras3_classifier.h5": "mobilenet_v2_classifier",

@@ -3,7 +3,8 @@ once, with TensorFlow; the tests need only the TF Lite runtime):
 
     python tests/tasks/data/make_tflite_head_fixtures.py tests/tasks/data/tflite_heads [GROUP...]
 
-(``GROUP``: ``ssdlite``, ``ssd``, ``ssdlite_od``, ``deeplab``; all by default.)
+(``GROUP``: ``ssdlite``, ``ssd``, ``ssdlite_od``, ``deeplab``, ``slim_dense``; all by
+default.)
 
 Each model is built here in TF ops with the names and wiring of the TF code that made the
 released models (random weights of a sane scale, BatchNorm statistics calibrated on the
@@ -35,6 +36,9 @@ Lite converter:
   stride 8, 97x97) and ``deeplab_ade20k_w100_os16_int8.tflite`` (151 classes, width 1.0,
   output stride 16, 65x65; its float file would be 8 MB). ``float16``: float computation
   with float16 weights; ``int8``: post-training int8, float input and output.
+- ``slim_dense_{float16,int8}.tflite``: a TF-slim MobileNetV2 classifier fine-tuned with a
+  dense ``Logits/MatMul`` head of 37 classes, no background (``slim_dense``), width 0.35,
+  96x96.
 
 The anchors are made here from the Object Detection API's anchor rules (``ssd_anchors``),
 not from the zoo's code, so that the converter's check of them is a real one.
@@ -358,6 +362,50 @@ def deeplab_module(tf, net: Net, classes: int, width: float, os_: int, size: int
     return Segmenter()
 
 
+# -- TF-slim classifier fine-tuned with a dense head ----------------------------------------
+#: (classes, width, input size) of ``slim_dense_*.tflite``
+SLIM_DENSE = (37, 0.35, 96)
+
+
+def slim_dense(net: Net, x):  # type: ignore[no-untyped-def]
+    """A TF-slim MobileNetV2 (``MobilenetV2/...``, ``Conv_1`` 1280 below width 1 as TF-slim's
+    classifiers) whose 1001-class 1x1 logits conv was replaced, for a fine-tune, by a dense
+    layer without a background class: global mean, ``Logits/MatMul`` + bias. Logits
+    ``[1, classes]``."""
+    tf = net.tf
+    classes, width, _ = SLIM_DENSE
+    with tf.name_scope("MobilenetV2"):
+        feats = net.mobilenet_v2(x, "MobilenetV2", width)["layer_19"]
+    pooled = tf.reduce_mean(feats, axis=[1, 2])
+    channels = int(feats.shape[-1])
+    if "Logits/MatMul/weights" not in net.v:
+        w = net.rng.standard_normal((channels, classes)) * np.sqrt(1.0 / channels)
+        net.v["Logits/MatMul/weights"] = w.astype(np.float32)
+        net.v["Logits/MatMul/biases"] = net.rng.normal(0, 0.1, classes).astype(np.float32)
+    with tf.name_scope("Logits"):
+        y = tf.matmul(pooled, net.v["Logits/MatMul/weights"], name="MatMul")
+        return tf.nn.bias_add(y, net.v["Logits/MatMul/biases"], name="BiasAdd")
+
+
+def slim_dense_files(tf, out: Path) -> None:  # type: ignore[no-untyped-def]
+    """``slim_dense_{float16,int8}.tflite``: ``slim_dense`` at ``SLIM_DENSE``'s size."""
+    size = SLIM_DENSE[2]
+    net = Net(tf, seed=27)
+    net.calibrating = True
+    slim_dense(net, tf.constant(calibration_data(size)))
+    net.calibrating = False
+
+    class Classifier(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)])
+        def classify(self, image):  # type: ignore[no-untyped-def]
+            return slim_dense(net, image)
+
+    module = Classifier()
+    (out / "slim_dense_float16.tflite").write_bytes(convert_float16(tf, module, module.classify))
+    data = calibration_data(size)
+    (out / "slim_dense_int8.tflite").write_bytes(convert(tf, module, module.classify, data))
+
+
 def detectors(tf, out: Path, name: str, model, seed: int) -> None:  # type: ignore[no-untyped-def]
     """``{name}_float16.tflite`` and ``{name}_int8.tflite`` of ``model`` (``ssdlite``,
     ``ssd``)."""
@@ -374,7 +422,7 @@ def detectors(tf, out: Path, name: str, model, seed: int) -> None:  # type: igno
 
 def main(out: Path, only: list[str]) -> None:
     """Write the files of the groups in ``only`` (``ssdlite``, ``ssd``, ``ssdlite_od``,
-    ``deeplab``; all when empty)."""
+    ``deeplab``, ``slim_dense``; all when empty)."""
     import tensorflow as tf
 
     out.mkdir(parents=True, exist_ok=True)
@@ -382,6 +430,8 @@ def main(out: Path, only: list[str]) -> None:
         detectors(tf, out, "ssdlite", ssdlite, 21)
     if not only or "ssd" in only:
         detectors(tf, out, "ssd_mobilenet_v2", ssd, 23)
+    if not only or "slim_dense" in only:
+        slim_dense_files(tf, out)
     if not only or "ssdlite_od" in only:
         detectors(tf, out, "ssdlite_od", lambda net, x: ssdlite(net, x, od_api_width=True), 25)
     for name, classes, width, os_, size, kinds in DEEPLABS if not only or "deeplab" in only else ():
