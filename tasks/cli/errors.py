@@ -24,6 +24,8 @@ _REASON_CHARS = 300
 
 
 _NOT_ACCEPTED = re.compile(r"Parser key \"([\w.]+)\".*?Option '(\w+)' is not accepted", re.S)
+#: a config file's option that the class it configures does not take
+_CLASS_OPTION = re.compile(r"class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", re.S)
 
 
 def option_tokens(argv: Sequence[str]) -> list[tuple[int, str, bool]]:
@@ -128,6 +130,7 @@ def short_error(
         nested = nested_reason(message)
         if nested is not None:  # a value of the wrong type or out of range: where and why
             key, reason = nested
+            reason += _class_option_hint(message, key)
             return f"{prog}: error: --{key}: {reason}" if key else f"{prog}: error: {reason}"
         if message.startswith("Problems parsing config"):  # the file and line are named
             return f"{prog}: error: {one_line(message)}"
@@ -141,6 +144,37 @@ def short_error(
             + (f"; did you mean --{hint}?" if hint else f" (see `{prog} --help`)")
         )
     return "\n".join(lines)
+
+
+def _class_option_hint(message: str, key: str) -> str:
+    """``"; did you mean KEY?"`` for an option a config file gives a class that does not
+    take it (an option moved into a group: ``min_negatives`` -> ``loss.min_negatives``),
+    else ``""``. The class's own options come from its signature (option groups, typed as
+    dataclasses, by their fields): the file cannot be parsed to list them."""
+    import dataclasses
+    import importlib
+    import inspect
+    import typing
+
+    match = _CLASS_OPTION.search(message)
+    if match is None:
+        return ""
+    module, _, name = match.group(1).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # a class that cannot be imported or typed: no hint, the error stands
+        return ""
+    options = []
+    for param in inspect.signature(cls).parameters:
+        kind = hints.get(param)
+        if dataclasses.is_dataclass(kind):
+            options += [f"{param}.{f.name}" for f in dataclasses.fields(kind)]
+        else:
+            options.append(param)
+    prefix = key if key.endswith("init_args") else f"{key}.init_args"
+    hint = closest_key(match.group(2), options)  # by the option's own name, not the prefix
+    return f"; did you mean {prefix}.{hint}?" if hint else ""
 
 
 _CLASS_PATH = re.compile(r"Given value: Namespace\(class_path='([\w.]+)'")

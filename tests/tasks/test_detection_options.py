@@ -60,6 +60,33 @@ def test_a_key_of_a_group_given_at_the_top_level_names_its_place(key, capsys) ->
     ]
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "hint"),
+    [
+        ("model", "min_negatives", "model.init_args.loss.min_negatives"),
+        ("model", "nms_iou", "model.init_args.postprocess.nms_iou"),
+        ("model", "frozen_stage", "model.init_args.frozen_stages"),
+        ("data", "batch_size", "data.init_args.loader.batch_size"),
+    ],
+)
+def test_an_old_or_misspelt_key_in_a_config_file_names_its_place(
+    section, key, hint, tmp_path, capsys
+) -> None:
+    """Inside a YAML file (not on the command line) an old flat key gets the same hint,
+    found in the signature of the class the file configures."""
+    config = yaml.safe_load(Path(DET).read_text())
+    config[section]["init_args"][key] = 3
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["validate", "-c", str(path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"mobilezoo validate: error: --{section}.init_args: Option '{key}' is not accepted; "
+        f"did you mean {hint}?"
+    ]
+
+
 def test_a_group_value_from_the_command_line_reaches_the_model(tmp_path, monkeypatch) -> None:
     """``--print_config`` aside, the values are the ones the built model uses."""
     seen = {}
