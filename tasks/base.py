@@ -61,6 +61,11 @@ class BaseTask(LightningModule):
             ``"epoch"``.
         decay_norm_and_bias: apply weight decay to BatchNorm parameters and biases too
             (TF-slim decays conv and linear weights only, the default here).
+        freeze_backbone_steps: the backbone (``model.backbone``) takes no update for this
+            many optimizer steps, while the layers that start fresh (extra layers, heads)
+            settle: their first, large and random gradients then do not reach the
+            pretrained features ("linear probing, then fine-tuning"). Its BatchNorm
+            statistics still follow the data. 0: from the first step.
     """
 
     #: ``__init__`` arguments that define the weights' shapes: a checkpoint's values win
@@ -81,8 +86,11 @@ class BaseTask(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["step", "epoch"] = "step",
         decay_norm_and_bias: bool = False,
+        freeze_backbone_steps: int = 0,
     ) -> None:
         super().__init__()
+        if freeze_backbone_steps < 0:
+            raise ConfigError(f"freeze_backbone_steps must be >= 0, got {freeze_backbone_steps}")
         # Only plain values go into checkpoints, so they load with weights_only=True: an
         # option group (a frozen dataclass such as ``PostprocessOptions``) is saved as its
         # dict, which the config parser turns back into the group.
@@ -94,6 +102,7 @@ class BaseTask(LightningModule):
         self.lr_scheduler = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
         self.decay_norm_and_bias = decay_norm_and_bias
+        self.freeze_backbone_steps = freeze_backbone_steps
 
     @classmethod
     def args_from_data(cls, data_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -291,6 +300,12 @@ class BaseTask(LightningModule):
         if getattr(data, "on_bad_sample", "raise") == "skip":
             skipped = float(data.skipped_samples)
             self.log("train/skipped_samples", skipped, reduce_fx="sum", sync_dist=True)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # the same step on every process: each drops the same (all-reduced) gradients
+        if self.global_step < self.freeze_backbone_steps:
+            for p in self.model.backbone.parameters():
+                p.grad = None  # the optimizer skips it: no update, no decay, no momentum
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters, split into decayed and not-decayed groups."""

@@ -36,7 +36,7 @@ class ClassificationTask(BaseTask):
             ``backbones.MobileNetV2``); ``None``: what ``weights`` needs, else the default
             (8, ``"torch"``). The values used are saved in checkpoints.
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
-            ``decay_norm_and_bias``: see ``BaseTask``.
+            ``decay_norm_and_bias``, ``freeze_backbone_steps``: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], labels [B])``. Logged: ``train/loss``,
     ``val/loss``, ``val/top1``, ``val/top5`` (and ``test/*``). With fewer than 5 classes

@@ -191,7 +191,7 @@ class DetectionTask(COCOEvaluation, BaseTask):
             the default at float-rounding level (as they do between thread counts).
             Evaluation is unaffected. Off by default.
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
-            ``decay_norm_and_bias``: see ``BaseTask``.
+            ``decay_norm_and_bias``, ``freeze_backbone_steps``: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], targets)``; each target has ``boxes`` ``[N, 4]``
     (input pixels), ``labels`` ``[N]``, ``image_id`` and ``orig_size`` (H, W). Logged:

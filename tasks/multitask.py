@@ -90,7 +90,7 @@ class MultiTaskTask(COCOEvaluation, SegmentationEvaluation, BaseTask):
             (the whole model), of ``DetectionTask`` / an SSDLite file (the detector half), or
             of another model (the backbone); see ``heads.ssdlite_deeplabv3_mobilenet_v2``.
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
-            ``decay_norm_and_bias``: see ``BaseTask``.
+            ``decay_norm_and_bias``, ``freeze_backbone_steps``: see ``BaseTask``.
 
     Batches are ``(images [B, 3, H, W], targets)`` with the detection keys and ``mask``:
     ``[H, W]`` in training, the image's size on disk in evaluation (logits are upsampled

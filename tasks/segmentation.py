@@ -101,9 +101,9 @@ class SegmentationTask(SegmentationEvaluation, BaseTask):
             ``class_names``, else the class index).
         channels_last: see ``DetectionTask``.
         **kwargs: ``optimizer``, ``lr_scheduler``, ``lr_scheduler_interval``,
-            ``decay_norm_and_bias``: see ``BaseTask``; DeepLab's recipe is SGD (momentum
-            0.9, weight decay 4e-5) with ``WarmupPolyLR`` (power 0.9) stepped every
-            iteration.
+            ``decay_norm_and_bias``, ``freeze_backbone_steps``: see ``BaseTask``; DeepLab's
+            recipe is SGD (momentum 0.9, weight decay 4e-5) with ``WarmupPolyLR`` (power
+            0.9) stepped every iteration.
 
     Batches are dicts with ``image`` ``[B, 3, H, W]``, ``mask`` ``[B, H, W]`` int64 and
     ``size`` ``[B, 2]`` (each image's own height and width; evaluation batches may be

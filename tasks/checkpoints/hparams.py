@@ -36,6 +36,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "width_mult": (0.1, 4.0),
     "image_size": (16, 4096),
     "frozen_stages": (0, 9),
+    "freeze_backbone_steps": (0, 100_000_000),
     "dropout": (0.0, 1.0),
     "label_smoothing": (0.0, 1.0),
     "neg_pos_ratio": (0.0, 1000.0),

@@ -192,3 +192,39 @@ def test_channels_last_training_is_the_same_function() -> None:
     assert seen == [False] and seen_cl == [True]
     torch.testing.assert_close(loss_cl, loss, rtol=1e-10, atol=0.0)
     assert ((grads_cl - grads).norm() / grads.norm()).item() < 1e-10
+
+
+def test_freeze_backbone_steps_holds_the_backbone_while_the_head_learns(tmp_path) -> None:
+    """With ``freeze_backbone_steps=2`` the backbone's weights stay as they were through
+    two optimizer steps (its BatchNorm statistics follow the data) while the head's move;
+    the third step moves the backbone too."""
+    from lightning.pytorch.callbacks import Callback
+
+    torch.manual_seed(0)
+    dm = DemoDetectionDataModule(
+        root=str(tmp_path / "demo"), image_size=64, empty_fraction=0.0,
+        scene=SceneOptions(num_train=4, num_val=1, generated_size=64, seed=3),
+        augmentation="none", loader=LoaderOptions(batch_size=2),
+    )  # fmt: skip
+    task = DetectionTask(num_classes=3, width_mult=0.35, image_size=64, freeze_backbone_steps=2)
+    states = [{k: v.clone() for k, v in task.model.state_dict().items()}]
+
+    class Snapshots(Callback):
+        def on_train_batch_end(self, *args: object) -> None:
+            states.append({k: v.clone() for k, v in task.model.state_dict().items()})
+
+    Trainer(
+        accelerator="cpu", max_steps=3, limit_val_batches=0, logger=False, callbacks=[Snapshots()],
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+    ).fit(task, dm)  # fmt: skip
+    assert len(states) == 4
+    weights = [f"backbone.{k}" for k, _ in task.model.backbone.named_parameters()]
+    head = [k for k in states[0] if k.startswith("head.") and k.endswith("weight")]
+
+    def moved(step: int, keys: list[str]) -> bool:
+        return any(not torch.equal(states[step][k], states[step - 1][k]) for k in keys)
+
+    assert [moved(step, weights) for step in (1, 2, 3)] == [False, False, True]
+    assert [moved(step, head) for step in (1, 2, 3)] == [True, True, True]
+    bn = "backbone.features.0.1.running_mean"
+    assert not torch.equal(states[2][bn], states[0][bn])
