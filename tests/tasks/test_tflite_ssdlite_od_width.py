@@ -80,3 +80,14 @@ def test_converted_od_width_file_builds_the_documented_way(
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)
     with pytest.raises(ValueError, match="does not fit this model"):
         ssdlite_mobilenet_v2(num_classes=2, weights_backbone=output)
+
+
+def test_a_converted_file_with_a_bad_od_api_width_is_refused(tmp_path: Path) -> None:
+    """The recorded option is untrusted metadata: a non-boolean is refused, naming it."""
+    output = tmp_path / "od.pt"
+    main(["convert", str(OD_FLOAT), "--output", str(output)])
+    saved = torch.load(output, weights_only=True)
+    saved["mobilezoo"]["architecture"]["od_api_width"] = "yes"
+    torch.save(saved, output)
+    with pytest.raises(ValueError, match="od_api_width='yes' is invalid"):
+        ssdlite_mobilenet_v2(weights=output)
