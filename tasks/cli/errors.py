@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import importlib
 import re
+import typing
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 _UNRECOGNIZED = re.compile(r"[Uu]nrecognized arguments: (.*)")
 _PARSER_KEY = re.compile(r'(?:^(?:- )?|: )Parser key "([^"]+)":$')
@@ -149,12 +153,10 @@ def short_error(
 def _class_option_hint(message: str, key: str) -> str:
     """``"; did you mean KEY?"`` for an option a config file gives a class that does not
     take it (an option moved into a group: ``min_negatives`` -> ``loss.min_negatives``),
-    else ``""``. The class's own options come from its signature (option groups, typed as
+    else ``""``. The class's options come from its signature (``init_parameters``: a
+    task's own and, through ``**kwargs``, ``BaseTask``'s; option groups, typed as
     dataclasses, by their fields): the file cannot be parsed to list them."""
-    import dataclasses
-    import importlib
-    import inspect
-    import typing
+    from tasks.checkpoints.hparams import init_parameters
 
     match = _CLASS_OPTION.search(message)
     if match is None:
@@ -162,11 +164,14 @@ def _class_option_hint(message: str, key: str) -> str:
     module, _, name = match.group(1).rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-        hints = typing.get_type_hints(cls.__init__)
+        hints: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):  # a subclass's annotation wins
+            if "__init__" in vars(klass):
+                hints.update(typing.get_type_hints(klass.__init__))
     except Exception:  # a class that cannot be imported or typed: no hint, the error stands
         return ""
     options = []
-    for param in inspect.signature(cls).parameters:
+    for param in sorted(init_parameters(cls)):
         kind = hints.get(param)
         if dataclasses.is_dataclass(kind):
             options += [f"{param}.{f.name}" for f in dataclasses.fields(kind)]

@@ -66,6 +66,8 @@ def test_a_key_of_a_group_given_at_the_top_level_names_its_place(key, capsys) ->
         ("model", "min_negatives", "model.init_args.loss.min_negatives"),
         ("model", "nms_iou", "model.init_args.postprocess.nms_iou"),
         ("model", "frozen_stage", "model.init_args.frozen_stages"),
+        # an argument of BaseTask, which the task takes through **kwargs
+        ("model", "freeze_backbone_step", "model.init_args.freeze_backbone_steps"),
         ("data", "batch_size", "data.init_args.loader.batch_size"),
     ],
 )
