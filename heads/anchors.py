@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import box_iou
 
 AnchorLayout = Literal["tf", "torchvision"]
 ANCHOR_LAYOUTS: tuple[str, ...] = ("tf", "torchvision")
@@ -156,3 +157,11 @@ class SSDAnchorGenerator(nn.Module):
             int(h) * int(w) * n
             for (h, w), n in zip(feature_sizes, self.num_anchors_per_location, strict=True)
         )
+
+
+def best_anchor_iou(boxes: Tensor, anchors: Tensor, chunk: int = 4096) -> Tensor:
+    """``[N]``: for each box of ``boxes`` ``[N, 4]`` the highest IoU with any of ``anchors``
+    ``[A, 4]`` (both x1, y1, x2, y2 in the same pixels). A box whose best IoU is under the
+    loss's ``iou_threshold`` is trained on that one anchor only (the forced match)."""
+    best = [box_iou(part, anchors).amax(dim=1) for part in boxes.split(chunk)]
+    return torch.cat(best) if best else boxes.new_zeros(0)

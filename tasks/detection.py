@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from backbones.layers import Padding
-from heads.anchors import AnchorLayout
+from heads.anchors import AnchorLayout, best_anchor_iou
 from heads.detection_loss import MultiBoxLossOptions
 from heads.postprocess import PostprocessOptions, ScoreActivation
 from heads.ssdlite import ssdlite_mobilenet_v2
@@ -74,6 +74,36 @@ class COCOEvaluation:
             self._data_categories = (self.category_ids, self.class_names)
         for name in evaluated_stages(stage):
             self._evaluators[name] = COCOEvaluator(data.ground_truth(name), self.eval_backend)
+        if stage == "fit" and hasattr(data, "input_boxes"):
+            self.report_anchor_coverage(data.input_boxes(data.train_split), data.image_size)
+
+    def report_anchor_coverage(self, boxes: Tensor, image_size: int) -> None:
+        """Log how many training boxes ``[N, 4]`` (pixels of the ``image_size`` square input)
+        overlap an anchor at the loss's IoU threshold; a warning, with their median size, when
+        some do not: those are trained on their one best anchor and found less often."""
+        if not len(boxes):
+            return
+        detector = getattr(self.model, "detector", self.model)  # the joint model's SSDLite
+        size = (image_size, image_size)
+        anchors = detector.anchors_for(size, detector.feature_sizes(size)).cpu()
+        threshold = detector.loss.options.iou_threshold
+        missed = best_anchor_iou(boxes.float(), anchors) < threshold
+        n, k = len(boxes), int(missed.sum())
+        line = (
+            f"anchors at {image_size}x{image_size}: {n - k} of {n} training boxes "
+            f"({(n - k) / n:.0%}) overlap an anchor at IoU >= {threshold:g}"
+        )
+        if not k:
+            rank_zero_info(line)
+            return
+        wh = boxes[missed, 2:] - boxes[missed, :2]
+        side = float(wh.prod(dim=1).clamp(min=0).sqrt().median())
+        rank_zero_warn(
+            f"{line}; the other {k} (median side {side:.0f} px) are trained on the one anchor "
+            "each overlaps most and are found less often. Small objects are SSD's weak point: "
+            "a larger data.image_size gives them more pixels (at the square of the cost), "
+            "not more anchors (anchors scale with the image)"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # BaseTask's checks
