@@ -159,38 +159,56 @@ def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
 
 
 def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
+    """DeepLab's recipe (from ``voc_tf_8bit``) over the seeds; DeepLab from ImageNet and the
+    joint model on seed 0."""
     name, classes = _class_key(root), _num_classes(root)
     common = [
         f"--data.init_args.root={root}",
         f"--data.init_args.loader.num_workers={args.workers}",
     ]
-    # warm-up: a tenth of the (short) run
-    steps = [*_steps_overrides(args.seg_steps),
-             f"--model.init_args.lr_scheduler.init_args.warmup_steps={max(1, args.seg_steps // 10)}"]  # fmt: skip
-    seg = ["--model.init_args.num_classes=2", *common, *steps]
+    seg = [f"--model.init_args.num_classes={classes + 1}", *common]
+    if args.seg_steps:  # else the config's steps and validation cadence
+        seg += [*_steps_overrides(args.seg_steps),
+                f"--model.init_args.lr_scheduler.init_args.warmup_steps={max(1, args.seg_steps // 10)}"]  # fmt: skip
     runs = {
-        "DeepLab from voc_tf_8bit": (SEG_CONFIG, seg),
-        "DeepLab from ImageNet": (SEG_CONFIG, [*seg, *_weights_overrides(args.weights_backbone)]),
+        "DeepLab from voc_tf_8bit": (SEG_CONFIG, seg, args.seeds),
+        "DeepLab from ImageNet": (
+            SEG_CONFIG, [*seg, *_weights_overrides(args.weights_backbone)], args.seeds[:1]
+        ),
         # the joint recipe's own steps (those of the detection recipe), or --steps
         "joint SSDLite+DeepLab from ImageNet": (JOINT_CONFIG, [
             *common, *(_steps_overrides(args.steps) if args.steps else []),
             f"--model.init_args.num_det_classes={classes}",
             f"--model.init_args.num_seg_classes={classes + 1}",
             f"--model.init_args.weights_backbone={args.weights_backbone}",
-        ]),
+        ], args.seeds[:1]),
     }  # fmt: skip
+    steps = args.seg_steps or _config_value(SEG_CONFIG, "max_steps")
+    joint_steps = args.steps or _config_value(JOINT_CONFIG, "max_steps")
     lines = [
-        f"Segmentation fine-tune on {root.name} through the CLI, seed 0 (DeepLab "
-        f"{args.seg_steps} steps; the joint model {args.steps or 'the recipe'} steps)",
-        f"| model | mIoU | {name} IoU | box AP50 | wall time (s) |",
-        "|---|---|---|---|---|",
+        f"Segmentation fine-tune on {root.name} through the CLI (DeepLab {steps} steps, the "
+        f"joint model {joint_steps}); mean ± std over the seeds run",
+        f"| model | seeds | mIoU | {name} IoU | box AP50 | wall time (s) |",
+        "|---|---|---|---|---|---|",
     ]
-    for label, (config, overrides) in runs.items():
-        metrics, wall = _cli_fit(config, overrides, args.threads)
-        print(f"{label}: {metrics}", flush=True)
-        box = f"{metrics['val/map_50']:.3f}" if "val/map_50" in metrics else "-"
-        lines.append(f"| {label} | {metrics['val/miou']:.3f} | "
-                     f"{metrics.get(f'val/iou_{name}', float('nan')):.3f} | {box} | {wall:.0f} |")  # fmt: skip
+    for label, (config, overrides, seeds) in runs.items():
+        results = []
+        for seed in seeds:
+            metrics, wall = _cli_fit(
+                config, [*overrides, f"--seed_everything={seed}"], args.threads
+            )
+            print(f"{label} seed {seed}: {metrics}", flush=True)
+            results.append({**metrics, "wall": wall})
+        box = (
+            _mean_spread([r["val/map_50"] for r in results])
+            if "val/map_50" in results[0] else "-"
+        )  # fmt: skip
+        iou = _mean_spread([r.get(f"val/iou_{name}", float("nan")) for r in results])
+        lines.append(
+            f"| {label} | {', '.join(map(str, seeds))} | "
+            f"{_mean_spread([r['val/miou'] for r in results])} | {iou} | {box} | "
+            f"{statistics.mean(r['wall'] for r in results):.0f} |"
+        )
     return lines
 
 
@@ -204,7 +222,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, action="append", help="COCO-format folder(s)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     parser.add_argument("--steps", type=int, default=0, help="override the config's steps")
-    parser.add_argument("--seg-steps", type=int, default=300)
+    parser.add_argument(
+        "--seg-steps", type=int, default=0, help="override the segmentation config's steps"
+    )
     parser.add_argument("--image-size", type=int, default=0)
     parser.add_argument("--weights-backbone", default="imagenet_tf_8bit")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
