@@ -22,9 +22,12 @@ Parts (``--parts``, all by default):
   project's loader (reduced JPEG decoding on and off) against ``torchvision.transforms.v2``
   doing the same augmentation on full decodes.
 
-Real data: ``../shared/real-data`` (raccoon, balloon; see its README). Weights:
-``--weights-backbone`` (default ``imagenet_tf_8bit``, the entry of TF-slim's 8-bit ImageNet
-MobileNetV2) or a torchvision-style backbone state-dict file.
+Real data: ``../shared/real-data`` (raccoon, balloon; see its README). Detection weights:
+the config's ``weights_backbone`` (``voc_tf_8bit``: the backbone of TF's Mobile DeepLabv3
+trained on COCO and PASCAL VOC) for both training codes, or ``--weights-backbone`` (e.g.
+``imagenet_tf_8bit``, TF-slim's 8-bit ImageNet MobileNetV2, or a torchvision-style backbone
+state-dict file). The segmentation part's "from ImageNet" rows use ``imagenet_tf_8bit``
+unless ``--weights-backbone`` is given.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ REAL = ROOT.parent / "shared" / "real-data"
 DET_CONFIG = ROOT / "configs" / "detection_finetune_ssdlite_mobilenetv2.yaml"
 SEG_CONFIG = ROOT / "configs" / "segmentation_finetune_deeplabv3_mobilenetv2.yaml"
 JOINT_CONFIG = ROOT / "configs" / "multitask_finetune_ssdlite_deeplabv3_mobilenetv2.yaml"
+IMAGENET = "imagenet_tf_8bit"
 
 
 def _num_classes(root: Path) -> int:
@@ -89,8 +93,9 @@ def run_ours(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float
     overrides = [
         f"--data.init_args.root={root}", f"--model.init_args.num_classes={_num_classes(root)}",
         f"--seed_everything={seed}", f"--data.init_args.loader.num_workers={args.workers}",
-        *_weights_overrides(args.weights_backbone),
-    ]  # fmt: skip
+        ]  # fmt: skip
+    if args.weights_backbone:
+        overrides += _weights_overrides(args.weights_backbone)
     if args.steps:
         overrides += _steps_overrides(args.steps)
     if args.image_size:
@@ -104,6 +109,11 @@ def run_ours(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float
 
 
 def _config_value(config: Path, key: str) -> int:
+    return int(_config_entry(config, key))  # type: ignore[arg-type]
+
+
+def _config_entry(config: Path, key: str) -> object:
+    """The first value of ``key`` anywhere in a YAML config."""
     import yaml
 
     def find(node: object) -> object:
@@ -115,7 +125,7 @@ def _config_value(config: Path, key: str) -> int:
                     return found
         return None
 
-    return int(find(yaml.safe_load(config.read_text())))  # type: ignore[arg-type]
+    return find(yaml.safe_load(config.read_text()))
 
 
 def run_torchvision(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
@@ -124,7 +134,8 @@ def run_torchvision(root: Path, args: argparse.Namespace, seed: int) -> dict[str
     from benchmarks.finetune_torchvision import finetune_torchvision
 
     torch.set_num_threads(args.threads)
-    weights = None if args.weights_backbone == "null" else args.weights_backbone
+    weights = args.weights_backbone or _config_entry(DET_CONFIG, "weights_backbone")
+    weights = None if weights == "null" else weights
     return finetune_torchvision(
         root, args.steps or _config_value(DET_CONFIG, "max_steps"),
         args.image_size or _config_value(DET_CONFIG, "image_size"),
@@ -139,8 +150,10 @@ def _mean_spread(values: list[float]) -> str:
 
 
 def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
+    weights = args.weights_backbone or _config_entry(DET_CONFIG, "weights_backbone")
     lines = [
-        f"Detection fine-tune, {len(args.seeds)} seed(s) {args.seeds}; mean ± std over seeds",
+        f"Detection fine-tune from weights_backbone {weights}, {len(args.seeds)} seed(s) "
+        f"{args.seeds}; mean ± std over seeds",
         "| set | training code | AP | AP50 | wall time (s) | images/s |",
         "|---|---|---|---|---|---|",
     ]
@@ -162,6 +175,7 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
     """DeepLab's recipe (from ``voc_tf_8bit``) over the seeds; DeepLab from ImageNet and the
     joint model on seed 0."""
     name, classes = _class_key(root), _num_classes(root)
+    imagenet = args.weights_backbone or IMAGENET
     common = [
         f"--data.init_args.root={root}",
         f"--data.init_args.loader.num_workers={args.workers}",
@@ -173,14 +187,14 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
     runs = {
         "DeepLab from voc_tf_8bit": (SEG_CONFIG, seg, args.seeds),
         "DeepLab from ImageNet": (
-            SEG_CONFIG, [*seg, *_weights_overrides(args.weights_backbone)], args.seeds[:1]
+            SEG_CONFIG, [*seg, *_weights_overrides(imagenet)], args.seeds[:1]
         ),
         # the joint recipe's own steps (those of the detection recipe), or --steps
         "joint SSDLite+DeepLab from ImageNet": (JOINT_CONFIG, [
             *common, *(_steps_overrides(args.steps) if args.steps else []),
             f"--model.init_args.num_det_classes={classes}",
             f"--model.init_args.num_seg_classes={classes + 1}",
-            f"--model.init_args.weights_backbone={args.weights_backbone}",
+            f"--model.init_args.weights_backbone={imagenet}",
         ], args.seeds[:1]),
     }  # fmt: skip
     steps = args.seg_steps or _config_value(SEG_CONFIG, "max_steps")
@@ -226,7 +240,9 @@ def main() -> None:
         "--seg-steps", type=int, default=0, help="override the segmentation config's steps"
     )
     parser.add_argument("--image-size", type=int, default=0)
-    parser.add_argument("--weights-backbone", default="imagenet_tf_8bit")
+    parser.add_argument(
+        "--weights-backbone", default="", help="backbone weights of both training codes"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=2, help="loader workers per run")
     parser.add_argument("--loader-images", type=int, default=60)
