@@ -79,8 +79,9 @@ class COCOEvaluation:
 
     def report_anchor_coverage(self, boxes: Tensor, image_size: int) -> None:
         """Log how many training boxes ``[N, 4]`` (pixels of the ``image_size`` square input)
-        overlap an anchor at the loss's IoU threshold; a warning, with their median size, when
-        some do not: those are trained on their one best anchor and found less often."""
+        overlap an anchor at the loss's IoU threshold, and the median size of those that do
+        not (trained on their one best anchor); a warning when that is under two cells of the
+        finest map: small objects, found less often."""
         if not len(boxes):
             return
         detector = getattr(self.model, "detector", self.model)  # the joint model's SSDLite
@@ -98,11 +99,19 @@ class COCOEvaluation:
             return
         wh = boxes[missed, 2:] - boxes[missed, :2]
         side = float(wh.prod(dim=1).clamp(min=0).sqrt().median())
+        cell = image_size / detector.feature_sizes(size)[0][0]  # the finest map's stride
+        line += (
+            f"; the other {k} (median side {side:.0f} px) are trained on the one anchor "
+            "each overlaps most"
+        )
+        if side >= 2 * cell:
+            # not small: their shapes or places fall between the anchors'
+            rank_zero_info(f"{line} (anchor_layout 'torchvision' has more shapes)")
+            return
         rank_zero_warn(
-            f"{line}; the other {k} (median side {side:.0f} px) are trained on the one anchor "
-            "each overlaps most and are found less often. Small objects are SSD's weak point: "
-            "a larger data.image_size gives them more pixels (at the square of the cost), "
-            "not more anchors (anchors scale with the image)"
+            f"{line}, and are found less often: under two cells ({cell:.0f} px) of the finest "
+            "map. Small objects are SSD's weak point: a larger data.image_size gives them more "
+            "pixels (at the square of the cost), not more anchors (anchors scale with the image)"
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

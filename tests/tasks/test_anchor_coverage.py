@@ -76,3 +76,16 @@ def test_the_joint_model_reports_its_detector_s_coverage() -> None:
     task = MultiTaskTask(num_det_classes=1, num_seg_classes=2, image_size=300)
     with pytest.warns(UserWarning, match=r"183 of 255 training boxes"):
         task.setup_data(data, "fit")
+
+
+def test_boxes_between_the_anchors_but_not_small_get_an_info_line(caplog) -> None:
+    # 3:1 boxes of 200 x 20 px at 300: larger than two cells of the 19 x 19 map (2 x 16 px),
+    # but no TF anchor (ratios up to 3:1, none that thin and long) overlaps them at IoU 0.5
+    boxes = torch.tensor([[40.0, 100, 240, 120], [50.0, 200, 250, 220]])
+    task = DetectionTask(num_classes=1, image_size=300)
+    with caplog.at_level(logging.INFO), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.report_anchor_coverage(boxes, 300)
+    assert "0 of 2 training boxes (0%)" in caplog.text
+    assert "the other 2 (median side 63 px)" in caplog.text
+    assert "anchor_layout 'torchvision'" in caplog.text
