@@ -93,7 +93,7 @@ def run_ours(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float
     overrides = [
         f"--data.init_args.root={root}", f"--model.init_args.num_classes={_num_classes(root)}",
         f"--seed_everything={seed}", f"--data.init_args.loader.num_workers={args.workers}",
-        ]  # fmt: skip
+    ]  # fmt: skip
     if args.weights_backbone:
         overrides += _weights_overrides(args.weights_backbone)
     if args.steps:
@@ -128,13 +128,18 @@ def _config_entry(config: Path, key: str) -> object:
     return find(yaml.safe_load(config.read_text()))
 
 
+def _detection_weights(args: argparse.Namespace) -> str:
+    """The backbone weights both detection training codes start from."""
+    return str(args.weights_backbone or _config_entry(DET_CONFIG, "weights_backbone"))
+
+
 def run_torchvision(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
     import torch
 
     from benchmarks.finetune_torchvision import finetune_torchvision
 
     torch.set_num_threads(args.threads)
-    weights = args.weights_backbone or _config_entry(DET_CONFIG, "weights_backbone")
+    weights = _detection_weights(args)
     weights = None if weights == "null" else weights
     return finetune_torchvision(
         root, args.steps or _config_value(DET_CONFIG, "max_steps"),
@@ -150,7 +155,7 @@ def _mean_spread(values: list[float]) -> str:
 
 
 def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
-    weights = args.weights_backbone or _config_entry(DET_CONFIG, "weights_backbone")
+    weights = _detection_weights(args)
     lines = [
         f"Detection fine-tune from weights_backbone {weights}, {len(args.seeds)} seed(s) "
         f"{args.seeds}; mean ± std over seeds",

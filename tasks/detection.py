@@ -86,7 +86,8 @@ class COCOEvaluation:
             return
         detector = getattr(self.model, "detector", self.model)  # the joint model's SSDLite
         size = (image_size, image_size)
-        anchors = detector.anchors_for(size, detector.feature_sizes(size)).cpu()
+        maps = detector.feature_sizes(size)
+        anchors = detector.anchors_for(size, maps).cpu()
         threshold = detector.loss.options.iou_threshold
         missed = best_anchor_iou(boxes.float(), anchors) < threshold
         n, k = len(boxes), int(missed.sum())
@@ -99,7 +100,7 @@ class COCOEvaluation:
             return
         wh = boxes[missed, 2:] - boxes[missed, :2]
         side = float(wh.prod(dim=1).clamp(min=0).sqrt().median())
-        cell = image_size / detector.feature_sizes(size)[0][0]  # the finest map's stride
+        cell = image_size / maps[0][0]  # the finest map's stride
         line += (
             f"; the other {k} (median side {side:.0f} px) are trained on the one anchor "
             "each overlaps most"

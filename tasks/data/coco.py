@@ -310,12 +310,12 @@ class COCODataModule(DetectionDataModule):
         """``[N, 4]`` the training targets of ``split`` (x1, y1, x2, y2) in the pixels of the
         ``image_size`` x ``image_size`` network input, as the evaluation resize maps them."""
         annotations = self._load(split)
+        input_size = (self.image_size, self.image_size)
         scaled = []
         for image_id, boxes in annotations.boxes.items():
             image = annotations.images[image_id]
-            sx, sy = self.image_size / image["width"], self.image_size / image["height"]
-            scaled.append(torch.from_numpy(boxes) * torch.tensor([sx, sy, sx, sy]))
-        return torch.cat(scaled) if scaled else torch.zeros(0, 4)
+            scaled.append(scale_boxes(boxes, input_size, (image["height"], image["width"])))
+        return torch.from_numpy(np.concatenate(scaled)) if scaled else torch.zeros(0, 4)
 
     def ground_truth(self, stage: str) -> dict[str, Any]:
         """The cleaned COCO dict that ``stage`` (``"validate"`` or ``"test"``) is scored on."""
