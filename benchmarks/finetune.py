@@ -26,8 +26,9 @@ Real data: ``../shared/real-data`` (raccoon, balloon; see its README). Detection
 the config's ``weights_backbone`` (``voc_tf_8bit``: the backbone of TF's Mobile DeepLabv3
 trained on COCO and PASCAL VOC) for both training codes, or ``--weights-backbone`` (e.g.
 ``imagenet_tf_8bit``, TF-slim's 8-bit ImageNet MobileNetV2, or a torchvision-style backbone
-state-dict file). The segmentation part's "from ImageNet" rows use ``imagenet_tf_8bit``
-unless ``--weights-backbone`` is given.
+state-dict file). In the segmentation part, DeepLab's "from ImageNet" row uses
+``imagenet_tf_8bit`` and the joint model its config's ``weights_backbone``, each unless
+``--weights-backbone`` is given.
 """
 
 from __future__ import annotations
@@ -176,11 +177,16 @@ def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
-    """DeepLab's recipe (from ``voc_tf_8bit``) over the seeds; DeepLab from ImageNet and the
-    joint model on seed 0."""
-    name, classes = _class_key(root), _num_classes(root)
+Run = tuple[Path, list[str], list[int]]  # config, CLI overrides, seeds
+
+
+def segmentation_runs(root: Path, args: argparse.Namespace) -> dict[str, Run]:
+    """The segmentation part's fits by label: DeepLab's recipe (from ``voc_tf_8bit``) over
+    the seeds; DeepLab from ImageNet and the joint model (from its config's weights) on the
+    first seed."""
+    classes = _num_classes(root)
     imagenet = args.weights_backbone or IMAGENET
+    joint_weights = args.weights_backbone or _config_entry(JOINT_CONFIG, "weights_backbone")
     common = [
         f"--data.init_args.root={root}",
         f"--data.init_args.loader.num_workers={args.workers}",
@@ -189,19 +195,24 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
     if args.seg_steps:  # else the config's steps and validation cadence
         seg += [*_steps_overrides(args.seg_steps),
                 f"--model.init_args.lr_scheduler.init_args.warmup_steps={max(1, args.seg_steps // 10)}"]  # fmt: skip
-    runs = {
+    return {
         "DeepLab from voc_tf_8bit": (SEG_CONFIG, seg, args.seeds),
         "DeepLab from ImageNet": (
             SEG_CONFIG, [*seg, *_weights_overrides(imagenet)], args.seeds[:1]
         ),
-        # the joint recipe's own steps (those of the detection recipe), or --steps
-        "joint SSDLite+DeepLab from ImageNet": (JOINT_CONFIG, [
+        # the joint recipe's own steps and weights, or --steps / --weights-backbone
+        f"joint SSDLite+DeepLab from {joint_weights}": (JOINT_CONFIG, [
             *common, *(_steps_overrides(args.steps) if args.steps else []),
             f"--model.init_args.num_det_classes={classes}",
             f"--model.init_args.num_seg_classes={classes + 1}",
-            f"--model.init_args.weights_backbone={imagenet}",
+            f"--model.init_args.weights_backbone={joint_weights}",
         ], args.seeds[:1]),
     }  # fmt: skip
+
+
+def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
+    """Runs ``segmentation_runs``; a table of mIoU, the object's IoU and box AP50."""
+    name = _class_key(root)
     steps = args.seg_steps or _config_value(SEG_CONFIG, "max_steps")
     joint_steps = args.steps or _config_value(JOINT_CONFIG, "max_steps")
     lines = [
@@ -210,7 +221,7 @@ def segmentation(root: Path, args: argparse.Namespace) -> list[str]:
         f"| model | seeds | mIoU | {name} IoU | box AP50 | wall time (s) |",
         "|---|---|---|---|---|---|",
     ]
-    for label, (config, overrides, seeds) in runs.items():
+    for label, (config, overrides, seeds) in segmentation_runs(root, args).items():
         results = []
         for seed in seeds:
             metrics, wall = _cli_fit(
