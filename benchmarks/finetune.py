@@ -129,9 +129,10 @@ def _config_entry(config: Path, key: str) -> object:
     return find(yaml.safe_load(config.read_text()))
 
 
-def _detection_weights(args: argparse.Namespace) -> str:
-    """The backbone weights both detection training codes start from."""
-    return str(args.weights_backbone or _config_entry(DET_CONFIG, "weights_backbone"))
+def _start_weights(args: argparse.Namespace, config: Path) -> str:
+    """The backbone weights a run of ``config`` starts from: ``--weights-backbone``, else the
+    config's own (both detection training codes use ``DET_CONFIG``'s)."""
+    return str(args.weights_backbone or _config_entry(config, "weights_backbone"))
 
 
 def run_torchvision(root: Path, args: argparse.Namespace, seed: int) -> dict[str, float]:
@@ -140,7 +141,7 @@ def run_torchvision(root: Path, args: argparse.Namespace, seed: int) -> dict[str
     from benchmarks.finetune_torchvision import finetune_torchvision
 
     torch.set_num_threads(args.threads)
-    weights = _detection_weights(args)
+    weights = _start_weights(args, DET_CONFIG)
     weights = None if weights == "null" else weights
     return finetune_torchvision(
         root, args.steps or _config_value(DET_CONFIG, "max_steps"),
@@ -156,7 +157,7 @@ def _mean_spread(values: list[float]) -> str:
 
 
 def detection(roots: list[Path], args: argparse.Namespace) -> list[str]:
-    weights = _detection_weights(args)
+    weights = _start_weights(args, DET_CONFIG)
     lines = [
         f"Detection fine-tune from weights_backbone {weights}, {len(args.seeds)} seed(s) "
         f"{args.seeds}; mean ± std over seeds",
@@ -186,7 +187,7 @@ def segmentation_runs(root: Path, args: argparse.Namespace) -> dict[str, Run]:
     first seed."""
     classes = _num_classes(root)
     imagenet = args.weights_backbone or IMAGENET
-    joint_weights = args.weights_backbone or _config_entry(JOINT_CONFIG, "weights_backbone")
+    joint_weights = _start_weights(args, JOINT_CONFIG)
     common = [
         f"--data.init_args.root={root}",
         f"--data.init_args.loader.num_workers={args.workers}",

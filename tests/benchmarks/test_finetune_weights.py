@@ -25,7 +25,7 @@ def _weights_of(overrides: list[str]) -> list[str]:
 
 
 def test_detection_and_joint_start_from_their_configs_weights() -> None:
-    assert finetune._detection_weights(_args()) == "voc_tf_8bit"
+    assert finetune._start_weights(_args(), finetune.DET_CONFIG) == "voc_tf_8bit"
     runs = finetune.segmentation_runs(BALLOON, _args())
     assert list(runs) == [
         "DeepLab from voc_tf_8bit",
@@ -42,7 +42,7 @@ def test_detection_and_joint_start_from_their_configs_weights() -> None:
 
 def test_weights_backbone_option_sets_every_run(tmp_path: Path) -> None:
     file = str(tmp_path / "backbone.pt")
-    assert finetune._detection_weights(_args(file)) == file
+    assert finetune._start_weights(_args(file), finetune.DET_CONFIG) == file
     runs = finetune.segmentation_runs(BALLOON, _args(file))
     assert _weights_of(runs[f"joint SSDLite+DeepLab from {file}"][1]) == [file]
     assert _weights_of(runs["DeepLab from ImageNet"][1]) == [file]
